@@ -1,0 +1,33 @@
+# Two commands set up everything on a fresh machine: `make test` and `make demo`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Any other torch spec can pull a multi-GB CUDA build; override for GPU machines.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check spiralray tests jobs bench
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check spiralray tests jobs bench
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/spiralray demo
+
+bench: $(STAMP)
+	$(VENV)/bin/spiralray bench engine --json
+	$(VENV)/bin/spiralray bench compare --json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

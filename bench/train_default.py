@@ -1,0 +1,59 @@
+"""Train the shipped default model (HeLa frames 0-13 + synthetic), calibrate on 14-16.
+
+    python bench/train_default.py --hela ../shared/data/hela --out spiralray/weights/spiralnet
+
+Kept as a script (not the Ray Train job) because it is the exact recipe of the packaged weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from spiralray.config import SpiralNetConfig
+from spiralray.data.datasets import HELA_SPLIT, load_pairs
+from spiralray.data.normalize import normalize
+from spiralray.data.synthetic import SyntheticSpec, generate_many
+from spiralray.net import SpiralNet
+from spiralray.training import RegionSampler, TrainSpec, fit
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hela", default="../shared/data/hela")
+    ap.add_argument("--out", default="/tmp/spiralnet_default")
+    ap.add_argument("--scorer-minutes", type=float, default=4)
+    ap.add_argument("--segmenter-minutes", type=float, default=20)
+    ap.add_argument("--synthetic", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = SpiralNetConfig()
+    pairs = load_pairs(args.hela, HELA_SPLIT["train"])
+    pairs += generate_many(args.synthetic, SyntheticSpec(384, 384), seed=1000)
+    images = [normalize(im, cfg.model.norm, cfg.model.norm_low, cfg.model.norm_high) for im, _ in pairs]
+    labels = [lb for _, lb in pairs]
+    sampler = RegionSampler(images, labels, cfg, scales=(0.75, 1.0, 1.33))
+    net = SpiralNet.build(cfg, seed=0)
+    history = {"scorer": [], "segmenter": []}
+    t0 = time.time()
+
+    def log(name, it, loss):
+        history[name].append(loss)
+        if it % 50 == 0:
+            mean = np.mean(history[name][-50:])
+            print(f"{time.time() - t0:7.1f}s {name} it {it} loss {mean:.4f}", flush=True)
+
+    fit(net, sampler, TrainSpec(), args.scorer_minutes * 60, args.segmenter_minutes * 60, log=log)
+    from spiralray import modelzoo
+
+    modelzoo.save(net, args.out, extra={"history": {k: v[-200:] for k, v in history.items()}})
+    print(json.dumps({"out": args.out, "seconds": time.time() - t0}))
+
+
+if __name__ == "__main__":
+    main()

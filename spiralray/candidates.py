@@ -1,0 +1,143 @@
+"""The order-free candidate rule: which regions are segmented and how masks become objects.
+
+1. Threshold the score map (>= t) and keep its local maxima within a radius (non-maximum
+   suppression); equal scores are broken by position (smaller row, then column, wins).
+2. Every kept candidate is segmented independently (``spiral.segment_objects``).
+3. Objects are resolved greedily in the order (score descending, row, col): a mask keeps only
+   its connected component that holds its seed; a mask whose overlap with an accepted object's
+   mask exceeds ``overlap`` of the smaller one is a duplicate and dropped; otherwise it becomes a
+   new object owning its pixels not already owned (contested pixels go to the higher score).
+
+The order is a property of the data (scores and positions), never of processing order, so
+batching, tiling and worker timing cannot change the labels. Pure NumPy/SciPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .config import CandidateSpec
+from .spiral import ObjectMask
+
+
+def nms_offsets(radius: float, stride: int) -> list[tuple[int, int]]:
+    """Grid offsets within ``radius`` px (the centre excluded)."""
+    r = int(np.floor(radius / stride))
+    return [
+        (dy, dx)
+        for dy in range(-r, r + 1)
+        for dx in range(-r, r + 1)
+        if (dy, dx) != (0, 0) and (dy * stride) ** 2 + (dx * stride) ** 2 <= radius**2
+    ]
+
+
+def select_candidates(scores: np.ndarray, valid: np.ndarray, spec: CandidateSpec) -> np.ndarray:
+    """Grid indices ``K x 2`` of the kept candidates, in row-major order.
+
+    scores: ``gh x gw`` score map; valid: ``gh x gw`` bool (centres inside the image). A position
+    is kept when its score is >= threshold and it beats every valid neighbour within the radius
+    (higher score, or equal score and an earlier position).
+    """
+    s = np.where(valid, scores, -np.inf).astype(np.float64)
+    keep = valid & (s >= spec.threshold)
+    gh, gw = s.shape
+    big = np.full((gh + 2 * gh, gw + 2 * gw), -np.inf)  # generous -inf border for any offset
+    big[gh : 2 * gh, gw : 2 * gw] = s
+    for dy, dx in nms_offsets(spec.nms_radius, spec.stride):
+        if abs(dy) >= gh or abs(dx) >= gw:
+            continue
+        other = big[gh + dy : 2 * gh + dy, gw + dx : 2 * gw + dx]
+        earlier = (dy, dx) < (0, 0)  # lexicographic: the neighbour comes first in raster order
+        keep &= (s > other) | ((s == other) & (not earlier))
+    return np.argwhere(keep)
+
+
+def _seed_component(obj: ObjectMask) -> np.ndarray | None:
+    """The connected component (8-connectivity) of the mask that holds the seed, or None."""
+    sy, sx = obj.seed[0] - obj.y0, obj.seed[1] - obj.x0
+    h, w = obj.mask.shape
+    if not (0 <= sy < h and 0 <= sx < w) or not obj.mask[sy, sx]:
+        return None
+    lab, _ = ndi.label(obj.mask, structure=np.ones((3, 3), bool))
+    return lab == lab[sy, sx]
+
+
+def resolve_objects(
+    objects: list[ObjectMask], image_shape: tuple[int, int], spec: CandidateSpec
+) -> list[ObjectMask]:
+    """Greedy, order-free duplicate removal and pixel ownership (see the module docstring).
+
+    Returns the accepted objects in resolution order; each mask holds only the pixels it owns.
+    """
+    owner = np.zeros(image_shape, bool)
+    order = sorted(range(len(objects)), key=lambda i: (-objects[i].score, *objects[i].seed))
+    kept: list[ObjectMask] = []
+    firsts: list[ObjectMask] = []  # each accepted object's own (highest-scoring) mask
+    boxes = np.zeros((0, 4), np.int64)
+    for i in order:
+        obj = objects[i]
+        comp = _seed_component(obj)
+        if comp is None:
+            continue
+        obj = ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, comp, obj.regions)
+        area = int(comp.sum())
+        y1, x1 = obj.y0 + comp.shape[0], obj.x0 + comp.shape[1]
+        hits = np.flatnonzero(
+            (boxes[:, 0] < y1) & (boxes[:, 2] > obj.y0) & (boxes[:, 1] < x1) & (boxes[:, 3] > obj.x0)
+        )
+        if any(_overlap(obj, firsts[k], area) > spec.overlap for k in hits):
+            continue
+        window = owner[obj.y0 : y1, obj.x0 : x1]
+        mine = comp & ~window
+        if mine.sum() < spec.min_area:
+            continue
+        window |= mine
+        firsts.append(obj)
+        boxes = np.vstack([boxes, [[obj.y0, obj.x0, y1, x1]]])
+        kept.append(ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, mine, obj.regions))
+    return kept
+
+
+def _overlap(a: ObjectMask, b: ObjectMask, area_a: int) -> float:
+    """Intersection of two masks over the smaller one's area."""
+    y0, x0 = max(a.y0, b.y0), max(a.x0, b.x0)
+    y1 = min(a.y0 + a.mask.shape[0], b.y0 + b.mask.shape[0])
+    x1 = min(a.x0 + a.mask.shape[1], b.x0 + b.mask.shape[1])
+    if y1 <= y0 or x1 <= x0:
+        return 0.0
+    inter = np.count_nonzero(
+        a.mask[y0 - a.y0 : y1 - a.y0, x0 - a.x0 : x1 - a.x0]
+        & b.mask[y0 - b.y0 : y1 - b.y0, x0 - b.x0 : x1 - b.x0]
+    )
+    smaller = min(area_a, b.area)
+    return inter / smaller if smaller else 0.0
+
+
+def object_id(seed: tuple[int, int], image_width: int) -> int:
+    """Deterministic id from the seed pixel: a function of the object, not of timing or order."""
+    return int(seed[0]) * int(image_width) + int(seed[1]) + 1
+
+
+def assemble_labels(
+    objects: list[ObjectMask], image_shape: tuple[int, int], dtype=np.uint32
+) -> np.ndarray:
+    """Instance label image ``H x W``; each object's id is ``object_id`` of its seed.
+
+    Masks of ``resolve_objects`` are disjoint, so painting order does not matter.
+    """
+    labels = np.zeros(image_shape, dtype)
+    for obj in objects:
+        h, w = obj.mask.shape
+        view = labels[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
+        view[obj.mask] = object_id(obj.seed, image_shape[1])
+    return labels
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Ids 1..N in the order of the original ids (so still deterministic)."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    out = inverse.reshape(labels.shape).astype(labels.dtype)
+    if ids[0] != 0:
+        out += 1
+    return out

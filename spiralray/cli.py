@@ -1,0 +1,185 @@
+"""The ``spiralray`` command. User mistakes print one line and exit 2; details go to the log
+file (``SPIRALRAY_LOG``, default ``~/.cache/spiralray/spiralray.log``) or the terminal with
+``--verbose``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from .errors import SpiralrayError
+
+log = logging.getLogger("spiralray")
+
+
+def _log_path() -> str:
+    return os.environ.get("SPIRALRAY_LOG", os.path.expanduser("~/.cache/spiralray/spiralray.log"))
+
+
+def _setup_logging(verbose: bool) -> None:
+    handlers: list[logging.Handler] = []
+    try:
+        os.makedirs(os.path.dirname(_log_path()) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(_log_path()))
+    except OSError:
+        pass  # an unwritable log location must not stop the work
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(h)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_segment(args) -> int:
+    import numpy as np
+
+    from . import modelzoo, storage
+    from .candidates import relabel_sequential
+    from .engine import Engine, ReferenceEngine
+
+    _threads(args.threads)
+    image = storage.read_image(args.input)
+    net = modelzoo.load(args.model)
+    kind = ReferenceEngine if args.reference else Engine
+    engine = kind(net, device=args.device, batch_size=args.batch_size)
+    t0 = time.perf_counter()
+    result = engine.segment(image, channel=args.channel)
+    seconds = time.perf_counter() - t0
+    labels = result.labels if args.ids == "seed" else relabel_sequential(result.labels)
+    out = result.semantic if args.semantic else labels.astype(np.uint32)
+    storage.write_labels(args.output, out)
+    summary = {
+        "input": args.input, "output": args.output, "objects": len(result.objects),
+        "candidates": result.n_candidates, "regions": result.n_regions, "seconds": round(seconds, 3),
+    }
+    log.info("segment %s", summary)
+    print(json.dumps(summary) if args.json else
+          f"{summary['objects']} objects -> {args.output} ({seconds:.1f} s, {result.n_regions} regions)")
+    return 0
+
+
+def _read_labels(path):
+    import numpy as np
+
+    from . import storage
+
+    a = storage.read_image(path)
+    if a.dtype.kind not in "iub":
+        if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
+            return a.astype(np.int64)
+        raise SpiralrayError(f"{path} is not a label image (dtype {a.dtype}, expected integers)")
+    return a
+
+
+def cmd_evaluate(args) -> int:
+    from .metrics import evaluate_many
+
+    pred, truth = _read_labels(args.pred), _read_labels(args.truth)
+    if pred.shape != truth.shape:
+        raise SpiralrayError(f"shape mismatch: {args.pred} is {pred.shape}, {args.truth} is {truth.shape}")
+    if pred.ndim == 2:
+        pairs = [(pred, truth)]
+    elif pred.ndim == 3:
+        pairs = list(zip(pred, truth, strict=True))
+    else:
+        raise SpiralrayError(f"label images must be 2-D (or a stack of 2-D frames), got {pred.shape}")
+    scores = evaluate_many(pairs)
+    if not args.json:
+        for k, v in scores.items():
+            print(f"{k:>22s}  {v:.4f}" if isinstance(v, float) else f"{k:>22s}  {v}")
+    else:
+        print(json.dumps(scores))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out)
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    result = bench.run(args.which, args)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spiralray", description="SpiralNet microscopy segmentation")
+    p.add_argument("--verbose", "-v", action="store_true", help="log details to the terminal")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment one image (TIFF, PNG or zarr)")
+    s.add_argument("input")
+    s.add_argument("output", help=".tif (uint32 labels) or .zarr")
+    s.add_argument("--model", default=None, help="model directory or models:/NAME@ALIAS (default: shipped)")
+    s.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
+    s.add_argument("--semantic", action="store_true", help="write the foreground mask instead of ids")
+    s.add_argument("--ids", choices=["sequential", "seed"], default="sequential",
+                   help="1..N, or the deterministic seed-pixel ids of the distributed pipeline")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--reference", action="store_true", help="the slow reference recursion")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("evaluate", help="compare a label image with the truth")
+    e.add_argument("pred")
+    e.add_argument("truth")
+    e.add_argument("--json", action="store_true", help="last line: one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="segment a synthetic image with the shipped model")
+    d.add_argument("--out", default="demo_out")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmarks (write JSON to bench/results/)")
+    b.add_argument("which", choices=["engine", "compare"])
+    b.add_argument("--json", action="store_true", help="last line: one JSON object")
+    b.add_argument("--data", default="../shared/data/hela")
+    b.add_argument("--results", default="bench/results")
+    b.add_argument("--regions", type=int, default=48, help="reference sample size (engine)")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--frames", default="17,18,19", help="HeLa frames (compare)")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except SpiralrayError as exc:
+        log.debug("user error", exc_info=True)
+        print(f"spiralray: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spiralray: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user mistake: one line here, the traceback in the log
+        log.exception("internal error")
+        print(f"spiralray: internal error: {exc.__class__.__name__}: {exc} (details: {_log_path()})",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

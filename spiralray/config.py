@@ -1,0 +1,104 @@
+"""Frozen configuration: the geometry contract shared by training and inference.
+
+Every number of the thesis (Dekret 2019) lives here once; modules take these specs
+instead of loose keyword arguments so training and inference cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """Stage-1 regions: reflect padding, region size and the crop grid.
+
+    Regions of ``height x width`` are cut from the image reflect-padded by ``pad`` px, top-left
+    corners every ``stride`` px of the padded image. A region's centre is ``(height // 2,
+    width // 2)`` in region coordinates, so in image coordinates the grid of centres is
+    ``(i * stride + offset_y, j * stride + offset_x)``.
+    """
+
+    height: int = 52
+    width: int = 58
+    pad: int = 28
+    stride: int = 16  # the thesis's training grid
+    centre_window: int = 5  # c of formula (2)
+
+    @property
+    def centre(self) -> tuple[int, int]:
+        return self.height // 2, self.width // 2
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """Image coordinates of the centre of the region whose padded top-left is (0, 0)."""
+        cy, cx = self.centre
+        return cy - self.pad, cx - self.pad
+
+
+@dataclass(frozen=True)
+class SpiralSpec:
+    """Stage-2 recursion: field of view, block size and border continuation."""
+
+    block: int = 8  # n: the n x n centre of each prediction is written
+    threshold: float = 0.5  # central-channel threshold applied after the last step
+    max_hops: int = 8  # border continuation: extra regions per object at most
+    continuation: bool = True
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """Which scored regions are segmented and how their masks become objects."""
+
+    threshold: float = 0.4  # t: regions scoring >= t go to stage 2
+    stride: int = 8  # prediction grid stride (the thesis used 16; 8 + NMS covers more nuclei)
+    nms_radius: float = 10.0  # keep score-map local maxima within this radius (px)
+    overlap: float = 0.5  # intersection / smaller mask above this: the same object
+    min_area: int = 12  # objects smaller than this (px) are dropped
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Network shapes; stored beside the weights so a model directory describes itself."""
+
+    in_channels: int = 1
+    seg_width: int = 32  # each input branch
+    seg_trunk: int = 64
+    seg_skip_modules: int = 2
+    scorer_hidden: int = 128
+    norm: str = "percentile"  # "percentile" (1st-99.8th) or "minmax" (the thesis)
+    norm_low: float = 1.0
+    norm_high: float = 99.8
+
+
+@dataclass(frozen=True)
+class SpiralNetConfig:
+    region: RegionSpec = field(default_factory=RegionSpec)
+    spiral: SpiralSpec = field(default_factory=SpiralSpec)
+    candidates: CandidateSpec = field(default_factory=CandidateSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpiralNetConfig:
+        def build(kind, values):
+            known = {f.name for f in dataclasses.fields(kind)}
+            return kind(**{k: v for k, v in (values or {}).items() if k in known})
+
+        return cls(
+            region=build(RegionSpec, d.get("region")),
+            spiral=build(SpiralSpec, d.get("spiral")),
+            candidates=build(CandidateSpec, d.get("candidates")),
+            model=build(ModelSpec, d.get("model")),
+        )
+
+    def replace(self, **sections) -> SpiralNetConfig:
+        """Copy with some fields of some sections changed: ``cfg.replace(candidates={"stride": 16})``."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **values)
+            for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)

@@ -1,0 +1,1 @@
+"""Data: synthetic nuclei, training pairs and normalisation (storage goes through storage.py)."""

@@ -1,0 +1,90 @@
+"""Annotated image sets: (image, instance labels) pairs from the layouts users have.
+
+- a directory with ``images.tif`` + ``labels.tif`` stacks (frames x H x W), as ``shared/data/hela``;
+- a directory of pairs ``NAME.tif`` + ``NAME_labels.tif`` (or .png), or ``images/`` + ``labels/``
+  subdirectories with matching file names;
+- a zarr group with arrays ``images`` and ``labels`` (frames x H x W or H x W).
+All reading goes through ``storage``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import storage
+from ..errors import SpiralrayError
+
+LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask")
+
+
+def _frames(a: np.ndarray) -> list[np.ndarray]:
+    return [a] if a.ndim == 2 else list(a)
+
+
+def _check(images: list, labels: list, where: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    if len(images) != len(labels):
+        raise SpiralrayError(f"{where}: {len(images)} images but {len(labels)} label images")
+    pairs = []
+    for i, (im, lb) in enumerate(zip(images, labels, strict=True)):
+        if im.shape != lb.shape:
+            raise SpiralrayError(f"{where}: image {i} is {im.shape} but its labels are {lb.shape}")
+        if lb.dtype.kind not in "iub":
+            raise SpiralrayError(f"{where}: labels {i} are {lb.dtype}, expected integer instance ids")
+        pairs.append((im, lb.astype(np.int32)))
+    if not pairs:
+        raise SpiralrayError(f"{where}: no image/label pairs found")
+    if not any(lb.any() for _, lb in pairs):
+        raise SpiralrayError(f"{where}: the labels hold no objects at all")
+    return pairs
+
+
+def _stem(name: str) -> str:
+    base = os.path.basename(name.rstrip("/"))
+    return base.rsplit(".", 1)[0]
+
+
+def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """All (image ``H x W``, labels ``H x W`` int32) pairs of a dataset; ``frames`` selects some."""
+    path = str(path).rstrip("/")
+    if not storage.exists(path):
+        raise SpiralrayError(f"training data not found: {path}")
+    if storage.is_zarr(path):
+        group = storage.open_zarr_group(path)
+        if "images" not in group or "labels" not in group:
+            raise SpiralrayError(f"{path}: a zarr dataset needs arrays 'images' and 'labels'")
+        images, labels = _frames(np.asarray(group["images"][...])), _frames(np.asarray(group["labels"][...]))
+    else:
+        names = storage.list_dir(path)
+        stems = {_stem(n): n for n in names}
+        if "images" in stems and "labels" in stems and not os.path.isdir(stems["images"]):
+            images = _frames(storage.read_image(stems["images"]))
+            labels = _frames(storage.read_image(stems["labels"]))
+        elif "images" in stems and "labels" in stems:
+            imgs = {_stem(n): n for n in storage.list_dir(stems["images"])}
+            labs = {_stem(n): n for n in storage.list_dir(stems["labels"])}
+            missing = sorted(set(imgs) - set(labs))
+            if missing:
+                raise SpiralrayError(f"{path}: missing labels for {', '.join(missing[:5])}")
+            images = [storage.read_image(imgs[k]) for k in sorted(imgs)]
+            labels = [storage.read_image(labs[k]) for k in sorted(imgs)]
+        else:
+            label_of = {}
+            for stem, name in stems.items():
+                for suf in LABEL_SUFFIXES:
+                    if stem.endswith(suf):
+                        label_of[stem[: -len(suf)]] = name
+            keys = sorted(k for k in stems if k in label_of)
+            unlabelled = sorted(k for k in stems if k not in label_of and not k.endswith(LABEL_SUFFIXES))
+            if unlabelled and not keys:
+                raise SpiralrayError(f"{path}: missing labels (expected e.g. {unlabelled[0]}_labels.tif)")
+            images = [storage.read_image(stems[k]) for k in keys]
+            labels = [storage.read_image(label_of[k]) for k in keys]
+    pairs = _check(images, labels, path)
+    if frames is not None:
+        pairs = [pairs[i] for i in frames]
+    return pairs
+
+
+HELA_SPLIT = {"train": list(range(0, 14)), "validation": [14, 15, 16], "test": [17, 18, 19]}

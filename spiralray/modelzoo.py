@@ -1,0 +1,36 @@
+"""Finding models: the packaged default, a model directory, or (later) a registry URI."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+
+from . import storage
+from .config import SpiralNetConfig
+from .errors import SpiralrayError
+from .net import SpiralNet
+
+DEFAULT = "spiralnet"
+
+
+def default_model_dir() -> str:
+    return str(resources.files("spiralray") / "weights" / DEFAULT)
+
+
+def save(net: SpiralNet, path, card: str | None = None, extra: dict | None = None) -> None:
+    config = {"spiralnet": net.config.to_dict(), **(extra or {})}
+    storage.save_model_dir(path, net.state_dict(), config, card)
+
+
+def load(model: str | None = None) -> SpiralNet:
+    """``None`` -> the shipped default; a directory -> that model directory."""
+    path = default_model_dir() if model in (None, "", "default") else model
+    if str(path).startswith("models:/"):
+        from . import registry  # MLflow only where a registry URI is used
+
+        return registry.load(path)
+    if not os.path.isdir(path):
+        raise SpiralrayError(f"model not found: {path} (a model directory or models:/NAME@ALIAS)")
+    tensors, config = storage.load_model_dir(path)
+    net = SpiralNet.build(SpiralNetConfig.from_dict(config["spiralnet"]), seed=None)
+    return net.load_state_dict(tensors)

@@ -1,0 +1,124 @@
+"""Stage-1 geometry and labels: reflect padding, the crop grid, the reverse distance matrix,
+the ground-truth score (thesis formula (2)) and the three-channel segmenter labels.
+
+Pure NumPy. Images are ``C x H x W`` (or ``H x W``); coordinates are (row, col) in pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import RegionSpec
+
+
+def crop_pad(spec: RegionSpec) -> int:
+    """Padding that lets a region be centred on any image pixel (>= the thesis's 28 px)."""
+    cy, cx = spec.centre
+    return max(spec.pad, cy, cx, spec.height - cy, spec.width - cx)
+
+
+def pad_image(image: np.ndarray, pad: int) -> np.ndarray:
+    """Symmetric reflection (edge pixel repeated) of the last two axes by ``pad`` px."""
+    widths = [(0, 0)] * (image.ndim - 2) + [(pad, pad), (pad, pad)]
+    return np.pad(image, widths, mode="symmetric")
+
+
+def grid_shape(height: int, width: int, spec: RegionSpec, stride: int) -> tuple[int, int]:
+    """Number of regions along each axis of an image padded by ``spec.pad``."""
+    rows = (height + 2 * spec.pad - spec.height) // stride + 1
+    cols = (width + 2 * spec.pad - spec.width) // stride + 1
+    return max(rows, 0), max(cols, 0)
+
+
+def grid_centres(height: int, width: int, spec: RegionSpec, stride: int) -> np.ndarray:
+    """Image coordinates of every grid region's centre, ``gh x gw x 2`` (int64).
+
+    Region (i, j) has its top-left at ``(i * stride, j * stride)`` of the padded image; some
+    centres fall in the padding (e.g. row -2 with the thesis's numbers).
+    """
+    gh, gw = grid_shape(height, width, spec, stride)
+    oy, ox = spec.offset
+    ys = np.arange(gh) * stride + oy
+    xs = np.arange(gw) * stride + ox
+    return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1)
+
+
+def crop_regions(padded: np.ndarray, pad: int, centres: np.ndarray, spec: RegionSpec) -> np.ndarray:
+    """Regions centred on ``centres`` (N x 2 image coords) cut from an image padded by ``pad``.
+
+    padded: ``C x (H + 2 pad) x (W + 2 pad)``. Returns ``N x C x height x width``.
+    """
+    cy, cx = spec.centre
+    out = np.empty((len(centres), padded.shape[0], spec.height, spec.width), padded.dtype)
+    for k, (y, x) in enumerate(np.asarray(centres, dtype=np.int64)):
+        y0, x0 = y - cy + pad, x - cx + pad
+        if y0 < 0 or x0 < 0:
+            raise ValueError(f"region centred at {(y, x)} needs more than {pad} px of padding")
+        out[k] = padded[:, y0 : y0 + spec.height, x0 : x0 + spec.width]
+    return out
+
+
+def reverse_distance_matrix(spec: RegionSpec) -> np.ndarray:
+    """``height x width`` float32: 1 at the centre pixel falling linearly to 0 at the far corner.
+
+    Our reading of the thesis: Euclidean distance to ``(h // 2, w // 2)``, normalised by the
+    distance to the farthest corner.
+    """
+    cy, cx = spec.centre
+    yy, xx = np.mgrid[0 : spec.height, 0 : spec.width]
+    dist = np.hypot(yy - cy, xx - cx)
+    return np.clip(1.0 - dist / dist.max(), 0.0, 1.0).astype(np.float32)
+
+
+def centre_slices(spec: RegionSpec) -> tuple[slice, slice]:
+    """The central ``c x c`` window of a region (rows, cols)."""
+    cy, cx = spec.centre
+    half = spec.centre_window // 2
+    return slice(cy - half, cy - half + spec.centre_window), slice(cx - half, cx - half + spec.centre_window)
+
+
+def region_score(mask: np.ndarray, spec: RegionSpec) -> float:
+    """Thesis formula (2): ``sum(mask * M)`` over the central c x c window, divided by c^2.
+
+    mask: ``height x width`` foreground (bool or 0/1).
+    """
+    rows, cols = centre_slices(spec)
+    weights = reverse_distance_matrix(spec)[rows, cols]
+    return float((mask[rows, cols].astype(np.float32) * weights).sum() / spec.centre_window**2)
+
+
+def score_map_truth(foreground: np.ndarray, spec: RegionSpec, stride: int) -> np.ndarray:
+    """Ground-truth score of every grid region of an image, ``gh x gw`` float32.
+
+    Equals ``region_score`` of each region cut from the padded foreground; only the central
+    window matters, so it is a 25-tap correlation sampled on the grid.
+    """
+    height, width = foreground.shape
+    pad = spec.pad
+    fg = pad_image(foreground.astype(np.float32), pad)
+    gh, gw = grid_shape(height, width, spec, stride)
+    rows, cols = centre_slices(spec)
+    weights = reverse_distance_matrix(spec)[rows, cols]
+    out = np.zeros((gh, gw), np.float32)
+    for dy in range(spec.centre_window):
+        for dx in range(spec.centre_window):
+            y0, x0 = rows.start + dy, cols.start + dx
+            tap = fg[y0 : y0 + (gh - 1) * stride + 1 : stride, x0 : x0 + (gw - 1) * stride + 1 : stride]
+            out += weights[dy, dx] * tap
+    return out / spec.centre_window**2
+
+
+def three_channel_labels(labels: np.ndarray, centre: tuple[int, int] | None = None) -> np.ndarray:
+    """``3 x h x w`` float32 targets: the instance under the centre / all others / background.
+
+    labels: ``h x w`` instance ids (0 = background) of one region or field of view. With
+    background under the centre, channel 0 is empty and every instance counts as "other".
+    """
+    h, w = labels.shape
+    cy, cx = centre if centre is not None else (h // 2, w // 2)
+    central = labels[cy, cx]
+    out = np.empty((3, h, w), np.float32)
+    out[0] = (labels == central) & (central != 0)
+    out[1] = (labels != 0) & (labels != central)
+    out[2] = labels == 0
+    return out

@@ -1,0 +1,65 @@
+"""One image through both stages, with pluggable arithmetic (reference or fast engine).
+
+    image -> per-image normalisation -> score map -> order-free candidates ->
+    spiral segmentation with border continuation -> resolve -> instance labels
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import candidates as cand
+from .config import SpiralNetConfig
+from .regions import grid_centres
+from .spiral import ObjectMask, RegionMasks, segment_objects
+
+
+@dataclass
+class Segmentation:
+    labels: np.ndarray  # H x W uint32 instance ids (0 = background)
+    objects: list[ObjectMask]  # resolved objects, disjoint masks
+    scores: np.ndarray  # gh x gw score map (clipped to [0, 1])
+    n_candidates: int
+    n_regions: int  # regions segmented, border continuations included
+
+    @property
+    def semantic(self) -> np.ndarray:
+        """H x W uint8 foreground mask (the semantic output)."""
+        return (self.labels > 0).astype(np.uint8)
+
+
+def candidate_seeds(scores: np.ndarray, image_shape, cfg: SpiralNetConfig):
+    """Kept candidates as (seeds ``K x 2`` image coords, their scores ``K``)."""
+    H, W = image_shape
+    centres = grid_centres(H, W, cfg.region, cfg.candidates.stride)
+    valid = (
+        (centres[..., 0] >= 0) & (centres[..., 0] < H) & (centres[..., 1] >= 0) & (centres[..., 1] < W)
+    )
+    idx = cand.select_candidates(scores, valid, cfg.candidates)
+    return centres[idx[:, 0], idx[:, 1]].reshape(-1, 2), scores[idx[:, 0], idx[:, 1]]
+
+
+def segment_with(
+    image_shape: tuple[int, int],
+    scores: np.ndarray,
+    region_masks: RegionMasks,
+    cfg: SpiralNetConfig,
+    on_progress: Callable[[int], None] | None = None,
+) -> Segmentation:
+    """Stage 2 and assembly, given the score map and a ``region_masks`` implementation."""
+    seeds, seed_scores = candidate_seeds(scores, image_shape, cfg)
+    counted = [0]
+
+    def counting(centres):
+        counted[0] += len(centres)
+        if on_progress:
+            on_progress(len(centres))
+        return region_masks(centres)
+
+    objects = segment_objects(seeds, seed_scores, counting, image_shape, cfg.region, cfg.spiral)
+    kept = cand.resolve_objects(objects, image_shape, cfg.candidates)
+    labels = cand.assemble_labels(kept, image_shape)
+    return Segmentation(labels, kept, scores, len(seeds), counted[0])

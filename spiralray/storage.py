@@ -1,0 +1,177 @@
+"""The only module that touches storage: TIFF / PNG / zarr, local paths or fsspec URLs.
+
+Readers return NumPy arrays and raise ``SpiralrayError`` with a one-line message naming the
+problem (missing file, unreadable format) so callers never show a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpiralrayError
+
+TIFF = (".tif", ".tiff")
+RASTER = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _is_url(path: str) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _local(path) -> str:
+    s = str(path)
+    return s[len("file://") :] if s.startswith("file://") else s
+
+
+def is_zarr(path) -> bool:
+    s = _local(path).rstrip("/")
+    if s.endswith(".zarr") or ".zarr/" in s:
+        return True
+    return not _is_url(s) and os.path.isdir(s) and (
+        os.path.exists(os.path.join(s, "zarr.json")) or os.path.exists(os.path.join(s, ".zarray"))
+    )
+
+
+def exists(path) -> bool:
+    if _is_url(path):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(str(path))
+        return fs.exists(p)
+    return os.path.exists(_local(path))
+
+
+def read_image(path, storage_options: dict | None = None) -> np.ndarray:
+    """Read a TIFF (page stack or single), PNG/JPEG, or a zarr array as a NumPy array."""
+    s = str(path)
+    if not exists(s):
+        raise SpiralrayError(f"input not found: {s}")
+    if is_zarr(s):
+        return read_zarr(s, storage_options=storage_options)
+    suffix = Path(s.split("?")[0]).suffix.lower()
+    try:
+        if suffix in TIFF:
+            import tifffile
+
+            if _is_url(s):
+                import fsspec
+
+                with fsspec.open(s, "rb", **(storage_options or {})) as f:
+                    return tifffile.imread(f)
+            return tifffile.imread(_local(s))
+        if suffix in RASTER:
+            import imageio.v3 as iio
+
+            return np.asarray(iio.imread(_local(s)))
+    except Exception as exc:  # a corrupt file: name it, keep the cause for --verbose logs
+        raise SpiralrayError(f"cannot read {s} as an image: {exc.__class__.__name__}: {exc}") from exc
+    raise SpiralrayError(
+        f"unsupported image format '{suffix or 'none'}' for {s} (use .tif, .png or .zarr)"
+    )
+
+
+def read_zarr(path, storage_options: dict | None = None) -> np.ndarray:
+    import zarr
+
+    try:
+        node = zarr.open(_local(path), mode="r", storage_options=storage_options)
+    except Exception as exc:
+        raise SpiralrayError(f"cannot open {path} as zarr: {exc.__class__.__name__}: {exc}") from exc
+    if isinstance(node, zarr.Group):
+        # OME-Zarr multiscales: level 0; otherwise a group needs an explicit array path.
+        ms = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+        if ms:
+            return np.asarray(node[ms[0]["datasets"][0]["path"]][...])
+        raise SpiralrayError(f"{path} is a zarr group, not an array: name an array inside it")
+    return np.asarray(node[...])
+
+
+def open_zarr_group(path, storage_options: dict | None = None):
+    import zarr
+
+    try:
+        return zarr.open_group(_local(path), mode="r", storage_options=storage_options)
+    except Exception as exc:
+        raise SpiralrayError(f"cannot open {path} as a zarr group: {exc}") from exc
+
+
+def list_dir(path) -> list[str]:
+    s = _local(path)
+    if _is_url(s):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(s)
+        proto = s.split("://")[0]
+        return sorted(f"{proto}://{q}" for q in fs.ls(p, detail=False))
+    if not os.path.isdir(s):
+        raise SpiralrayError(f"not a directory: {s}")
+    return sorted(os.path.join(s, name) for name in os.listdir(s))
+
+
+def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
+    """Write a label image: ``.tif`` (compressed TIFF) or ``.zarr`` (a zarr v3 array)."""
+    s = _local(str(path))
+    if is_zarr(s):
+        import zarr
+
+        arr = zarr.create_array(
+            s, shape=labels.shape, dtype=labels.dtype,
+            chunks=tuple(min(chunks, n) for n in labels.shape), overwrite=True,
+        )
+        arr[...] = labels
+        return
+    suffix = Path(s).suffix.lower()
+    if suffix not in TIFF:
+        raise SpiralrayError(f"unsupported output format '{suffix or 'none'}' for {s} (use .tif or .zarr)")
+    parent = os.path.dirname(os.path.abspath(s))
+    if not os.path.isdir(parent):
+        raise SpiralrayError(f"output directory does not exist: {parent}")
+    import tifffile
+
+    tmp = s + ".partial"
+    tifffile.imwrite(tmp, labels, compression="zlib")
+    os.replace(tmp, s)  # never leave a half-written output behind
+
+
+def write_image(path, image: np.ndarray) -> None:
+    """Write an image (TIFF, or zarr when the path ends in .zarr)."""
+    write_labels(path, image)
+
+
+# --- model directories: config.json + model.safetensors (+ card.md), self-describing -------------
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "config.json"
+
+
+def save_model_dir(path, tensors: dict, config: dict, card: str | None = None) -> None:
+    """Write a model directory: weights (safetensors, no pickle), config and an optional card."""
+    import json
+
+    from safetensors.torch import save_file
+
+    os.makedirs(path, exist_ok=True)
+    save_file(tensors, os.path.join(path, MODEL_WEIGHTS))
+    with open(os.path.join(path, MODEL_CONFIG), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    if card is not None:
+        with open(os.path.join(path, "card.md"), "w") as f:
+            f.write(card)
+
+
+def load_model_dir(path) -> tuple[dict, dict]:
+    """(tensors, config) of a model directory."""
+    import json
+
+    from safetensors.torch import load_file
+
+    weights, config = os.path.join(path, MODEL_WEIGHTS), os.path.join(path, MODEL_CONFIG)
+    if not (os.path.isfile(weights) and os.path.isfile(config)):
+        raise SpiralrayError(
+            f"not a spiralray model directory (needs {MODEL_WEIGHTS} and {MODEL_CONFIG}): {path}"
+        )
+    with open(config) as f:
+        return load_file(weights), json.load(f)

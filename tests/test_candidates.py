@@ -1,0 +1,59 @@
+import numpy as np
+
+from spiralray.candidates import (
+    nms_offsets,
+    object_id,
+    relabel_sequential,
+    resolve_objects,
+    select_candidates,
+)
+from spiralray.config import CandidateSpec
+from spiralray.spiral import ObjectMask
+
+
+def test_nms_keeps_local_maxima_and_breaks_ties_by_position():
+    spec = CandidateSpec(threshold=0.4, stride=8, nms_radius=12)
+    s = np.zeros((6, 6), np.float32)
+    s[1, 1] = 0.9
+    s[1, 2] = 0.8  # neighbour of a higher score: suppressed
+    s[4, 3] = s[4, 4] = 0.7  # a tie: the earlier position wins
+    s[0, 5] = 0.3  # below threshold
+    kept = select_candidates(s, np.ones_like(s, bool), spec)
+    assert [tuple(k) for k in kept] == [(1, 1), (4, 3)]
+    valid = np.ones_like(s, bool)
+    valid[1, 1] = False  # invalid positions neither win nor suppress
+    assert [tuple(k) for k in select_candidates(s, valid, spec)] == [(1, 2), (4, 3)]
+
+
+def test_nms_offsets_radius():
+    assert set(nms_offsets(8, 8)) == {(-1, 0), (1, 0), (0, -1), (0, 1)}
+    assert len(nms_offsets(12, 8)) == 8
+
+
+def _box(seed, score, y0, x0, h, w):
+    m = np.ones((h, w), bool)
+    return ObjectMask(seed, score, y0, x0, m)
+
+
+def test_resolve_drops_duplicates_and_gives_contested_pixels_to_higher_score():
+    a = _box((10, 10), 0.9, 5, 5, 10, 10)
+    dup = _box((11, 11), 0.8, 6, 6, 10, 10)  # overlaps a by 81/100 of the smaller: same object
+    b = _box((10, 22), 0.7, 5, 13, 10, 10)  # overlaps a by 20/100: a new object, loses 2 columns
+    kept = resolve_objects([b, dup, a], (40, 40), CandidateSpec(min_area=1))
+    assert [k.seed for k in kept] == [(10, 10), (10, 22)]
+    assert kept[0].area == 100 and kept[1].area == 80
+
+
+def test_resolve_keeps_seed_component_and_drops_seedless_masks():
+    m = np.zeros((10, 20), bool)
+    m[2:8, 1:6] = True
+    m[2:8, 12:18] = True  # a second blob not connected to the seed
+    kept = resolve_objects([ObjectMask((4, 3), 0.9, 0, 0, m)], (10, 20), CandidateSpec(min_area=1))
+    assert kept[0].area == 30
+    assert resolve_objects([ObjectMask((0, 0), 0.9, 0, 0, m)], (10, 20), CandidateSpec()) == []
+
+
+def test_ids_are_functions_of_the_seed():
+    assert object_id((0, 0), 100) == 1 and object_id((2, 5), 100) == 206
+    lab = np.array([[0, 206, 206], [1, 0, 50]], np.uint32)
+    assert np.array_equal(relabel_sequential(lab), [[0, 3, 3], [1, 0, 2]])

@@ -17,9 +17,11 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spiralray tests jobs bench
+	$(VENV)/bin/ruff format --check spiralray tests jobs bench
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check spiralray tests jobs bench
+	$(VENV)/bin/ruff format --check spiralray tests jobs bench
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--segmenter-minutes", type=float, default=20)
     ap.add_argument("--synthetic", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", default=None, help="warm start from this model directory")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = SpiralNetConfig()
@@ -38,7 +39,9 @@ def main():
     images = [normalize(im, cfg.model.norm, cfg.model.norm_low, cfg.model.norm_high) for im, _ in pairs]
     labels = [lb for _, lb in pairs]
     sampler = RegionSampler(images, labels, cfg, scales=(0.75, 1.0, 1.33))
-    net = SpiralNet.build(cfg, seed=0)
+    from spiralray import modelzoo
+
+    net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)
     history = {"scorer": [], "segmenter": []}
     t0 = time.time()
 
@@ -49,8 +52,6 @@ def main():
             print(f"{time.time() - t0:7.1f}s {name} it {it} loss {mean:.4f}", flush=True)
 
     fit(net, sampler, TrainSpec(), args.scorer_minutes * 60, args.segmenter_minutes * 60, log=log)
-    from spiralray import modelzoo
-
     modelzoo.save(net, args.out, extra={"history": {k: v[-200:] for k, v in history.items()}})
     print(json.dumps({"out": args.out, "seconds": time.time() - t0}))
 

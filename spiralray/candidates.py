@@ -119,9 +119,7 @@ def object_id(seed: tuple[int, int], image_width: int) -> int:
     return int(seed[0]) * int(image_width) + int(seed[1]) + 1
 
 
-def assemble_labels(
-    objects: list[ObjectMask], image_shape: tuple[int, int], dtype=np.uint32
-) -> np.ndarray:
+def assemble_labels(objects: list[ObjectMask], image_shape: tuple[int, int], dtype=np.uint32) -> np.ndarray:
     """Instance label image ``H x W``; each object's id is ``object_id`` of its seed.
 
     Masks of ``resolve_objects`` are disjoint, so painting order does not matter.

@@ -51,6 +51,7 @@ def cmd_segment(args) -> int:
 
     _threads(args.threads)
     image = storage.read_image(args.input)
+    storage.check_output(args.output)
     net = modelzoo.load(args.model)
     kind = ReferenceEngine if args.reference else Engine
     engine = kind(net, device=args.device, batch_size=args.batch_size)
@@ -61,12 +62,19 @@ def cmd_segment(args) -> int:
     out = result.semantic if args.semantic else labels.astype(np.uint32)
     storage.write_labels(args.output, out)
     summary = {
-        "input": args.input, "output": args.output, "objects": len(result.objects),
-        "candidates": result.n_candidates, "regions": result.n_regions, "seconds": round(seconds, 3),
+        "input": args.input,
+        "output": args.output,
+        "objects": len(result.objects),
+        "candidates": result.n_candidates,
+        "regions": result.n_regions,
+        "seconds": round(seconds, 3),
     }
     log.info("segment %s", summary)
-    print(json.dumps(summary) if args.json else
-          f"{summary['objects']} objects -> {args.output} ({seconds:.1f} s, {result.n_regions} regions)")
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"{summary['objects']} objects -> {args.output} ({seconds:.1f} s, {result.n_regions} regions)"
+    )
     return 0
 
 
@@ -104,6 +112,51 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _frames(text: str | None) -> list[int] | None:
+    """ "0-13" or "14,15,16" -> a list of frame indices."""
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise SpiralrayError(f"bad frame list '{text}' (use e.g. 0-13 or 14,15,16)") from None
+    return out
+
+
+def cmd_train(args) -> int:
+    from .train import TrainJob, train
+
+    if args.alias and not args.register:
+        raise SpiralrayError("--alias needs --register NAME")
+    job = TrainJob(
+        data=args.data,
+        images=args.images,
+        epochs=args.epochs,
+        workers=args.workers,
+        use_gpu=args.gpu,
+        frames=_frames(args.frames),
+        val_frames=_frames(args.val_frames),
+        samples_per_epoch=args.samples,
+        register=args.register,
+        alias=args.alias,
+        experiment=args.experiment,
+        storage=args.storage,
+        name=args.name,
+        resume=args.resume,
+    )
+    out = train(job, address=args.address, log=lambda m: print(m, flush=True))
+    summary = {
+        "run_id": out["run_id"],
+        "version": out["version"],
+        **{k: out["metrics"][k] for k in ("object_f1_50", "pixel_f1")},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -129,8 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="model directory or models:/NAME@ALIAS (default: shipped)")
     s.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
     s.add_argument("--semantic", action="store_true", help="write the foreground mask instead of ids")
-    s.add_argument("--ids", choices=["sequential", "seed"], default="sequential",
-                   help="1..N, or the deterministic seed-pixel ids of the distributed pipeline")
+    s.add_argument(
+        "--ids",
+        choices=["sequential", "seed"],
+        default="sequential",
+        help="1..N, or the deterministic seed-pixel ids of the distributed pipeline",
+    )
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")
     s.add_argument("--threads", type=int, default=None)
@@ -143,6 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("truth")
     e.add_argument("--json", action="store_true", help="last line: one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    t = sub.add_parser("train", help="train both stages with Ray Train, log and register in MLflow")
+    t.add_argument("--data", required=True, help="images.tif+labels.tif dir, pairs folder or zarr group")
+    t.add_argument("--images", type=int, default=None, help="use the first N training images only")
+    t.add_argument("--frames", default=None, help="training frames, e.g. 0-13")
+    t.add_argument("--val-frames", default=None, help="validation frames, e.g. 14-16")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    t.add_argument("--samples", type=int, default=2048, help="scorer regions per epoch")
+    t.add_argument("--register", default=None, help="register the model under this name")
+    t.add_argument("--alias", default=None, help="alias for the new version (needs --register)")
+    t.add_argument("--experiment", default="spiralray")
+    t.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
+    t.add_argument("--storage", default=None, help="checkpoint storage path")
+    t.add_argument("--name", default=None, help="run name (needed to --resume)")
+    t.add_argument("--resume", action="store_true", help="continue run --name from its checkpoints")
+    t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="segment a synthetic image with the shipped model")
     d.add_argument("--out", default="demo_out")
@@ -158,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--device", default="auto")
     b.add_argument("--frames", default="17,18,19", help="HeLa frames (compare)")
+    b.add_argument("--model", default=None, help="SpiralNet model (compare; default: shipped)")
+    b.add_argument("--weights", default="bench/weights", help="baseline weight cache (compare)")
+    b.add_argument("--baseline-minutes", type=float, default=10, help="U-Net training budget if uncached")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -176,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug, not a user mistake: one line here, the traceback in the log
         log.exception("internal error")
-        print(f"spiralray: internal error: {exc.__class__.__name__}: {exc} (details: {_log_path()})",
-              file=sys.stderr)
+        print(
+            f"spiralray: internal error: {exc.__class__.__name__}: {exc} (details: {_log_path()})",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -98,7 +98,6 @@ class SpiralNetConfig:
     def replace(self, **sections) -> SpiralNetConfig:
         """Copy with some fields of some sections changed: ``cfg.replace(candidates={"stride": 16})``."""
         changed = {
-            name: dataclasses.replace(getattr(self, name), **values)
-            for name, values in sections.items()
+            name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
         }
         return dataclasses.replace(self, **changed)

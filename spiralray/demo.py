@@ -25,9 +25,13 @@ def run_demo(out: str = "demo_out", size: int = 512, seed: int = 7) -> int:
     labels = relabel_sequential(result.labels)
     storage.write_labels(os.path.join(out, "labels.tif"), labels)
     scores = evaluate(labels, truth)
-    print(f"demo: {size} x {size} synthetic image, {scores['n_truth']} nuclei; "
-          f"found {scores['n_pred']} in {seconds:.1f} s on {engine.device}")
-    print(f"demo: object F1@0.5 {scores['object_f1_50']:.3f}, pixel F1 {scores['pixel_f1']:.3f}; "
-          f"outputs in {out}/ (image.tif, truth.tif, labels.tif)")
+    print(
+        f"demo: {size} x {size} synthetic image, {scores['n_truth']} nuclei; "
+        f"found {scores['n_pred']} in {seconds:.1f} s on {engine.device}"
+    )
+    print(
+        f"demo: object F1@0.5 {scores['object_f1_50']:.3f}, pixel F1 {scores['pixel_f1']:.3f}; "
+        f"outputs in {out}/ (image.tif, truth.tif, labels.tif)"
+    )
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}))
     return 0

@@ -32,8 +32,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def prepare_image(image: np.ndarray, cfg: SpiralNetConfig, channel: int | None = None,
-                  stats: tuple[float, float] | None = None) -> np.ndarray | None:
+def prepare_image(
+    image: np.ndarray,
+    cfg: SpiralNetConfig,
+    channel: int | None = None,
+    stats: tuple[float, float] | None = None,
+) -> np.ndarray | None:
     """Validate and normalise one image to ``C x H x W`` float32 (C = model channels).
 
     Returns None for a constant image (no signal: zero objects is the answer). ``stats`` are
@@ -77,6 +81,11 @@ class _Base:
         net.scorer.eval()
         net.segmenter.eval()
 
+    def region_masks(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> np.ndarray:
+        """Central-object masks ``M x h x w`` (bool) of the regions centred on ``centres``."""
+        probs = self.region_probs(padded, pad, centres)
+        return (probs[:, 0] > self.cfg.spiral.threshold).cpu().numpy()
+
     def segment(self, image: np.ndarray, channel: int | None = None) -> Segmentation:
         """Raw image (any numeric dtype) -> ``Segmentation``."""
         x = prepare_image(image, self.cfg, channel)
@@ -92,9 +101,7 @@ class _Base:
         padded = pad_image(x, pad)
         scores = self.score_map(padded, pad, x.shape[1:])
         padded_t = torch.from_numpy(padded).to(self.device)
-        return segment_with(
-            x.shape[1:], scores, lambda c: self.region_masks(padded_t, pad, c), self.cfg
-        )
+        return segment_with(x.shape[1:], scores, lambda c: self.region_masks(padded_t, pad, c), self.cfg)
 
 
 def _empty(shape, cfg: SpiralNetConfig) -> Segmentation:
@@ -103,10 +110,30 @@ def _empty(shape, cfg: SpiralNetConfig) -> Segmentation:
 
 
 class Engine(_Base):
-    """The fast engine. ``batch_size`` regions per forward pass bound the memory footprint."""
+    """The fast engine. ``batch_size`` regions per forward pass bound the memory footprint.
 
-    def __init__(self, net: SpiralNet, device: str = "auto", batch_size: int = 256):
+    Exact by default. Measured options (``spiralray bench engine`` reports each one's speed and
+    label change): ``early_stop`` skips steps without object evidence (approximate);
+    ``channels_last`` changes memory layout only; ``dtype`` "bfloat16"/"float16" runs the
+    network in reduced precision (meant for GPUs).
+    """
+
+    def __init__(
+        self,
+        net: SpiralNet,
+        device: str = "auto",
+        batch_size: int = 256,
+        early_stop: bool = False,
+        channels_last: bool = False,
+        dtype: str = "float32",
+    ):
         super().__init__(net, device, batch_size)
+        self.early_stop, self.channels_last = early_stop, channels_last
+        self.dtype = getattr(torch, dtype)
+        if self.dtype != torch.float32:
+            net.segmenter.to(self.dtype)
+        if channels_last:
+            net.segmenter.to(memory_format=torch.channels_last)
         self.radius = net.segmenter.receptive_radius
         self.margin = window_margin(self.geom, self.radius)
 
@@ -121,18 +148,23 @@ class Engine(_Base):
         return s.clamp(0, 1).float().cpu().numpy()
 
     @torch.inference_mode()
-    def region_masks(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> np.ndarray:
-        """Central-object masks ``M x h x w`` (bool) of the regions centred on ``centres``."""
-        out = [self._batch(padded, pad, centres[i : i + self.batch_size])
-               for i in range(0, len(centres), self.batch_size)]
-        g = self.geom
-        return np.concatenate(out) if out else np.zeros((0, g.height, g.width), bool)
-
-    def _batch(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> np.ndarray:
-        canvas = region_canvas(padded, pad, centres, self.cfg.region.centre, self.geom, self.margin)
-        mask = spiral_batch(self.net.segmenter, canvas, self.geom, self.margin, self.radius)
+    def region_probs(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> torch.Tensor:
+        """Final object masks ``M x 3 x h x w`` (probabilities) of the regions centred on
+        ``centres`` (``M x 2`` image coords); ``batch_size`` regions per forward pass."""
         (my, mx), h, w = self.margin, self.geom.height, self.geom.width
-        return (mask[:, 0, my : my + h, mx : mx + w] > self.cfg.spiral.threshold).cpu().numpy()
+        out = []
+        for i in range(0, len(centres), self.batch_size):
+            canvas = region_canvas(
+                padded, pad, centres[i : i + self.batch_size], self.cfg.region.centre, self.geom, self.margin
+            )
+            canvas = canvas.to(self.dtype)
+            if self.channels_last:
+                canvas = canvas.contiguous(memory_format=torch.channels_last)
+            mask = spiral_batch(
+                self.net.segmenter, canvas, self.geom, self.margin, self.radius, early_stop=self.early_stop
+            )
+            out.append(mask[:, :, my : my + h, mx : mx + w].float())
+        return torch.cat(out) if out else padded.new_zeros((0, 3, h, w))
 
 
 def window_margin(geom: SpiralGeometry, radius: int) -> tuple[int, int]:
@@ -158,14 +190,26 @@ def region_canvas(padded: torch.Tensor, pad: int, centres: np.ndarray, centre, g
     return canvas
 
 
-def spiral_batch(seg, canvas: torch.Tensor, geom: SpiralGeometry, margin, radius: int,
-                 truth: torch.Tensor | None = None, record: list | None = None) -> torch.Tensor:
+def spiral_batch(
+    seg,
+    canvas: torch.Tensor,
+    geom: SpiralGeometry,
+    margin,
+    radius: int,
+    truth: torch.Tensor | None = None,
+    record: list | None = None,
+    early_stop: bool = False,
+) -> torch.Tensor:
     """The spiral over a batch of regions, one forward pass per step on valid windows.
 
     canvas: ``B x C x Hc x Wc`` regions with zero margins (``region_canvas``). Returns the final
     object masks ``B x 3 x Hc x Wc`` (probabilities). Training hooks: ``truth`` (same shape as
     the mask) is written instead of the prediction (teacher forcing); ``record`` receives
     ``(k, image window, mask window)`` of every step, the inputs the network saw.
+
+    ``early_stop`` (approximate, off by default): after the first step, a region whose window
+    holds no central-object evidence (channel 0 <= 0.5 everywhere) skips the step and gets
+    "background" (0, 0, 1) written; only regions with evidence run the network.
     """
     (my, mx), n, r = margin, geom.block, radius
     feats = seg.image_features(canvas, padding=0)  # once per region; canvas px (y+1, x+1)
@@ -177,16 +221,33 @@ def spiral_batch(seg, canvas: torch.Tensor, geom: SpiralGeometry, margin, radius
         if record is not None:
             record.append((k, canvas[:, :, wy : wy + side, wx : wx + side], mask_win.clone()))
         rows, cols = geom.clipped(k)
-        dst = (slice(None), slice(None), slice(rows.start + my, rows.stop + my),
-               slice(cols.start + mx, cols.stop + mx))
+        dst = (
+            slice(None),
+            slice(None),
+            slice(rows.start + my, rows.stop + my),
+            slice(cols.start + mx, cols.stop + mx),
+        )
         if truth is not None:
             mask[dst] = truth[dst]
             continue
-        logits = seg.trunk_logits(feats[:, :, wy : wy + side - 2, wx : wx + side - 2], mask_win,
-                                  padding=0)
-        mask[dst] = torch.sigmoid(
-            logits[:, :, rows.start - by : rows.stop - by, cols.start - bx : cols.stop - bx]
+        feat_win = feats[:, :, wy : wy + side - 2, wx : wx + side - 2]
+        crop = (
+            slice(None),
+            slice(None),
+            slice(rows.start - by, rows.stop - by),
+            slice(cols.start - bx, cols.stop - bx),
         )
+        if early_stop and k > 0:
+            active = (mask_win[:, 0] > 0.5).flatten(1).any(1).nonzero().squeeze(1)
+            block = mask[dst]
+            block[:, :2] = 0
+            block[:, 2] = 1
+            if len(active):
+                logits = seg.trunk_logits(feat_win[active], mask_win[active], padding=0)
+                block[active] = torch.sigmoid(logits[crop])
+            continue
+        logits = seg.trunk_logits(feat_win, mask_win, padding=0)
+        mask[dst] = torch.sigmoid(logits[crop])
     return mask
 
 
@@ -206,7 +267,7 @@ class ReferenceEngine(_Base):
         return scores.reshape(centres.shape[:2])
 
     @torch.inference_mode()
-    def region_masks(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> np.ndarray:
+    def region_probs(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> torch.Tensor:
         seg = self.net.segmenter
         regions = crop_regions(padded.cpu().numpy(), pad, centres, self.cfg.region)
 
@@ -214,7 +275,5 @@ class ReferenceEngine(_Base):
             t = seg(torch.from_numpy(img).to(self.device), torch.from_numpy(mask).to(self.device))
             return t.cpu().numpy()
 
-        out = np.zeros((len(centres), self.geom.height, self.geom.width), bool)
-        for i, region in enumerate(regions):
-            out[i] = reference_region(region, predict, self.geom)[0] > self.cfg.spiral.threshold
-        return out
+        out = [torch.from_numpy(reference_region(r, predict, self.geom)) for r in regions]
+        return torch.stack(out) if out else torch.zeros((0, 3, self.geom.height, self.geom.width))

@@ -1,7 +1,7 @@
 """One image through both stages, with pluggable arithmetic (reference or fast engine).
 
-    image -> per-image normalisation -> score map -> order-free candidates ->
-    spiral segmentation with border continuation -> resolve -> instance labels
+image -> per-image normalisation -> score map -> order-free candidates ->
+spiral segmentation with border continuation -> resolve -> instance labels
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ def candidate_seeds(scores: np.ndarray, image_shape, cfg: SpiralNetConfig):
     """Kept candidates as (seeds ``K x 2`` image coords, their scores ``K``)."""
     H, W = image_shape
     centres = grid_centres(H, W, cfg.region, cfg.candidates.stride)
-    valid = (
-        (centres[..., 0] >= 0) & (centres[..., 0] < H) & (centres[..., 1] >= 0) & (centres[..., 1] < W)
-    )
+    valid = (centres[..., 0] >= 0) & (centres[..., 0] < H) & (centres[..., 1] >= 0) & (centres[..., 1] < W)
     idx = cand.select_candidates(scores, valid, cfg.candidates)
     return centres[idx[:, 0], idx[:, 1]].reshape(-1, 2), scores[idx[:, 0], idx[:, 1]]
 

@@ -130,9 +130,7 @@ def _region_box(centre, region: RegionSpec) -> tuple[int, int]:
 
 
 def _inside_any(p, boxes, region: RegionSpec) -> bool:
-    return any(
-        y <= p[0] < y + region.height and x <= p[1] < x + region.width for y, x in boxes
-    )
+    return any(y <= p[0] < y + region.height and x <= p[1] < x + region.width for y, x in boxes)
 
 
 def _longest_run(line: np.ndarray) -> tuple[int, int] | None:
@@ -231,8 +229,7 @@ def segment_objects(
                         proposals.append((i, new))
         todo = proposals
     return [
-        _union(acc[i], (int(seeds[i][0]), int(seeds[i][1])), float(scores[i]), image_shape)
-        for i in range(n)
+        _union(acc[i], (int(seeds[i][0]), int(seeds[i][1])), float(scores[i]), image_shape) for i in range(n)
     ]
 
 
@@ -249,7 +246,5 @@ def _union(parts: dict, seed, score, image_shape) -> ObjectMask:
         sy0, sx0 = max(ty, y0), max(tx, x0)
         sy1, sx1 = min(ty + h, y1), min(tx + w, x1)
         if sy1 > sy0 and sx1 > sx0:
-            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] |= m[
-                sy0 - ty : sy1 - ty, sx0 - tx : sx1 - tx
-            ]
+            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] |= m[sy0 - ty : sy1 - ty, sx0 - tx : sx1 - tx]
     return ObjectMask(seed, score, y0, x0, out, regions=len(parts))

@@ -30,8 +30,10 @@ def is_zarr(path) -> bool:
     s = _local(path).rstrip("/")
     if s.endswith(".zarr") or ".zarr/" in s:
         return True
-    return not _is_url(s) and os.path.isdir(s) and (
-        os.path.exists(os.path.join(s, "zarr.json")) or os.path.exists(os.path.join(s, ".zarray"))
+    return (
+        not _is_url(s)
+        and os.path.isdir(s)
+        and (os.path.exists(os.path.join(s, "zarr.json")) or os.path.exists(os.path.join(s, ".zarray")))
     )
 
 
@@ -68,9 +70,7 @@ def read_image(path, storage_options: dict | None = None) -> np.ndarray:
             return np.asarray(iio.imread(_local(s)))
     except Exception as exc:  # a corrupt file: name it, keep the cause for --verbose logs
         raise SpiralrayError(f"cannot read {s} as an image: {exc.__class__.__name__}: {exc}") from exc
-    raise SpiralrayError(
-        f"unsupported image format '{suffix or 'none'}' for {s} (use .tif, .png or .zarr)"
-    )
+    raise SpiralrayError(f"unsupported image format '{suffix or 'none'}' for {s} (use .tif, .png or .zarr)")
 
 
 def read_zarr(path, storage_options: dict | None = None) -> np.ndarray:
@@ -111,17 +111,10 @@ def list_dir(path) -> list[str]:
     return sorted(os.path.join(s, name) for name in os.listdir(s))
 
 
-def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
-    """Write a label image: ``.tif`` (compressed TIFF) or ``.zarr`` (a zarr v3 array)."""
+def check_output(path) -> None:
+    """Fail early, before any work, on an output path that cannot be written."""
     s = _local(str(path))
-    if is_zarr(s):
-        import zarr
-
-        arr = zarr.create_array(
-            s, shape=labels.shape, dtype=labels.dtype,
-            chunks=tuple(min(chunks, n) for n in labels.shape), overwrite=True,
-        )
-        arr[...] = labels
+    if is_zarr(s) or _is_url(s):
         return
     suffix = Path(s).suffix.lower()
     if suffix not in TIFF:
@@ -129,6 +122,24 @@ def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
     parent = os.path.dirname(os.path.abspath(s))
     if not os.path.isdir(parent):
         raise SpiralrayError(f"output directory does not exist: {parent}")
+
+
+def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
+    """Write a label image: ``.tif`` (compressed TIFF) or ``.zarr`` (a zarr v3 array)."""
+    s = _local(str(path))
+    if is_zarr(s):
+        import zarr
+
+        arr = zarr.create_array(
+            s,
+            shape=labels.shape,
+            dtype=labels.dtype,
+            chunks=tuple(min(chunks, n) for n in labels.shape),
+            overwrite=True,
+        )
+        arr[...] = labels
+        return
+    check_output(s)
     import tifffile
 
     tmp = s + ".partial"

@@ -48,30 +48,47 @@ class RegionSampler:
     ``sample(B)`` returns (regions ``B x 1 x h x w`` float32, labels ``B x h x w`` int64).
     """
 
-    def __init__(self, images, labels, cfg: SpiralNetConfig, augment: bool = True, seed: int = 0,
-                 object_fraction: float = 0.85, scales: tuple[float, ...] = (1.0,)):
+    def __init__(
+        self,
+        images,
+        labels,
+        cfg: SpiralNetConfig,
+        augment: bool = True,
+        seed: int = 0,
+        object_fraction: float = 0.85,
+        scales: tuple[float, ...] = (1.0,),
+    ):
         self.cfg, self.augment, self.object_fraction = cfg, augment, object_fraction
         self.rng = np.random.default_rng(seed)
         # Zoomed copies: nuclei of other magnifications and cell lines come in other sizes.
-        images, labels = zip(*[
-            (im, lb) if sc == 1 else (
-                rescale(im, sc, order=1, preserve_range=True).astype(np.float32),
-                rescale(lb, sc, order=0, preserve_range=True, anti_aliasing=False).astype(lb.dtype),
-            )
-            for im, lb in zip(images, labels, strict=True) for sc in scales
-        ], strict=True)
+        images, labels = zip(
+            *[
+                (im, lb)
+                if sc == 1
+                else (
+                    rescale(im, sc, order=1, preserve_range=True).astype(np.float32),
+                    rescale(lb, sc, order=0, preserve_range=True, anti_aliasing=False).astype(lb.dtype),
+                )
+                for im, lb in zip(images, labels, strict=True)
+                for sc in scales
+            ],
+            strict=True,
+        )
         r = cfg.region
         self.half = max(r.height, r.width) // 2 + 1  # square crops of side 2 half + 1 rotate in place
         self.images = [np.pad(im, self.half, mode="symmetric") for im in images]
         self.labels = [np.pad(lb, self.half, mode="symmetric") for lb in labels]
-        self.objects = [np.argwhere(lb > 0) for lb in labels]
+        self.objects = [_pixels_by_object(lb) for lb in labels]
         self.weights = np.array([im.size for im in images], float)
         self.weights /= self.weights.sum()
 
     def _centre(self, i: int) -> tuple[int, int]:
-        pts = self.objects[i]
-        if len(pts) and self.rng.random() < self.object_fraction:
-            return tuple(pts[self.rng.integers(len(pts))])
+        """A random pixel of a random object (small and dim nuclei count as much as big ones),
+        or, with probability 1 - object_fraction, any pixel."""
+        pts, starts = self.objects[i]
+        if len(starts) > 1 and self.rng.random() < self.object_fraction:
+            k = self.rng.integers(len(starts) - 1)
+            return tuple(pts[self.rng.integers(starts[k], starts[k + 1])])
         h, w = self.images[i].shape
         return self.rng.integers(0, h - 2 * self.half), self.rng.integers(0, w - 2 * self.half)
 
@@ -95,11 +112,32 @@ class RegionSampler:
             imgs[b, 0], labs[b] = im[crop], lb[crop]
         return imgs, labs
 
+    def sample_tiles(self, batch: int, size: int = 128):
+        """Square training tiles for the U-Net baseline, the same augmentation:
+        (images ``B x 1 x size x size``, labels ``B x size x size``)."""
+        imgs = np.empty((batch, 1, size, size), np.float32)
+        labs = np.empty((batch, size, size), np.int64)
+        for b in range(batch):
+            i = self.rng.choice(len(self.images), p=self.weights)
+            h, w = self.images[i].shape
+            y, x = self.rng.integers(0, h - size + 1), self.rng.integers(0, w - size + 1)
+            im = self.images[i][y : y + size, x : x + size]
+            lb = self.labels[i][y : y + size, x : x + size]
+            if self.augment:
+                k = self.rng.integers(4)
+                im, lb = np.rot90(im, k), np.rot90(lb, k)
+                if self.rng.random() < 0.5:
+                    im, lb = im[:, ::-1], lb[:, ::-1]
+                im = self._jitter(im)
+            imgs[b, 0], labs[b] = im, lb
+        return imgs, labs
+
     def _jitter(self, im: np.ndarray) -> np.ndarray:
         """Intensity jitter: contrast, offset, gamma, blur and noise, so other microscopes and
         bit depths (other normalisation outcomes) look familiar."""
         rng = self.rng
-        im = im * rng.uniform(0.6, 1.4) + rng.uniform(-0.1, 0.1)
+        # Log-uniform contrast down to 0.15: dim nuclei (0.05-0.1 after normalisation) are common.
+        im = im * np.exp(rng.uniform(np.log(0.15), np.log(1.5))) + rng.uniform(-0.1, 0.1)
         if rng.random() < 0.5:
             im = np.sign(im) * np.abs(im) ** rng.uniform(0.7, 1.4)
         if rng.random() < 0.3:
@@ -107,6 +145,17 @@ class RegionSampler:
         if rng.random() < 0.5:
             im = im + rng.normal(0, rng.uniform(0.0, 0.08), im.shape)
         return im.astype(np.float32)
+
+
+def _pixels_by_object(labels: np.ndarray):
+    """(pixel coords sorted by object ``P x 2``, start offsets per object ``K + 1``)."""
+    flat = labels.ravel()
+    order = np.argsort(flat, kind="stable")
+    order = order[flat[order] > 0]
+    ids = flat[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1], True]) if len(ids) else np.zeros(1, int)
+    coords = np.stack(np.unravel_index(order, labels.shape), 1)
+    return coords, starts
 
 
 def score_targets(labels: np.ndarray, cfg: SpiralNetConfig) -> np.ndarray:
@@ -117,13 +166,17 @@ def score_targets(labels: np.ndarray, cfg: SpiralNetConfig) -> np.ndarray:
     return (fg * w).sum((1, 2)) / cfg.region.centre_window**2
 
 
-def scorer_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device) -> float:
+def scorer_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, sync=None) -> float:
+    """One optimiser step on a batch of regions; ``sync(module)`` runs between backward and
+    step (the distributed gradient all-reduce)."""
     x = torch.from_numpy(imgs).to(device)
     y = torch.from_numpy(score_targets(labs, net.config)).to(device)
     pred = net.scorer(x)
     loss = F.mse_loss(pred, y) if spec.scorer_loss == "mse" else F.l1_loss(pred, y)
     opt.zero_grad()
     loss.backward()
+    if sync:
+        sync(net.scorer)
     opt.step()
     return float(loss.detach())
 
@@ -165,7 +218,7 @@ def spiral_windows(net: SpiralNet, imgs, labs, teacher: bool, device):
     return torch.cat(ims), torch.cat(masks), torch.cat(targets), torch.cat(weights)
 
 
-def segmenter_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, rng) -> float:
+def segmenter_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, rng, sync=None) -> float:
     """One on-policy (or teacher-forced) spiral run, then a pass over a sample of its windows."""
     teacher = rng.random() < spec.teacher_fraction
     ims, masks, targets, weights = spiral_windows(net, imgs, labs, teacher, device)
@@ -179,6 +232,8 @@ def segmenter_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, rng
         loss = loss / (wt.sum() * 3).clamp_min(1)
         opt.zero_grad()
         loss.backward()
+        if sync:
+            sync(net.segmenter)
         opt.step()
         losses.append(float(loss.detach()))
     return float(np.mean(losses))

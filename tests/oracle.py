@@ -36,8 +36,10 @@ def oracle_region_masks(labels: np.ndarray, region, spiral):
 
     def region_masks(centres):
         regions = crop_regions(padded, pad, centres, region)
-        return np.stack(
-            [reference_region(r, oracle_predict, geom)[0] > spiral.threshold for r in regions]
-        ) if len(regions) else np.zeros((0, region.height, region.width), bool)
+        return (
+            np.stack([reference_region(r, oracle_predict, geom)[0] > spiral.threshold for r in regions])
+            if len(regions)
+            else np.zeros((0, region.height, region.width), bool)
+        )
 
     return region_masks

@@ -61,15 +61,22 @@ def _objects_equal(pred, truth):
 def test_oracle_reproduces_objects_including_border_continuation():
     lab = _truth_scene()
     seeds = np.array([[80, 110], [30, 40], [30, 62], [135, 30], [150, 200], [60, 10]])
-    objs = segment_objects(seeds, np.ones(len(seeds)), oracle_region_masks(lab, REGION, SPIRAL),
-                           lab.shape, REGION, SPIRAL)
+    objs = segment_objects(
+        seeds, np.ones(len(seeds)), oracle_region_masks(lab, REGION, SPIRAL), lab.shape, REGION, SPIRAL
+    )
     for k, obj in enumerate(objs, start=1):
         full = np.zeros(lab.shape, bool)
         full[obj.y0 : obj.y0 + obj.mask.shape[0], obj.x0 : obj.x0 + obj.mask.shape[1]] = obj.mask
         assert np.array_equal(full, lab == k), f"object {k}"
     assert objs[0].regions >= 3  # the long one was followed across region borders
-    no_hops = segment_objects(seeds[:1], np.ones(1), oracle_region_masks(lab, REGION, SPIRAL),
-                              lab.shape, REGION, SpiralSpec(continuation=False))
+    no_hops = segment_objects(
+        seeds[:1],
+        np.ones(1),
+        oracle_region_masks(lab, REGION, SPIRAL),
+        lab.shape,
+        REGION,
+        SpiralSpec(continuation=False),
+    )
     assert no_hops[0].area < (lab == 1).sum()  # and without continuation it is cut off
 
 
@@ -92,8 +99,14 @@ def test_each_object_once_and_candidate_order_irrelevant():
 def test_oracle_on_synthetic_nuclei():
     image, lab = generate(SyntheticSpec(128, 160), seed=5)
     seeds = _seeds_on_objects(lab, step=6)
-    objs = segment_objects(seeds, np.linspace(1, 0.5, len(seeds)), oracle_region_masks(lab, REGION, SPIRAL),
-                           lab.shape, REGION, SPIRAL)
+    objs = segment_objects(
+        seeds,
+        np.linspace(1, 0.5, len(seeds)),
+        oracle_region_masks(lab, REGION, SPIRAL),
+        lab.shape,
+        REGION,
+        SPIRAL,
+    )
     labels = assemble_labels(resolve_objects(objs, lab.shape, CandidateSpec(min_area=1)), lab.shape)
     found = set(np.unique(lab[labels > 0]))
     seeded = set(np.unique(lab[seeds[:, 0], seeds[:, 1]]))

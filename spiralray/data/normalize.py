@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def image_stats(image: np.ndarray, method: str = "percentile", low: float = 1.0,
-                high: float = 99.8) -> tuple[float, float]:
+def image_stats(
+    image: np.ndarray, method: str = "percentile", low: float = 1.0, high: float = 99.8
+) -> tuple[float, float]:
     """(lo, hi) intensity bounds: min-max (the thesis) or percentiles (robust across microscopes)."""
     data = np.asarray(image, dtype=np.float32)
     if method == "minmax":
@@ -26,6 +27,7 @@ def apply_stats(image: np.ndarray, stats: tuple[float, float]) -> np.ndarray:
     return ((np.asarray(image, dtype=np.float32) - np.float32(lo)) * scale).astype(np.float32)
 
 
-def normalize(image: np.ndarray, method: str = "percentile", low: float = 1.0,
-              high: float = 99.8) -> np.ndarray:
+def normalize(
+    image: np.ndarray, method: str = "percentile", low: float = 1.0, high: float = 99.8
+) -> np.ndarray:
     return apply_stats(image, image_stats(image, method, low, high))

@@ -32,10 +32,10 @@ class SkipModule(nn.Module):
 
 class Segmenter(nn.Module):
     """Args:
-        in_channels: image channels C (grayscale = 1).
-        mask_channels: object-mask channels (3: central / other / background).
-        width: channels of each input branch (32); trunk: trunk channels (64).
-        skip_modules: number of skip modules (2).
+    in_channels: image channels C (grayscale = 1).
+    mask_channels: object-mask channels (3: central / other / background).
+    width: channels of each input branch (32); trunk: trunk channels (64).
+    skip_modules: number of skip modules (2).
     """
 
     def __init__(
@@ -67,8 +67,7 @@ class Segmenter(nn.Module):
         ``B x 3 x h x w``. Returns logits ``B x 3 x h x w`` (padding=1) or
         ``B x 3 x (h - 2r) x (w - 2r)`` (padding=0)."""
         m = F.relu(F.conv2d(mask, self.mask_conv.weight, self.mask_conv.bias, padding=padding))
-        x = F.relu(F.conv2d(torch.cat([feats, m], 1), self.merge.weight, self.merge.bias,
-                            padding=padding))
+        x = F.relu(F.conv2d(torch.cat([feats, m], 1), self.merge.weight, self.merge.bias, padding=padding))
         for skip in self.skips:
             x = skip(x, padding)
         return self.head(x)

@@ -13,16 +13,18 @@ from torch import nn
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
     )
 
 
 class UNet(nn.Module):
     """Args:
-        in_channels: image channels C; classes: output channels (3).
-        base: channels of the first level (64 as in the original); doubles per level.
-        depth: number of down-sampling steps (4 as in the original).
+    in_channels: image channels C; classes: output channels (3).
+    base: channels of the first level (64 as in the original); doubles per level.
+    depth: number of down-sampling steps (4 as in the original).
     """
 
     def __init__(self, in_channels: int = 1, classes: int = 3, base: int = 64, depth: int = 4):

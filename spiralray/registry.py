@@ -1,0 +1,131 @@
+"""The only module that touches MLflow: runs, metrics, artifacts, the model registry.
+
+A registered version is a models-from-code pyfunc (``mlflow_model.py`` logged as code) whose
+artifact is a spiralray model directory (safetensors weights + config.json): nothing pickled,
+no shapes frozen. Tracking URI: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict
+
+import numpy as np
+
+from .errors import SpiralrayError
+
+MODEL_CODE = os.path.join(os.path.dirname(__file__), "mlflow_model.py")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+
+
+def _mlflow():
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(tracking_uri())
+    return mlflow
+
+
+def _loss_plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5))
+    for ax, (stage, r) in zip(np.atleast_1d(axes), results.items(), strict=True):
+        epochs = [h["epoch"] for h in r["history"]]
+        ax.plot(epochs, [h[f"{stage}_loss"] for h in r["history"]], "o-", label="train loss")
+        if "val_score_mse" in r["history"][0]:
+            ax.plot(epochs, [h["val_score_mse"] for h in r["history"]], "s--", label="val score MSE")
+        ax.set_title(stage)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _overlay(image: np.ndarray, labels: np.ndarray, truth: np.ndarray, path: str) -> None:
+    """RGB PNG: the image in grey, predicted outlines in green, true outlines in magenta."""
+    import imageio.v3 as iio
+    from skimage.segmentation import find_boundaries
+
+    from .data.normalize import normalize
+
+    g = (np.clip(normalize(image), 0, 1) * 255).astype(np.uint8)
+    rgb = np.stack([g, g, g], -1)
+    rgb[find_boundaries(truth, mode="inner")] = (255, 0, 255)
+    rgb[find_boundaries(labels, mode="inner")] = (0, 255, 0)
+    iio.imwrite(path, rgb)
+
+
+def log_training(job, cfg, weights: dict, results: dict, val_pairs) -> dict:
+    """Log a finished training run, register its model and set the alias."""
+    import torch
+
+    from . import modelzoo
+    from .engine import Engine
+    from .metrics import evaluate_many
+    from .net import SpiralNet
+
+    mlflow = _mlflow()
+    net = SpiralNet.build(cfg, seed=None).load_state_dict(
+        {k: torch.from_numpy(v) for k, v in weights.items()}
+    )
+    mlflow.set_experiment(job.experiment)
+    with mlflow.start_run(run_name=job.name) as run, tempfile.TemporaryDirectory() as tmp:
+        params = {k: v for k, v in asdict(job).items() if k not in ("config",)}
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        for stage, r in results.items():
+            for h in r["history"]:
+                mlflow.log_metrics(
+                    {f"{stage}/{k}": float(v) for k, v in h.items() if k != "epoch"}, step=int(h["epoch"])
+                )
+        engine = Engine(net, device="cpu")
+        preds = [engine.segment(im).labels for im, _ in val_pairs]
+        final = evaluate_many(zip(preds, [lb for _, lb in val_pairs], strict=True))
+        mlflow.log_metrics({f"val_{k}": float(v) for k, v in final.items()})
+        _loss_plot(results, os.path.join(tmp, "loss_curves.png"))
+        _overlay(val_pairs[0][0], preds[0], val_pairs[0][1], os.path.join(tmp, "val_overlay.png"))
+        mlflow.log_artifact(os.path.join(tmp, "loss_curves.png"), "plots")
+        mlflow.log_artifact(os.path.join(tmp, "val_overlay.png"), "plots")
+        model_dir = os.path.join(tmp, "spiralnet")
+        modelzoo.save(net, model_dir, extra={"trained_on": job.data, "validation": final})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=MODEL_CODE,
+            artifacts={"spiralnet": model_dir},
+            pip_requirements=["spiralray", "torch", "numpy"],
+        )
+        version = register(info.model_uri, job.register, job.alias) if job.register else None
+        return {"run_id": run.info.run_id, "version": version, "metrics": final, "stages": results}
+
+
+def register(model_uri: str, name: str, alias: str | None = None) -> str:
+    """Register a logged model (its source run is the run that logged it) and set an alias."""
+    mlflow = _mlflow()
+    mv = mlflow.register_model(model_uri, name)
+    if alias:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, mv.version)
+    return str(mv.version)
+
+
+def load(uri: str):
+    """A SpiralNet from ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    from . import modelzoo
+
+    mlflow = _mlflow()
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp())
+    except Exception as exc:
+        raise SpiralrayError(f"cannot load {uri} from the registry at {tracking_uri()}: {exc}") from exc
+    for root, _dirs, files in os.walk(local):
+        if "model.safetensors" in files and "config.json" in files:
+            return modelzoo.load(root)
+    raise SpiralrayError(f"{uri} holds no spiralray model directory")

@@ -1,0 +1,185 @@
+"""Distributed training: Ray Data streams augmented region samples into Ray Train
+``TorchTrainer`` workers; one trainer per stage (scorer, then segmenter); checkpoints through
+``ray.train.report``; the driver logs and registers the result in MLflow (``registry``).
+
+Each worker holds a full copy of the (small) networks and averages gradients with an
+all-reduce after every backward pass. Plain DDP wrapping does not fit here: the segmenter is
+trained through ``logits(padding=0)`` on spiral windows and run through its parts by the
+spiral, not through ``forward``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .config import SpiralNetConfig
+from .errors import SpiralrayError
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a training run needs; stored as MLflow params."""
+
+    data: str
+    images: int | None = None  # first N training images only (smoke runs)
+    val_images: int | None = None  # held-out images for validation (default: 15%, at least 1)
+    frames: list[int] | None = None  # explicit training frames (e.g. HeLa 0-13)
+    val_frames: list[int] | None = None  # explicit validation frames (e.g. HeLa 14-16)
+    epochs: int = 3
+    workers: int = 2
+    use_gpu: bool = False
+    samples_per_epoch: int = 2048  # scorer regions per epoch (the segmenter gets 1/8: each runs a spiral)
+    scorer_batch: int = 128
+    spiral_regions: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    experiment: str = "spiralray"
+    register: str | None = None  # registered model name
+    alias: str | None = None  # alias set on the new version (e.g. "champion")
+    storage: str | None = None  # Ray Train storage path (checkpoints); default ~/ray_results
+    name: str | None = None  # run name (checkpoint folder); default spiralray-<time>
+    resume: bool = False  # continue run ``name`` from its latest checkpoints
+    config: dict = field(default_factory=dict)  # SpiralNetConfig overrides
+
+
+def _split(job: TrainJob):
+    from .data.datasets import load_pairs
+
+    pairs = load_pairs(job.data)
+    if job.frames is not None or job.val_frames is not None:
+        train = [pairs[i] for i in (job.frames or [])] or pairs
+        val = [pairs[i] for i in (job.val_frames or [])]
+    else:
+        n_val = job.val_images if job.val_images is not None else max(1, round(0.15 * len(pairs)))
+        n_val = n_val if len(pairs) > n_val else 0
+        train, val = pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val :]
+    if job.images:
+        train = train[: job.images]
+    return train, val or train[:1]
+
+
+def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int):
+    """Ray Data: augmented region samples drawn from the images, fresh on every pass.
+
+    Rows: ``image`` (1 x h x w float32, normalised) and ``labels`` (h x w int32 instance ids).
+    """
+    import ray
+
+    from .training import RegionSampler
+
+    refs = ray.put((images, labels))
+    per_task = 256
+    tasks = max(1, -(-rows // per_task))
+
+    def draw(batch):
+        imgs, labs = ray.get(refs)
+        out_i, out_l = [], []
+        for task in batch["task"]:
+            sampler = RegionSampler(imgs, labs, cfg, seed=int(seed * 100003 + task + time.time_ns() % 10**6))
+            im, lb = sampler.sample(per_task)
+            out_i.append(im)
+            out_l.append(lb.astype(np.int32))
+        return {"image": np.concatenate(out_i), "labels": np.concatenate(out_l)}
+
+    return ray.data.range(tasks).rename_columns({"id": "task"}).map_batches(draw, batch_size=1)
+
+
+def _cpus_per_worker(workers: int) -> float:
+    """Leave a CPU for the Ray Data tasks that feed the workers, or the pipeline starves."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 1)
+    return max(0.25, min(1.0, (total - 1) / max(workers, 1)))
+
+
+def train(job: TrainJob, address: str | None = None, log=print) -> dict:
+    """Train both stages; returns {"model_dir", "run_id", "version", "metrics", ...}."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from . import registry
+    from .data.normalize import normalize
+    from .train_loop import train_loop
+
+    cfg = SpiralNetConfig.from_dict({**SpiralNetConfig().to_dict(), **job.config})
+    train_pairs, val_pairs = _split(job)
+    m = cfg.model
+    norm = [normalize(im, m.norm, m.norm_low, m.norm_high) for im, _ in train_pairs]
+    labels = [lb for _, lb in train_pairs]
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False)
+    storage = job.storage or os.path.expanduser("~/ray_results")
+    if job.resume and not job.name:
+        raise SpiralrayError("--resume needs the --name of the run to continue")
+    name = job.name or f"spiralray-{time.strftime('%Y%m%d-%H%M%S')}"
+    cpus = _cpus_per_worker(job.workers)
+    shared = {
+        "job": asdict(job),
+        "spiralnet": cfg.to_dict(),
+        "val": ray.put([(im, lb) for im, lb in val_pairs]),
+        "threads": max(1, int(cpus)),
+    }
+    results, weights = {}, None
+    for stage, rows in (
+        ("scorer", job.samples_per_epoch),
+        ("segmenter", max(job.spiral_regions * 2, job.samples_per_epoch // 8)),
+    ):
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                **shared,
+                "stage": stage,
+                "init": weights,
+                "resume": _resume(job, storage, name, stage),
+            },
+            scaling_config=ScalingConfig(
+                num_workers=job.workers, use_gpu=job.use_gpu, resources_per_worker={"CPU": cpus}
+            ),
+            run_config=RunConfig(
+                name=f"{name}-{stage}",
+                storage_path=storage,
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),
+            datasets={"train": region_dataset(norm, labels, cfg, rows, job.seed)},
+        )
+        t0 = time.time()
+        result = trainer.fit()
+        if result.error:
+            raise SpiralrayError(f"{stage} training failed: {result.error}")
+        with result.checkpoint.as_directory() as d:
+            with open(os.path.join(d, "history.json")) as f:
+                history = json.load(f)
+            from .storage import load_model_dir
+
+            weights, _ = load_model_dir(d)
+            weights = {k: v.numpy() for k, v in weights.items()}
+        results[stage] = {
+            "history": history,
+            "seconds": time.time() - t0,
+            "checkpoint": result.checkpoint.path,
+        }
+        log(f"{stage}: {len(history)} epochs, last {history[-1]}")
+    return registry.log_training(job, cfg, weights, results, val_pairs)
+
+
+def _resume(job: TrainJob, storage: str, name: str, stage: str):
+    """The latest checkpoint directory of ``name``'s stage when resuming, else None. (Ray
+    Train V2 deprecates ``resume_from_checkpoint``: the loop loads this path itself.)"""
+    if not job.resume:
+        return None
+    folder = os.path.join(storage, f"{name}-{stage}")
+    found = []
+    for d in glob.glob(os.path.join(folder, "checkpoint_*")):
+        try:
+            with open(os.path.join(d, "history.json")) as f:
+                found.append((len(json.load(f)), d))
+        except OSError:
+            continue  # a checkpoint cut short by the kill: skip it
+    return max(found)[1] if found else None

@@ -1,0 +1,130 @@
+"""The per-worker loop run by Ray Train's ``TorchTrainer`` (one stage per trainer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from .config import SpiralNetConfig
+from .net import SpiralNet
+from .training import TrainSpec, scorer_step, segmenter_step
+
+TRAIN_STATE = "train_state.pt"  # optimizer state: checkpoints only, never the registry
+
+
+def _all_reduce_grads(module: torch.nn.Module) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _validate(net: SpiralNet, val, stage: str) -> dict:
+    """Validation metrics of the current weights: score MSE, and for the segmenter the
+    object / pixel F1 of whole-image segmentation with the engine."""
+    from .data.normalize import normalize
+    from .engine import Engine
+    from .metrics import evaluate_many
+    from .regions import crop_pad, pad_image, score_map_truth
+
+    cfg, m = net.config, net.config.model
+    engine = Engine(net, device="cpu")
+    errs = []
+    for im, lb in val:
+        x = normalize(im, m.norm, m.norm_low, m.norm_high)[None]
+        pad = crop_pad(cfg.region)
+        pred = engine.score_map(pad_image(x, pad), pad, x.shape[1:])
+        truth = score_map_truth(lb > 0, cfg.region, cfg.candidates.stride)
+        errs.append(float(np.mean((pred - truth) ** 2)))
+    out = {"val_score_mse": float(np.mean(errs))}
+    if stage == "segmenter":
+        s = evaluate_many((engine.segment(im).labels, lb) for im, lb in val)
+        out.update(val_object_f1_50=s["object_f1_50"], val_pixel_f1=s["pixel_f1"])
+    net.scorer.train(stage == "scorer")
+    net.segmenter.train(stage == "segmenter")
+    return out
+
+
+def _save(d: str, net: SpiralNet, opt, history: list) -> None:
+    from . import modelzoo
+
+    modelzoo.save(net, d)
+    torch.save(opt.state_dict(), os.path.join(d, TRAIN_STATE))
+    with open(os.path.join(d, "history.json"), "w") as f:
+        json.dump(history, f)
+
+
+def train_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from .storage import load_model_dir
+
+    job, stage = config["job"], config["stage"]
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    net = SpiralNet.build(
+        SpiralNetConfig.from_dict(config["spiralnet"]), seed=job["seed"]
+    )  # same on all ranks
+    if config["init"]:
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in config["init"].items()})
+    net.to(device)
+    module = net.scorer if stage == "scorer" else net.segmenter
+    opt = torch.optim.Adam(module.parameters(), lr=job["lr"])
+    history: list[dict] = []
+    # A restarted worker group gets Ray Train's own checkpoint; a user resume names a directory.
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None and config.get("resume"):
+        ckpt = ray.train.Checkpoint.from_directory(config["resume"])
+    if ckpt:  # resume: weights, optimizer and the metrics so far
+        with ckpt.as_directory() as d:
+            net.load_state_dict(load_model_dir(d)[0])
+            opt.load_state_dict(torch.load(os.path.join(d, TRAIN_STATE), map_location=device))
+            with open(os.path.join(d, "history.json")) as f:
+                history = json.load(f)
+    spec = TrainSpec(lr=job["lr"], scorer_batch=job["scorer_batch"], spiral_regions=job["spiral_regions"])
+    batch = spec.scorer_batch if stage == "scorer" else spec.spiral_regions
+    shard = ray.train.get_dataset_shard("train")
+    val = ray.get(config["val"]) if rank == 0 else None
+    rng = np.random.default_rng(job["seed"] * 1000 + rank + len(history))
+    module.train()
+    for epoch in range(len(history), job["epochs"]):
+        t0, losses, seen = time.time(), [], 0
+        for b in shard.iter_batches(
+            batch_size=batch, batch_format="numpy", drop_last=True, local_shuffle_buffer_size=4 * batch
+        ):
+            imgs, labs = b["image"], b["labels"]
+            if stage == "scorer":
+                loss = scorer_step(net, opt, imgs, labs, spec, device, sync=_all_reduce_grads)
+            else:
+                loss = segmenter_step(net, opt, imgs, labs, spec, device, rng, sync=_all_reduce_grads)
+            losses.append(loss)
+            seen += len(imgs)
+        seconds = time.time() - t0
+        metrics = {
+            "epoch": epoch + 1,
+            f"{stage}_loss": float(np.mean(losses)) if losses else float("nan"),
+            "samples_per_s": seen * world / max(seconds, 1e-9),
+            "seconds": seconds,
+        }
+        if rank == 0:
+            metrics.update(_validate(net, val, stage))
+        history.append(metrics)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as d:
+                _save(d, net, opt, history)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics, checkpoint=None)

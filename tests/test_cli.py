@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from spiralray.cli import main
+from spiralray.data.synthetic import SyntheticSpec, generate
+
+
+def run_cli(*args, cwd=None):
+    """The real console entry point in a subprocess: what a user sees."""
+    p = subprocess.run(
+        [sys.executable, "-m", "spiralray", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_evaluate_json(tmp_path):
+    t = np.zeros((40, 40), np.uint16)
+    t[2:12, 2:12] = 1
+    t[20:30, 20:30] = 2
+    p = t.copy()
+    p[p == 2] = 0
+    tifffile.imwrite(tmp_path / "t.tif", t)
+    tifffile.imwrite(tmp_path / "p.tif", p)
+    code, out, err = run_cli("evaluate", tmp_path / "p.tif", tmp_path / "t.tif", "--json")
+    assert code == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["n_pred"] == 1 and s["n_truth"] == 2 and s["object_f1_50"] == pytest.approx(2 / 3)
+    for key in ("pixel_f1", "pixel_precision", "pixel_recall", "object_f1_mean_50_90"):
+        assert key in s
+
+
+def test_segment_writes_uint32_labels_and_finds_nuclei(tmp_path):
+    image, truth = generate(SyntheticSpec(160, 200), seed=11)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    code, out, err = run_cli("segment", tmp_path / "in.tif", tmp_path / "out.tif", "--json")
+    assert code == 0, err
+    labels = tifffile.imread(tmp_path / "out.tif")
+    assert labels.dtype == np.uint32 and labels.shape == image.shape
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["objects"] == len(np.unique(labels)) - 1 > 0.5 * truth.max()
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (None, "input not found"),
+        (lambda p: p.write_bytes(b"not a tiff at all"), "cannot read"),
+        (lambda p: tifffile.imwrite(p, np.full((3, 80, 80, 5), 1, np.uint16)), "2-D image"),
+        (lambda p: tifffile.imwrite(p, np.full((80, 80), np.nan, np.float32)), "NaN"),
+        (lambda p: tifffile.imwrite(p, np.ones((30, 300), np.uint16)), "smaller than one region"),
+    ],
+)
+def test_segment_bad_input_is_one_line_no_traceback(tmp_path, make, expected, capsys):
+    src = tmp_path / "in.tif"
+    if make:
+        make(src)
+    code = main(["segment", str(src), str(tmp_path / "out.tif")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_segment_constant_image_gives_zero_objects(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "c.tif", np.full((100, 120), 500, np.uint16))
+    assert main(["segment", str(tmp_path / "c.tif"), str(tmp_path / "o.tif")]) == 0
+    assert not tifffile.imread(tmp_path / "o.tif").any()
+
+
+def test_segment_picks_a_channel(tmp_path):
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([np.zeros_like(image), image]))
+    assert main(["segment", str(tmp_path / "rgb.tif"), str(tmp_path / "o.tif"), "--channel", "1"]) == 0
+    assert tifffile.imread(tmp_path / "o.tif").any()
+    assert main(["segment", str(tmp_path / "rgb.tif"), str(tmp_path / "o.tif"), "--channel", "5"]) == 2
+
+
+def test_segment_unknown_model_and_output_format(tmp_path, capsys):
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), "--model", str(tmp_path)]) == 2
+    assert "model" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.bmp")]) == 2
+    assert "output format" in capsys.readouterr().err

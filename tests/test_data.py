@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import tifffile
+
+from spiralray.data.datasets import load_pairs
+from spiralray.data.normalize import image_stats, normalize
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.errors import SpiralrayError
+
+
+def test_synthetic_nuclei_are_realistic_and_repeatable():
+    image, labels = generate(SyntheticSpec(256, 256), seed=3)
+    assert image.dtype == np.uint16 and labels.shape == image.shape
+    again, _ = generate(SyntheticSpec(256, 256), seed=3)
+    assert np.array_equal(image, again)
+    ids = np.unique(labels)[1:]
+    assert len(ids) > 20 and np.array_equal(ids, np.arange(1, len(ids) + 1))
+    areas = np.bincount(labels.ravel())[1:]
+    assert areas.min() >= 15 and areas.max() > 3 * np.median(areas) / 2  # a spread of sizes
+    # touching nuclei: some pixel of one object is 4-adjacent to another object
+    a, b = labels[:, :-1], labels[:, 1:]
+    assert np.any((a > 0) & (b > 0) & (a != b))
+    # brighter inside nuclei than outside, over a camera offset
+    assert image[labels > 0].mean() > image[labels == 0].mean() and image.min() > 50
+
+
+def test_normalisation_is_per_image_and_float32():
+    img = np.arange(1000, dtype=np.uint16).reshape(10, 100) + 33000
+    x = normalize(img, "minmax")
+    assert x.dtype == np.float32 and x.min() == 0 and x.max() == 1
+    lo, hi = image_stats(img, "percentile", 1, 99.8)
+    assert 33000 < lo < hi < 34000
+    assert np.all(normalize(np.full((5, 5), 7), "minmax") == 0)  # constant: no signal, no NaN
+    with pytest.raises(ValueError):
+        normalize(img, "bogus")
+
+
+def _write_stack(d, n=2):
+    pairs = [generate(SyntheticSpec(64, 80), seed=s) for s in range(n)]
+    tifffile.imwrite(d / "images.tif", np.stack([p[0] for p in pairs]))
+    tifffile.imwrite(d / "labels.tif", np.stack([p[1] for p in pairs]).astype(np.uint16))
+    return pairs
+
+
+def test_readers_for_every_layout(tmp_path):
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    pairs = _write_stack(stack)
+    got = load_pairs(str(stack))
+    assert len(got) == 2 and np.array_equal(got[1][1], pairs[1][1])
+    assert len(load_pairs(str(stack), frames=[1])) == 1
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, (im, lb) in enumerate(pairs):
+        tifffile.imwrite(folder / f"cell{i}.tif", im)
+        tifffile.imwrite(folder / f"cell{i}_labels.tif", lb)
+    assert [np.array_equal(a[0], b[0]) for a, b in zip(load_pairs(str(folder)), pairs, strict=True)] == [
+        True
+    ] * 2
+
+    import imageio.v3 as iio
+
+    sub = tmp_path / "sub"
+    (sub / "images").mkdir(parents=True)
+    (sub / "labels").mkdir()
+    for i, (im, lb) in enumerate(pairs):
+        iio.imwrite(sub / "images" / f"a{i}.png", (im // 256).astype(np.uint8))
+        iio.imwrite(sub / "labels" / f"a{i}.png", lb.astype(np.uint16))
+    got = load_pairs(str(sub))
+    assert len(got) == 2 and np.array_equal(got[0][1], pairs[0][1])
+
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "set.zarr"), mode="w")
+    g.create_array("images", data=np.stack([p[0] for p in pairs]))
+    g.create_array("labels", data=np.stack([p[1] for p in pairs]))
+    got = load_pairs(str(tmp_path / "set.zarr"))
+    assert np.array_equal(got[1][0], pairs[1][0])
+
+
+def test_bad_training_input_gets_clear_errors(tmp_path):
+    with pytest.raises(SpiralrayError, match="not found"):
+        load_pairs(str(tmp_path / "nope"))
+    only = tmp_path / "only"
+    only.mkdir()
+    tifffile.imwrite(only / "cell.tif", np.zeros((8, 8), np.uint16))
+    with pytest.raises(SpiralrayError, match="missing labels"):
+        load_pairs(str(only))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    tifffile.imwrite(bad / "images.tif", np.zeros((2, 8, 8), np.uint16))
+    tifffile.imwrite(bad / "labels.tif", np.zeros((2, 8, 9), np.uint16))
+    with pytest.raises(SpiralrayError, match="labels are"):
+        load_pairs(str(bad))
+    tifffile.imwrite(bad / "labels.tif", np.zeros((2, 8, 8), np.uint16))
+    with pytest.raises(SpiralrayError, match="no objects"):
+        load_pairs(str(bad))

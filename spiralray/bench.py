@@ -101,6 +101,7 @@ def bench_engine(args) -> dict:
         differing += e["differing_pixels"]
         equal &= e["equal"]
     e_rate, r_rate = statistics.median(fast_rates), statistics.median(ref_rates)
+    options = _engine_options(net, image, args)
     flops = segmenter_flops_per_step(net.segmenter, cfg.spiral.block)
     return {
         "benchmark": "engine",
@@ -120,8 +121,75 @@ def bench_engine(args) -> dict:
         "matmul_gflops": round(matmul_gflops(), 1),
         "flops_per_step": flops,
         "threads": torch.get_num_threads(),
-        **{"machine_info": machine()},
+        "options": options,
+        "machine_info": machine(),
     }
+
+
+def _engine_options(net, image, args) -> dict:
+    """Each optional engine path on the whole frame, beside the exact engine: speed ratio and
+    how the labels change (DESIGN section 2 equality, and object F1 against the exact labels)."""
+
+    from .metrics import evaluate
+
+    variants = {"exact": {}, "early_stop": {"early_stop": True}, "channels_last": {"channels_last": True}}
+    if str(args.device) != "cpu" and torch.cuda.is_available():
+        variants.update(bfloat16={"dtype": "bfloat16"}, float16={"dtype": "float16"})
+    times = {k: [] for k in variants}
+    labels = {}
+    for _ in range(max(1, args.repeats - 1)):
+        for name, kw in variants.items():  # interleaved
+            eng = Engine(net, device=args.device, **kw)
+            t0 = time.perf_counter()
+            labels[name] = eng.segment(image).labels
+            times[name].append(time.perf_counter() - t0)
+    exact_t = statistics.median(times["exact"])
+    out = {"exact_seconds_per_frame": round(exact_t, 3)}
+    for name in variants:
+        if name == "exact":
+            continue
+        eq = labels_equal(labels[name], labels["exact"])
+        out[name] = {
+            "speedup_vs_exact": round(exact_t / statistics.median(times[name]), 3),
+            "labels_equal": eq["equal"],
+            "differing_pixels": eq["differing_pixels"],
+            "object_f1_50_vs_exact": round(evaluate(labels[name], labels["exact"])["object_f1_50"], 4),
+        }
+    return out
+
+
+def bench_train(args) -> dict:
+    """Training throughput of 1 vs 2 Ray Train workers on the same data and sample counts."""
+    import tempfile
+
+    from .train import TrainJob, train
+
+    data = args.data if os.path.exists(os.path.join(args.data, "images.tif")) else None
+    if data is None:
+        raise SpiralrayError(f"bench train needs the HeLa data at {args.data}")
+    out = {"benchmark": "train", "data": f"{data} frames 0-3 (val 14)", "machine_info": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
+        for workers in (1, 2):
+            job = TrainJob(
+                data=data,
+                frames=[0, 1, 2, 3],
+                val_frames=[14],
+                epochs=3,
+                workers=workers,
+                samples_per_epoch=1024,
+                storage=os.path.join(tmp, "ray"),
+                name=f"w{workers}",
+            )
+            res = train(job, log=lambda m: None)
+            for stage, r in res["stages"].items():
+                rates = [h["samples_per_s"] for h in r["history"][1:]]  # the first epoch warms up
+                out[f"{stage}_samples_per_s_{workers}w"] = round(statistics.median(rates), 1)
+    for stage in ("scorer", "segmenter"):
+        out[f"{stage}_speedup_2w"] = round(
+            out[f"{stage}_samples_per_s_2w"] / out[f"{stage}_samples_per_s_1w"], 2
+        )
+    return out
 
 
 def run(which: str, args) -> dict:
@@ -129,6 +197,8 @@ def run(which: str, args) -> dict:
         torch.set_num_threads(args.threads)
     if which == "engine":
         result = bench_engine(args)
+    elif which == "train":
+        result = bench_train(args)
     else:
         from .bench_compare import bench_compare
 

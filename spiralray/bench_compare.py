@@ -108,6 +108,13 @@ def bench_compare(args) -> dict:
         for k, v in r.items():
             if isinstance(v, float):
                 r[k] = round(v, 4)
+    from .thesis_metrics import plot_scorer_curves, scorer_curves, segmenter_table
+
+    curves = scorer_curves(engine, pairs)
+    os.makedirs(args.results, exist_ok=True)
+    plot_scorer_curves(curves, os.path.join(args.results, "scorer_threshold.png"))
+    t = net.config.candidates.threshold
+    at_t = min(range(len(curves["thresholds"])), key=lambda i: abs(curves["thresholds"][i] - t))
     sn, u64 = results["spiralnet"], results["unet64"]
     return {
         "benchmark": "compare",
@@ -118,4 +125,12 @@ def bench_compare(args) -> dict:
         "pixel_f1": sn["pixel_f1"],
         "time_ratio_spiralnet_over_unet64": round(sn["seconds_per_image"] / u64["seconds_per_image"], 3),
         "models": results,
+        "thesis": {
+            "scorer_at_threshold": {
+                "threshold": curves["thresholds"][at_t],
+                **{k: round(curves[k][at_t], 4) for k in ("error_rate", "miss_rate", "stability_error_rate")},
+            },
+            "scorer_curves": curves,
+            "segmenter_per_channel": segmenter_table(engine, pairs),
+        },
     }

@@ -14,6 +14,8 @@ Both feed the same candidate, continuation and resolve rules (``segment.segment_
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -114,8 +116,9 @@ class Engine(_Base):
 
     Exact by default. Measured options (``spiralray bench engine`` reports each one's speed and
     label change): ``early_stop`` skips steps without object evidence (approximate);
-    ``channels_last`` changes memory layout only; ``dtype`` "bfloat16"/"float16" runs the
-    network in reduced precision (meant for GPUs).
+    ``channels_last`` (default) changes memory layout only (faster convolutions on CPU);
+    ``dtype`` "bfloat16"/"float16" runs the network in reduced precision (meant for GPUs).
+    The engine runs its own copy of the segmenter, so these never change the caller's model.
     """
 
     def __init__(
@@ -124,16 +127,15 @@ class Engine(_Base):
         device: str = "auto",
         batch_size: int = 256,
         early_stop: bool = False,
-        channels_last: bool = False,
+        channels_last: bool = True,
         dtype: str = "float32",
     ):
         super().__init__(net, device, batch_size)
         self.early_stop, self.channels_last = early_stop, channels_last
         self.dtype = getattr(torch, dtype)
-        if self.dtype != torch.float32:
-            net.segmenter.to(self.dtype)
+        self.segmenter = copy.deepcopy(net.segmenter).to(self.dtype)
         if channels_last:
-            net.segmenter.to(memory_format=torch.channels_last)
+            self.segmenter.to(memory_format=torch.channels_last)
         self.radius = net.segmenter.receptive_radius
         self.margin = window_margin(self.geom, self.radius)
 
@@ -161,7 +163,7 @@ class Engine(_Base):
             if self.channels_last:
                 canvas = canvas.contiguous(memory_format=torch.channels_last)
             mask = spiral_batch(
-                self.net.segmenter, canvas, self.geom, self.margin, self.radius, early_stop=self.early_stop
+                self.segmenter, canvas, self.geom, self.margin, self.radius, early_stop=self.early_stop
             )
             out.append(mask[:, :, my : my + h, mx : mx + w].float())
         return torch.cat(out) if out else padded.new_zeros((0, 3, h, w))
@@ -212,7 +214,8 @@ def spiral_batch(
     "background" (0, 0, 1) written; only regions with evidence run the network.
     """
     (my, mx), n, r = margin, geom.block, radius
-    feats = seg.image_features(canvas, padding=0)  # once per region; canvas px (y+1, x+1)
+    # Mask-independent work once per region: the image branch and its half of the merge conv.
+    context = seg.image_context(seg.image_features(canvas, padding=0), padding=0)  # canvas px (y+2, x+2)
     mask = canvas.new_zeros((canvas.shape[0], 3, *canvas.shape[2:]))
     side = n + 2 * r
     for k, (by, bx) in enumerate(geom.blocks):
@@ -230,7 +233,7 @@ def spiral_batch(
         if truth is not None:
             mask[dst] = truth[dst]
             continue
-        feat_win = feats[:, :, wy : wy + side - 2, wx : wx + side - 2]
+        ctx_win = context[:, :, wy : wy + side - 4, wx : wx + side - 4]
         crop = (
             slice(None),
             slice(None),
@@ -243,10 +246,10 @@ def spiral_batch(
             block[:, :2] = 0
             block[:, 2] = 1
             if len(active):
-                logits = seg.trunk_logits(feat_win[active], mask_win[active], padding=0)
+                logits = seg.trunk_from_context(ctx_win[active], mask_win[active], padding=0)
                 block[active] = torch.sigmoid(logits[crop])
             continue
-        logits = seg.trunk_logits(feat_win, mask_win, padding=0)
+        logits = seg.trunk_from_context(ctx_win, mask_win, padding=0)
         mask[dst] = torch.sigmoid(logits[crop])
     return mask
 

@@ -72,6 +72,23 @@ class Segmenter(nn.Module):
             x = skip(x, padding)
         return self.head(x)
 
+    def image_context(self, feats: torch.Tensor, padding: int = 1) -> torch.Tensor:
+        """The image half of the merge conv (plus its bias): mask-independent, so the engine
+        computes it once per region. feats: ``image_features`` -> ``B x trunk x h' x w'``."""
+        w = self.merge.weight[:, : feats.shape[1]]
+        return F.conv2d(feats, w, self.merge.bias, padding=padding)
+
+    def trunk_from_context(self, context: torch.Tensor, mask: torch.Tensor, padding: int = 1) -> torch.Tensor:
+        """Logits from a precomputed ``image_context`` window and a mask window: the same
+        function as ``trunk_logits`` (the merge conv is linear in its input channels).
+        mask: ``B x 3 x s x s``, context: aligned with the merge output (``s - 4`` for padding=0)."""
+        m = F.relu(F.conv2d(mask, self.mask_conv.weight, self.mask_conv.bias, padding=padding))
+        w = self.merge.weight[:, self.image_conv.out_channels :]
+        x = F.relu(context + F.conv2d(m, w, None, padding=padding))
+        for skip in self.skips:
+            x = skip(x, padding)
+        return self.head(x)
+
     def logits(self, image: torch.Tensor, mask: torch.Tensor, padding: int = 1) -> torch.Tensor:
         """image: ``B x C x h x w``, mask: ``B x 3 x h x w`` -> logits (see ``trunk_logits``)."""
         return self.trunk_logits(self.image_features(image, padding), mask, padding)

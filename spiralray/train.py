@@ -38,6 +38,7 @@ class TrainJob:
     scorer_batch: int = 128
     spiral_regions: int = 32
     lr: float = 1e-3
+    zoom: tuple[float, ...] = (0.75, 1.0, 1.33)  # zoomed copies of the training images
     seed: int = 0
     experiment: str = "spiralray"
     register: str | None = None  # registered model name
@@ -64,7 +65,10 @@ def _split(job: TrainJob):
     return train, val or train[:1]
 
 
-def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int):
+_SAMPLERS: dict = {}  # per Ray worker process: datasets by object-store key
+
+
+def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int, zoom=(0.75, 1.0, 1.33)):
     """Ray Data: augmented region samples drawn from the images, fresh on every pass.
 
     Rows: ``image`` (1 x h x w float32, normalised) and ``labels`` (h x w int32 instance ids).
@@ -74,14 +78,20 @@ def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int):
     from .training import RegionSampler
 
     refs = ray.put((images, labels))
+    key = refs.hex()
     per_task = 256
     tasks = max(1, -(-rows // per_task))
 
     def draw(batch):
-        imgs, labs = ray.get(refs)
+        # Build the sampler (padding, zoomed copies) once per worker process, not per task.
+        sampler = _SAMPLERS.get(key)
+        if sampler is None:
+            _SAMPLERS.clear()  # one dataset per process at a time: memory stays bounded
+            imgs, labs = ray.get(refs)
+            sampler = _SAMPLERS[key] = RegionSampler(imgs, labs, cfg, scales=zoom)
         out_i, out_l = [], []
         for task in batch["task"]:
-            sampler = RegionSampler(imgs, labs, cfg, seed=int(seed * 100003 + task + time.time_ns() % 10**6))
+            sampler.rng = np.random.default_rng(int(seed * 100003 + task + time.time_ns() % 10**6))
             im, lb = sampler.sample(per_task)
             out_i.append(im)
             out_l.append(lb.astype(np.int32))
@@ -147,7 +157,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
                 storage_path=storage,
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
-            datasets={"train": region_dataset(norm, labels, cfg, rows, job.seed)},
+            datasets={"train": region_dataset(norm, labels, cfg, rows, job.seed, tuple(job.zoom))},
         )
         t0 = time.time()
         result = trainer.fit()

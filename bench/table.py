@@ -1,0 +1,108 @@
+"""Regenerate the README's performance and accuracy tables from bench/results/*.json.
+
+python bench/table.py        # rewrites the block between the BENCH markers in README.md
+"""
+
+import json
+import os
+import re
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+README = os.path.join(HERE, "..", "README.md")
+
+
+def _load(name):
+    path = os.path.join(RESULTS, name)
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def engine_table(e) -> list[str]:
+    m = e["machine_info"]
+    lines = [
+        f"Engine ({e['source']}; {m['cpus']} CPUs, torch {m['torch']}, {e['threads']} threads, "
+        f"device {e['device']}):",
+        "",
+        "| path | steps/s | speedup | labels equal | note |",
+        "|---|---:|---:|---|---|",
+        f"| reference (one region, full FoV) | {e['reference_steps_per_s']:.0f} | 1.0 | - | the oracle |",
+        f"| engine (exact) | {e['engine_steps_per_s']:.0f} | **{e['speedup']:.1f}** | {e['identical']} "
+        f"({e['differing_pixels']} px differ) | {e['engine_gflops']:.0f} GFLOP/s vs matmul "
+        f"{e['matmul_gflops']:.0f} |",
+    ]
+    for name, o in e.get("options", {}).items():
+        if isinstance(o, dict):
+            lines.append(
+                f"| engine + {name} | - | x{o['speedup_vs_exact']:.2f} vs exact | {o['labels_equal']} "
+                f"({o['differing_pixels']} px differ) | object F1 vs exact {o['object_f1_50_vs_exact']:.3f} |"
+            )
+    return lines
+
+
+def compare_table(c) -> list[str]:
+    lines = [
+        f"Accuracy and time per image, {c['data']} ({c['threads']} threads, {c['device']}):",
+        "",
+        "| model | object F1@0.5 | mean F1@0.5:0.9 | pixel F1 | merges | splits | s / image | weights |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in c["models"].items():
+        lines.append(
+            f"| {name} | {r['object_f1_50']:.3f} | {r['object_f1_mean_50_90']:.3f} | {r['pixel_f1']:.3f} | "
+            f"{r['merges']} | {r['splits']} | {r['seconds_per_image']:.2f} | {r['weights']} |"
+        )
+    t = c.get("thesis")
+    if t:
+        s = t["scorer_at_threshold"]
+        lines += [
+            "",
+            f"Thesis counterparts: scorer at t = {s['threshold']}: error rate {s['error_rate']:.3f}, "
+            f"miss rate {s['miss_rate']:.3f}, stability error rate {s['stability_error_rate']:.3f} "
+            "(curves: `bench/results/scorer_threshold.png`, cf. thesis Fig. 22). Segmenter per channel "
+            "(cf. thesis Table 1):",
+            "",
+            "| channel | precision | recall | F1 |",
+            "|---|---:|---:|---:|",
+        ]
+        for ch, v in t["segmenter_per_channel"].items():
+            lines.append(f"| {ch} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |")
+    return lines
+
+
+def train_table(t) -> list[str]:
+    return [
+        "Training throughput (Ray Train, same data and samples; samples/s, median epoch):",
+        "",
+        "| stage | 1 worker | 2 workers | ratio |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {s} | {t[f'{s}_samples_per_s_1w']} | {t[f'{s}_samples_per_s_2w']} | {t[f'{s}_speedup_2w']} |"
+            for s in ("scorer", "segmenter")
+        ],
+    ]
+
+
+def main():
+    parts = []
+    for name, fn in (
+        ("engine_cpu.json", engine_table),
+        ("compare_cpu.json", compare_table),
+        ("train_cpu.json", train_table),
+        ("engine_gpu.json", engine_table),
+    ):
+        data = _load(name)
+        if data:
+            parts += fn(data) + [""]
+    block = "\n".join(parts).strip() or "No benchmark results committed yet."
+    text = open(README).read()
+    text = re.sub(
+        r"(<!-- BENCH:START -->\n).*?(\n<!-- BENCH:END -->)",
+        lambda m: m.group(1) + block + m.group(2),
+        text,
+        flags=re.S,
+    )
+    open(README, "w").write(text)
+
+
+if __name__ == "__main__":
+    main()

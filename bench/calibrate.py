@@ -65,9 +65,9 @@ def main():
     val = load_pairs(args.hela, HELA_SPLIT["validation"])
     grid = {
         "score": [0.4, 0.6],
-        "central": [0.2, 0.3, 0.4, 0.5],
-        "nms": [8.0, 12.0],
-        "min_area": [12, 60, 120],
+        "central": [0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
+        "nms": [12.0],
+        "min_area": [60, 120, 200],
     }
     trials = []
     for t, c, r, a in itertools.product(*grid.values()):

@@ -103,11 +103,7 @@ class RegionSampler:
             sq = (slice(y, y + 2 * s + 1), slice(x, x + 2 * s + 1))  # centred on (y, x)
             im, lb = self.images[i][sq], self.labels[i][sq]
             if self.augment:
-                k = self.rng.integers(4)
-                im, lb = np.rot90(im, k), np.rot90(lb, k)
-                if self.rng.random() < 0.5:
-                    im, lb = im[:, ::-1], lb[:, ::-1]
-                im = self._jitter(im)
+                im, lb = self._augment(im, lb)
             crop = (slice(s - cy, s - cy + r.height), slice(s - cx, s - cx + r.width))
             imgs[b, 0], labs[b] = im[crop], lb[crop]
         return imgs, labs
@@ -124,13 +120,18 @@ class RegionSampler:
             im = self.images[i][y : y + size, x : x + size]
             lb = self.labels[i][y : y + size, x : x + size]
             if self.augment:
-                k = self.rng.integers(4)
-                im, lb = np.rot90(im, k), np.rot90(lb, k)
-                if self.rng.random() < 0.5:
-                    im, lb = im[:, ::-1], lb[:, ::-1]
-                im = self._jitter(im)
+                im, lb = self._augment(im, lb)
             imgs[b, 0], labs[b] = im, lb
         return imgs, labs
+
+    def _augment(self, im: np.ndarray, lb: np.ndarray):
+        """A random 90-degree rotation and flip of a square crop (about its centre pixel when the
+        side is odd), then intensity jitter."""
+        k = self.rng.integers(4)
+        im, lb = np.rot90(im, k), np.rot90(lb, k)
+        if self.rng.random() < 0.5:
+            im, lb = im[:, ::-1], lb[:, ::-1]
+        return self._jitter(im), lb
 
     def _jitter(self, im: np.ndarray) -> np.ndarray:
         """Intensity jitter: contrast, offset, gamma, blur and noise, so other microscopes and

@@ -132,7 +132,7 @@ def _engine_options(net, image, args) -> dict:
 
     from .metrics import evaluate
 
-    variants = {"exact": {}, "early_stop": {"early_stop": True}, "channels_last": {"channels_last": True}}
+    variants = {"exact": {}, "early_stop": {"early_stop": True}, "channels_first": {"channels_last": False}}
     if str(args.device) != "cpu" and torch.cuda.is_available():
         variants.update(bfloat16={"dtype": "bfloat16"}, float16={"dtype": "float16"})
     times = {k: [] for k in variants}

@@ -163,7 +163,12 @@ class Engine(_Base):
             if self.channels_last:
                 canvas = canvas.contiguous(memory_format=torch.channels_last)
             mask = spiral_batch(
-                self.segmenter, canvas, self.geom, self.margin, self.radius, early_stop=self.early_stop
+                self.segmenter,
+                canvas,
+                self.geom,
+                self.margin,
+                self.radius,
+                early_stop=self.cfg.spiral.threshold / 2 if self.early_stop else None,
             )
             out.append(mask[:, :, my : my + h, mx : mx + w].float())
         return torch.cat(out) if out else padded.new_zeros((0, 3, h, w))
@@ -200,7 +205,7 @@ def spiral_batch(
     radius: int,
     truth: torch.Tensor | None = None,
     record: list | None = None,
-    early_stop: bool = False,
+    early_stop: float | None = None,
 ) -> torch.Tensor:
     """The spiral over a batch of regions, one forward pass per step on valid windows.
 
@@ -209,9 +214,9 @@ def spiral_batch(
     the mask) is written instead of the prediction (teacher forcing); ``record`` receives
     ``(k, image window, mask window)`` of every step, the inputs the network saw.
 
-    ``early_stop`` (approximate, off by default): after the first step, a region whose window
-    holds no central-object evidence (channel 0 <= 0.5 everywhere) skips the step and gets
-    "background" (0, 0, 1) written; only regions with evidence run the network.
+    ``early_stop`` (approximate, off by default): an evidence level; after the first step, a
+    region whose window holds no central-object evidence (channel 0 <= early_stop everywhere)
+    skips the step and gets "background" (0, 0, 1) written; only the others run the network.
     """
     (my, mx), n, r = margin, geom.block, radius
     # Mask-independent work once per region: the image branch and its half of the merge conv.
@@ -240,14 +245,14 @@ def spiral_batch(
             slice(rows.start - by, rows.stop - by),
             slice(cols.start - bx, cols.stop - bx),
         )
-        if early_stop and k > 0:
-            active = (mask_win[:, 0] > 0.5).flatten(1).any(1).nonzero().squeeze(1)
-            block = mask[dst]
-            block[:, :2] = 0
+        if early_stop is not None and k > 0:
+            active = (mask_win[:, 0] > early_stop).flatten(1).any(1).nonzero().squeeze(1)
+            block = torch.zeros_like(mask[dst])
             block[:, 2] = 1
             if len(active):
                 logits = seg.trunk_from_context(ctx_win[active], mask_win[active], padding=0)
                 block[active] = torch.sigmoid(logits[crop])
+            mask[dst] = block
             continue
         logits = seg.trunk_from_context(ctx_win, mask_win, padding=0)
         mask[dst] = torch.sigmoid(logits[crop])

@@ -85,3 +85,14 @@ def test_batching_and_empty_input(shipped):
     assert blank.n_candidates == 0 and not blank.labels.any()
     x, padded, pad = _padded(image, shipped.config)
     assert Engine(shipped).region_masks(padded, pad, np.zeros((0, 2), np.int64)).shape == (0, 52, 58)
+
+
+def test_early_stop_option_is_measured_not_default(shipped):
+    """early_stop skips steps without central evidence: approximate, so off by default; on a
+    synthetic frame its labels stay equal in the DESIGN sense."""
+    image, _ = generate(SyntheticSpec(160, 200), seed=12)
+    exact = Engine(shipped).segment(image).labels
+    fast = Engine(shipped, early_stop=True).segment(image).labels
+    assert Engine(shipped).early_stop is False
+    eq = labels_equal(fast, exact)
+    assert eq["objects"][0] > 5 and eq["matched"] >= 0.9 * eq["objects"][1], eq

@@ -53,6 +53,9 @@ def _split(job: TrainJob):
     from .data.datasets import load_pairs
 
     pairs = load_pairs(job.data)
+    bad = [i for i in (job.frames or []) + (job.val_frames or []) if not 0 <= i < len(pairs)]
+    if bad:
+        raise SpiralrayError(f"{job.data} has {len(pairs)} images; no frame {bad[0]}")
     if job.frames is not None or job.val_frames is not None:
         train = [pairs[i] for i in (job.frames or [])] or pairs
         val = [pairs[i] for i in (job.val_frames or [])]

@@ -49,6 +49,8 @@ def test_readers_for_every_layout(tmp_path):
     got = load_pairs(str(stack))
     assert len(got) == 2 and np.array_equal(got[1][1], pairs[1][1])
     assert len(load_pairs(str(stack), frames=[1])) == 1
+    with pytest.raises(SpiralrayError, match="no frame 5"):
+        load_pairs(str(stack), frames=[5])
 
     folder = tmp_path / "folder"
     folder.mkdir()

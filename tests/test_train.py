@@ -92,7 +92,9 @@ def test_resume_continues_from_checkpoint(trained):
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
 
 
-def test_bad_training_input(ray_cluster, tmp_path):
+def test_bad_training_input(ray_cluster, tmp_path, dataset):
+    with pytest.raises(SpiralrayError, match="no frame 7"):
+        train(TrainJob(data=str(dataset), frames=[0, 7]))
     with pytest.raises(SpiralrayError, match="not found"):
         train(TrainJob(data=str(tmp_path / "missing")))
     tifffile.imwrite(tmp_path / "images.tif", np.zeros((2, 64, 64), np.uint16))

@@ -83,6 +83,9 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
             labels = [storage.read_image(label_of[k]) for k in keys]
     pairs = _check(images, labels, path)
     if frames is not None:
+        bad = [i for i in frames if not 0 <= i < len(pairs)]
+        if bad:
+            raise SpiralrayError(f"{path} has {len(pairs)} images; no frame {bad[0]}")
         pairs = [pairs[i] for i in frames]
     return pairs
 

@@ -140,13 +140,14 @@ class Engine(_Base):
         self.margin = window_margin(self.geom, self.radius)
 
     @torch.inference_mode()
-    def score_map(self, padded: np.ndarray, pad: int, shape) -> np.ndarray:
-        """Dense stride-s scores ``gh x gw`` (clipped to [0, 1]) of an image padded by ``pad``."""
+    def score_map(self, padded: np.ndarray, pad: int, shape, stride: int | None = None) -> np.ndarray:
+        """Dense scores ``gh x gw`` (clipped to [0, 1]) of an image padded by ``pad``, on the
+        grid of ``stride`` (default: the prediction stride)."""
         r = self.cfg.region
         d = pad - r.pad  # the grid is defined on the image padded by r.pad
         view = padded[:, d : padded.shape[1] - d, d : padded.shape[2] - d] if d else padded
         t = torch.from_numpy(np.ascontiguousarray(view)).to(self.device)[None]
-        s = self.net.scorer.dense(t, self.cfg.candidates.stride)[0]
+        s = self.net.scorer.dense(t, stride or self.cfg.candidates.stride)[0]
         return s.clamp(0, 1).float().cpu().numpy()
 
     @torch.inference_mode()
@@ -263,9 +264,9 @@ class ReferenceEngine(_Base):
     """One region at a time, the thesis's arithmetic: the oracle for ``Engine``."""
 
     @torch.inference_mode()
-    def score_map(self, padded: np.ndarray, pad: int, shape) -> np.ndarray:
+    def score_map(self, padded: np.ndarray, pad: int, shape, stride: int | None = None) -> np.ndarray:
         H, W = shape
-        centres = grid_centres(H, W, self.cfg.region, self.cfg.candidates.stride)
+        centres = grid_centres(H, W, self.cfg.region, stride or self.cfg.candidates.stride)
         flat = centres.reshape(-1, 2)
         scores = np.empty(len(flat), np.float32)
         for i in range(0, len(flat), 512):  # the per-region MLP, chunked only to bound memory

@@ -43,6 +43,12 @@ def grid_centres(height: int, width: int, spec: RegionSpec, stride: int) -> np.n
     return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1)
 
 
+def inside_image(centres: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Which centres (``... x 2`` image coords) lie inside the image (bool ``...``)."""
+    y, x = centres[..., 0], centres[..., 1]
+    return (y >= 0) & (y < height) & (x >= 0) & (x < width)
+
+
 def crop_regions(padded: np.ndarray, pad: int, centres: np.ndarray, spec: RegionSpec) -> np.ndarray:
     """Regions centred on ``centres`` (N x 2 image coords) cut from an image padded by ``pad``.
 

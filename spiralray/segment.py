@@ -13,7 +13,7 @@ import numpy as np
 
 from . import candidates as cand
 from .config import SpiralNetConfig
-from .regions import grid_centres
+from .regions import grid_centres, inside_image
 from .spiral import ObjectMask, RegionMasks, segment_objects
 
 
@@ -35,7 +35,7 @@ def candidate_seeds(scores: np.ndarray, image_shape, cfg: SpiralNetConfig):
     """Kept candidates as (seeds ``K x 2`` image coords, their scores ``K``)."""
     H, W = image_shape
     centres = grid_centres(H, W, cfg.region, cfg.candidates.stride)
-    valid = (centres[..., 0] >= 0) & (centres[..., 0] < H) & (centres[..., 1] >= 0) & (centres[..., 1] < W)
+    valid = inside_image(centres, H, W)
     idx = cand.select_candidates(scores, valid, cfg.candidates)
     return centres[idx[:, 0], idx[:, 1]].reshape(-1, 2), scores[idx[:, 0], idx[:, 1]]
 

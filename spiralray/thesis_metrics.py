@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .engine import Engine, prepare_image
-from .regions import crop_pad, crop_regions, grid_centres, pad_image, three_channel_labels
+from .regions import crop_pad, crop_regions, grid_centres, inside_image, pad_image, three_channel_labels
 
 THRESHOLDS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
 CHANNELS = ("central", "other", "background")
@@ -30,12 +30,8 @@ def scorer_curves(engine: Engine, pairs, stride: int = 16) -> dict:
         pad = crop_pad(cfg.region)
         padded = pad_image(x, pad)
         c = grid_centres(*x.shape[1:], cfg.region, stride)
-        inside = (c[..., 0] >= 0) & (c[..., 0] < x.shape[1]) & (c[..., 1] >= 0) & (c[..., 1] < x.shape[2])
-        d = pad - cfg.region.pad
-        view = padded[:, d : padded.shape[1] - d, d : padded.shape[2] - d]
-        with torch.inference_mode():
-            s = engine.net.scorer.dense(torch.from_numpy(np.ascontiguousarray(view))[None], stride)[0]
-        s = s.clamp(0, 1).numpy()
+        inside = inside_image(c, *x.shape[1:])
+        s = engine.score_map(padded, pad, x.shape[1:], stride=stride)
         scores.append(s[inside])
         cc = c[inside]
         centred.append(labels[cc[:, 0], cc[:, 1]] > 0)
@@ -59,8 +55,7 @@ def segmenter_table(engine: Engine, pairs, per_image: int = 200, seed: int = 0) 
         pad = crop_pad(cfg.region)
         padded = pad_image(x, pad)
         c = grid_centres(*x.shape[1:], cfg.region, 16).reshape(-1, 2)
-        ok = (c[:, 0] >= 0) & (c[:, 0] < x.shape[1]) & (c[:, 1] >= 0) & (c[:, 1] < x.shape[2])
-        c = c[ok]
+        c = c[inside_image(c, *x.shape[1:])]
         c = c[labels[c[:, 0], c[:, 1]] > 0]
         c = c[rng.permutation(len(c))[:per_image]]
         probs = engine.region_probs(torch.from_numpy(padded).to(engine.device), pad, c).cpu().numpy() > 0.5

@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--synthetic", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", default=None, help="warm start from this model directory")
+    ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = SpiralNetConfig()
@@ -38,7 +39,7 @@ def main():
     pairs += generate_many(args.synthetic, SyntheticSpec(384, 384), seed=1000)
     images = [normalize(im, cfg.model.norm, cfg.model.norm_low, cfg.model.norm_high) for im, _ in pairs]
     labels = [lb for _, lb in pairs]
-    sampler = RegionSampler(images, labels, cfg, scales=(0.75, 1.0, 1.33))
+    sampler = RegionSampler(images, labels, cfg, scales=tuple(float(v) for v in args.scales.split(",")))
     from spiralray import modelzoo
 
     net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)

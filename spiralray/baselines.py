@@ -15,6 +15,7 @@ from skimage.morphology import remove_small_objects
 from skimage.segmentation import expand_labels, find_boundaries, watershed
 
 from .models import UNet
+from .training import TrainSpec, cosine_lr
 
 
 def watershed_baseline(image: np.ndarray, min_distance: int = 7, min_area: int = 30) -> np.ndarray:
@@ -73,13 +74,24 @@ def unet_step(net: UNet, opt, images: np.ndarray, classes: np.ndarray, device="c
 
 
 def fit_unet(
-    net: UNet, sampler, seconds: float, batch: int = 8, lr: float = 1e-3, device="cpu", log=None
+    net: UNet,
+    sampler,
+    seconds: float,
+    batch: int = 8,
+    lr: float = 1e-3,
+    lr_final: float | None = None,
+    device="cpu",
+    log=None,
 ) -> UNet:
-    """Train on ``sampler.sample_tiles(batch)`` patches for a wall-clock budget."""
+    """Train on ``sampler.sample_tiles(batch)`` patches for a wall-clock budget; with ``lr_final``
+    the rate decays on SpiralNet's cosine schedule (``training.cosine_lr``)."""
     net.train().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    spec = TrainSpec(lr=lr, lr_final=lr if lr_final is None else lr_final)
     t0, it = time.time(), 0
     while time.time() - t0 < seconds:
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(spec, (time.time() - t0) / seconds)
         images, labels = sampler.sample_tiles(batch)
         classes = np.stack([unet_targets(lb) for lb in labels])
         loss = unet_step(net, opt, images, classes, device)

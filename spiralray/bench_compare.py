@@ -18,11 +18,27 @@ from . import modelzoo, storage
 from .baselines import fit_unet, unet_segment, watershed_baseline
 from .data.datasets import HELA_SPLIT, load_pairs
 from .data.normalize import normalize
+from .data.shifts import shifted
 from .data.synthetic import SyntheticSpec, generate_many
 from .engine import Engine
 from .errors import SpiralrayError
 from .metrics import evaluate_many
 from .models import UNet
+
+
+def baseline_sampler(data: str, seed: int):
+    """The U-Net's training tiles: the data SpiralNet's first model was trained on."""
+    from .config import SpiralNetConfig
+    from .training import RegionSampler
+
+    pairs = load_pairs(data, HELA_SPLIT["train"]) + generate_many(24, SyntheticSpec(384, 384), seed=1000)
+    return RegionSampler(
+        [normalize(i) for i, _ in pairs],
+        [lb for _, lb in pairs],
+        SpiralNetConfig(),
+        scales=(0.75, 1.0, 1.33),
+        seed=seed,
+    )
 
 
 def _unet(base: int, args, log) -> tuple[UNet, str]:
@@ -34,17 +50,7 @@ def _unet(base: int, args, log) -> tuple[UNet, str]:
         return net.eval(), cfg.get("trained", "cached")
     if args.baseline_minutes <= 0:
         return net.eval(), "untrained (random weights): timing only"
-    from .config import SpiralNetConfig
-    from .training import RegionSampler
-
-    pairs = load_pairs(args.data, HELA_SPLIT["train"]) + generate_many(24, SyntheticSpec(384, 384), seed=1000)
-    sampler = RegionSampler(
-        [normalize(i) for i, _ in pairs],
-        [lb for _, lb in pairs],
-        SpiralNetConfig(),
-        scales=(0.75, 1.0, 1.33),
-        seed=base,
-    )
+    sampler = baseline_sampler(args.data, seed=base)
     t0 = time.time()
     fit_unet(net, sampler, args.baseline_minutes * 60, log=log)
     note = (
@@ -66,48 +72,68 @@ def _timed_labels(fn, frames) -> tuple[list[np.ndarray], float]:
     return out, statistics.median(times)
 
 
+def _methods(engine: Engine, spiral_note: str, unets: dict, card) -> dict:
+    """name -> (image -> labels, how its weights were made)."""
+
+    def unet_fn(u):
+        return lambda im: unet_segment(u, normalize(im, card.norm, card.norm_low, card.norm_high))
+
+    return {
+        "spiralnet": (lambda im: engine.segment(im).labels, spiral_note),
+        **{f"unet{b}": (unet_fn(u), note) for b, (u, note) in unets.items()},
+        "watershed": (lambda im: watershed_baseline(normalize(im)), "none (Otsu + distance watershed)"),
+    }
+
+
+def _score(methods: dict, pairs) -> dict:
+    out = {}
+    for name, (fn, note) in methods.items():
+        labels, secs = _timed_labels(fn, [im for im, _ in pairs])
+        out[name] = {
+            "seconds_per_image": secs,
+            "weights": note,
+            **evaluate_many(zip(labels, [lb for _, lb in pairs], strict=True)),
+        }
+    return out
+
+
+GENERALISATION_KEYS = ("object_f1_50", "object_f1_mean_50_90", "pixel_f1", "merges", "n_pred", "n_truth")
+
+
+def generalisation(methods: dict, test_pairs, dsb: str) -> dict:
+    """Data nothing was trained or tuned on: the DSB 2018 image (another cell line and
+    microscope, manual labels) and the HeLa test frames under acquisition shifts."""
+    sets = {}
+    if os.path.exists(os.path.join(dsb, "images.tif")):
+        sets["DSB 2018 fluorescence (1 image, manual labels)"] = load_pairs(dsb, None)
+    sets.update({f"HeLa test, {k}": v for k, v in shifted(test_pairs).items()})
+    return {
+        name: {m: {k: _round(r[k]) for k in GENERALISATION_KEYS} for m, r in _score(methods, pairs).items()}
+        for name, pairs in sets.items()
+    }
+
+
+def _round(v):
+    return round(v, 4) if isinstance(v, float) else v
+
+
 def bench_compare(args) -> dict:
     if not os.path.exists(os.path.join(args.data, "images.tif")):
         raise SpiralrayError(f"bench compare needs the HeLa data at {args.data}")
     frames = [int(f) for f in args.frames.split(",")]
     pairs = load_pairs(args.data, frames)
-    images, truths = [p[0] for p in pairs], [p[1] for p in pairs]
     net = modelzoo.load(args.model)
-    card = net.config.model
-    results = {}
 
     def log(name, it, loss):
         if it % 100 == 0:
             print(f"  {name} it {it} loss {loss:.4f}", flush=True)
 
     engine = Engine(net, device=args.device)
-    labels, secs = _timed_labels(lambda im: engine.segment(im).labels, images)
-    results["spiralnet"] = {
-        "seconds_per_image": secs,
-        "weights": args.model or "shipped default",
-        **evaluate_many(zip(labels, truths, strict=True)),
-    }
-    for base in (64, 32):
-        unet, note = _unet(base, args, log)
-        labels, secs = _timed_labels(
-            lambda im, u=unet: unet_segment(u, normalize(im, card.norm, card.norm_low, card.norm_high)),
-            images,
-        )
-        results[f"unet{base}"] = {
-            "seconds_per_image": secs,
-            "weights": note,
-            **evaluate_many(zip(labels, truths, strict=True)),
-        }
-    labels, secs = _timed_labels(lambda im: watershed_baseline(normalize(im)), images)
-    results["watershed"] = {
-        "seconds_per_image": secs,
-        "weights": "none (Otsu + distance watershed)",
-        **evaluate_many(zip(labels, truths, strict=True)),
-    }
+    unets = {b: _unet(b, args, log) for b in (64, 32)}
+    methods = _methods(engine, args.model or "shipped default", unets, net.config.model)
+    results = _score(methods, pairs)
     for r in results.values():
-        for k, v in r.items():
-            if isinstance(v, float):
-                r[k] = round(v, 4)
+        r.update({k: _round(v) for k, v in r.items()})
     from .thesis_metrics import plot_scorer_curves, scorer_curves, segmenter_table
 
     curves = scorer_curves(engine, pairs)
@@ -125,6 +151,7 @@ def bench_compare(args) -> dict:
         "pixel_f1": sn["pixel_f1"],
         "time_ratio_spiralnet_over_unet64": round(sn["seconds_per_image"] / u64["seconds_per_image"], 3),
         "models": results,
+        "generalisation": generalisation(methods, pairs, args.dsb),
         "thesis": {
             "scorer_at_threshold": {
                 "threshold": curves["thresholds"][at_t],

@@ -5,8 +5,11 @@
 2. Every kept candidate is segmented independently (``spiral.segment_objects``).
 3. Objects are resolved greedily in the order (score descending, row, col): a mask keeps only
    its connected component that holds its seed; a mask whose overlap with an accepted object's
-   mask exceeds ``overlap`` of the smaller one is a duplicate and dropped; otherwise it becomes a
-   new object owning its pixels not already owned (contested pixels go to the higher score).
+   mask exceeds ``overlap`` of the smaller one is a duplicate and dropped, unless its seed lies
+   inside that object while its own mask leaves that object's seed out: then the accepted mask
+   had swallowed a neighbour (a mask that bled across a touching border), and the neighbour is
+   carved out of it. Otherwise it becomes a new object owning its pixels not already owned
+   (contested pixels go to the higher score).
 
 The order is a property of the data (scores and positions), never of processing order, so
 batching, tiling and worker timing cannot change the labels. Pure NumPy/SciPy.
@@ -70,7 +73,7 @@ def resolve_objects(
 
     Returns the accepted objects in resolution order; each mask holds only the pixels it owns.
     """
-    owner = np.zeros(image_shape, bool)
+    owner = np.zeros(image_shape, np.int32)  # 1 + index into ``kept``; 0 = unowned
     order = sorted(range(len(objects)), key=lambda i: (-objects[i].score, *objects[i].seed))
     kept: list[ObjectMask] = []
     firsts: list[ObjectMask] = []  # each accepted object's own (highest-scoring) mask
@@ -80,23 +83,69 @@ def resolve_objects(
         comp = _seed_component(obj)
         if comp is None:
             continue
+        if spec.fill_holes:
+            comp = ndi.binary_fill_holes(comp)
         obj = ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, comp, obj.regions)
         area = int(comp.sum())
         y1, x1 = obj.y0 + comp.shape[0], obj.x0 + comp.shape[1]
         hits = np.flatnonzero(
             (boxes[:, 0] < y1) & (boxes[:, 2] > obj.y0) & (boxes[:, 1] < x1) & (boxes[:, 3] > obj.x0)
         )
-        if any(_overlap(obj, firsts[k], area) > spec.overlap for k in hits):
+        dups = [int(k) for k in hits if _overlap(obj, firsts[k], area) > spec.overlap]
+        if dups and not (spec.split_swallowed and all(_swallowed(obj, firsts[k]) for k in dups)):
             continue
         window = owner[obj.y0 : y1, obj.x0 : x1]
-        mine = comp & ~window
+        # A swallowed neighbour takes back its whole mask from the objects that swallowed it.
+        mine = comp & ((window == 0) | np.isin(window, np.asarray(dups, np.int32) + 1))
         if mine.sum() < spec.min_area:
             continue
-        window |= mine
+        for k in dups:
+            firsts[k] = _carve(firsts[k], obj)
+            kept[k] = _carve(kept[k], obj)
+            _release(owner, kept[k], k + 1)
+        window[mine] = len(kept) + 1
         firsts.append(obj)
         boxes = np.vstack([boxes, [[obj.y0, obj.x0, y1, x1]]])
         kept.append(ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, mine, obj.regions))
     return kept
+
+
+def _holds(obj: ObjectMask, p: tuple[int, int]) -> bool:
+    y, x = p[0] - obj.y0, p[1] - obj.x0
+    h, w = obj.mask.shape
+    return bool(0 <= y < h and 0 <= x < w and obj.mask[y, x])
+
+
+def _swallowed(b: ObjectMask, a: ObjectMask) -> bool:
+    """b's seed lies in a's mask but a's seed is outside b's mask, and a keeps at least half of
+    b's area without it: two objects, a overgrown. (Two masks of one object each hold the other's
+    seed.)"""
+    if not _holds(a, b.seed) or _holds(b, a.seed):
+        return False
+    # What a keeps must be an object too, not a rim: a partial second mask of one large
+    # object can also leave that object's seed out.
+    return _carve(a, b).area >= 0.5 * b.area
+
+
+def _carve(a: ObjectMask, b: ObjectMask) -> ObjectMask:
+    """a without b's pixels, reduced to the component that holds a's seed."""
+    mask = a.mask.copy()
+    y0, x0 = max(a.y0, b.y0), max(a.x0, b.x0)
+    y1 = min(a.y0 + a.mask.shape[0], b.y0 + b.mask.shape[0])
+    x1 = min(a.x0 + a.mask.shape[1], b.x0 + b.mask.shape[1])
+    if y1 > y0 and x1 > x0:
+        mask[y0 - a.y0 : y1 - a.y0, x0 - a.x0 : x1 - a.x0] &= ~b.mask[
+            y0 - b.y0 : y1 - b.y0, x0 - b.x0 : x1 - b.x0
+        ]
+    comp = _seed_component(ObjectMask(a.seed, a.score, a.y0, a.x0, mask, a.regions))
+    return ObjectMask(a.seed, a.score, a.y0, a.x0, mask if comp is None else comp, a.regions)
+
+
+def _release(owner: np.ndarray, obj: ObjectMask, index: int) -> None:
+    """Unown the pixels of ``index`` that its (carved) mask no longer holds."""
+    h, w = obj.mask.shape
+    view = owner[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
+    view[(view == index) & ~obj.mask] = 0
 
 
 def _overlap(a: ObjectMask, b: ObjectMask, area_a: int) -> float:

@@ -12,7 +12,7 @@ import torch
 
 from .config import SpiralNetConfig
 from .net import SpiralNet
-from .training import TrainSpec, scorer_step, segmenter_step
+from .training import TrainSpec, cosine_lr, scorer_step, segmenter_step
 
 TRAIN_STATE = "train_state.pt"  # optimizer state: checkpoints only, never the registry
 
@@ -101,6 +101,8 @@ def train_loop(config: dict) -> None:
     rng = np.random.default_rng(job["seed"] * 1000 + rank + len(history))
     module.train()
     for epoch in range(len(history), job["epochs"]):
+        for group in opt.param_groups:  # per epoch, so a resumed run continues the same schedule
+            group["lr"] = cosine_lr(spec, epoch / job["epochs"])
         t0, losses, seen = time.time(), [], 0
         for b in shard.iter_batches(
             batch_size=batch, batch_format="numpy", drop_last=True, local_shuffle_buffer_size=4 * batch

@@ -30,6 +30,7 @@ from .spiral import geometry_for
 @dataclass(frozen=True)
 class TrainSpec:
     lr: float = 1e-3  # the thesis's 1e-4 is too slow for a minutes budget
+    lr_final: float = 3e-5  # cosine decay to this over the budget: the last steps sharpen the model
     scorer_batch: int = 256
     scorer_loss: str = "mse"  # "mse" (our reading of the thesis) or "mae"
     spiral_regions: int = 48  # regions per on-policy spiral run
@@ -79,7 +80,9 @@ class RegionSampler:
         self.images = [np.pad(im, self.half, mode="symmetric") for im in images]
         self.labels = [np.pad(lb, self.half, mode="symmetric") for lb in labels]
         self.objects = [_pixels_by_object(lb) for lb in labels]
-        self.weights = np.array([im.size for im in images], float)
+        # Each zoom equally likely (weighting by zoomed size would starve the small zooms).
+        zooms = list(scales) * (len(images) // len(scales))  # the copies cycle through the scales
+        self.weights = np.array([im.size / z**2 for im, z in zip(images, zooms, strict=True)])
         self.weights /= self.weights.sum()
 
     def _centre(self, i: int) -> tuple[int, int]:
@@ -157,6 +160,12 @@ def _pixels_by_object(labels: np.ndarray):
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1], True]) if len(ids) else np.zeros(1, int)
     coords = np.stack(np.unravel_index(order, labels.shape), 1)
     return coords, starts
+
+
+def cosine_lr(spec: TrainSpec, progress: float) -> float:
+    """Learning rate at ``progress`` (0 = start, 1 = end of the budget): cosine from lr to lr_final."""
+    p = min(max(progress, 0.0), 1.0)
+    return spec.lr_final + (spec.lr - spec.lr_final) * 0.5 * (1 + np.cos(np.pi * p))
 
 
 def score_targets(labels: np.ndarray, cfg: SpiralNetConfig) -> np.ndarray:
@@ -258,6 +267,8 @@ def fit(
         opt = torch.optim.Adam(module.parameters(), lr=spec.lr)
         t0, it = time.time(), 0
         while time.time() - t0 < seconds:
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(spec, (time.time() - t0) / seconds)
             if name == "scorer":
                 imgs, labs = sampler.sample(spec.scorer_batch)
                 loss = scorer_step(net, opt, imgs, labs, spec, device)

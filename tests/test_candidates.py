@@ -57,3 +57,51 @@ def test_ids_are_functions_of_the_seed():
     assert object_id((0, 0), 100) == 1 and object_id((2, 5), 100) == 206
     lab = np.array([[0, 206, 206], [1, 0, 50]], np.uint32)
     assert np.array_equal(relabel_sequential(lab), [[0, 3, 3], [1, 0, 2]])
+
+
+def _disks(centres, shape, radius=6):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.any([(yy - y) ** 2 + (xx - x) ** 2 <= radius**2 for y, x in centres], axis=0)
+
+
+def test_resolve_carves_a_swallowed_neighbour_out_of_an_overgrown_mask():
+    shape = (30, 40)
+    both = _disks([(15, 12), (15, 24)], shape)  # two touching nuclei
+    right = _disks([(15, 24)], shape)
+    overgrown = ObjectMask((15, 12), 0.9, 0, 0, both)  # bled into its neighbour
+    neighbour = ObjectMask((15, 24), 0.8, 0, 0, right)  # its seed is inside the overgrown mask
+    kept = resolve_objects([neighbour, overgrown], shape, CandidateSpec(min_area=10))
+    assert [k.seed for k in kept] == [(15, 12), (15, 24)]
+    left_disk = _disks([(15, 12)], shape) & ~right
+    assert np.array_equal(kept[0].mask, left_disk) and np.array_equal(kept[1].mask, right)
+    # The old rule (a duplicate) merges them; so does a second mask that holds both seeds.
+    off = CandidateSpec(min_area=10, split_swallowed=False)
+    assert [k.seed for k in resolve_objects([neighbour, overgrown], shape, off)] == [(15, 12)]
+    twin = ObjectMask((15, 24), 0.8, 0, 0, both)
+    assert [k.seed for k in resolve_objects([twin, overgrown], shape, CandidateSpec(min_area=10))] == [
+        (15, 12)
+    ]
+
+
+def test_resolve_does_not_split_one_object_into_a_rim():
+    shape = (30, 40)
+    big = _disks([(15, 18)], shape, radius=10)
+    inner = _disks([(15, 19)], shape, radius=9)  # a second mask of it that misses its left edge
+    kept = resolve_objects(
+        [
+            ObjectMask((15, 8), 0.9, 0, 0, big),
+            ObjectMask((15, 20), 0.8, 0, 0, inner),
+        ],
+        shape,
+        CandidateSpec(min_area=10),
+    )
+    assert len(kept) == 1 and kept[0].area == big.sum()
+
+
+def test_resolve_fills_holes():
+    m = _disks([(15, 15)], (30, 30), radius=8)
+    m[14:17, 14:17] = False  # a hole, not at the seed
+    kept = resolve_objects([ObjectMask((15, 9), 0.9, 0, 0, m)], (30, 30), CandidateSpec(min_area=1))
+    assert kept[0].area == _disks([(15, 15)], (30, 30), radius=8).sum()
+    off = CandidateSpec(min_area=1, fill_holes=False)
+    assert resolve_objects([ObjectMask((15, 9), 0.9, 0, 0, m)], (30, 30), off)[0].area == m.sum()

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -98,3 +100,31 @@ def test_bad_training_input_gets_clear_errors(tmp_path):
     tifffile.imwrite(bad / "labels.tif", np.zeros((2, 8, 8), np.uint16))
     with pytest.raises(SpiralrayError, match="no objects"):
         load_pairs(str(bad))
+
+
+def test_acquisition_shifts_keep_the_objects():
+    from spiralray.data.shifts import shifted
+
+    image, labels = generate(SyntheticSpec(128, 160), seed=5)
+    out = shifted([(image, labels)], seed=1)
+    assert set(out) == {"8-bit", "half magnification", "dim + noisy"}
+    im8, lb8 = out["8-bit"][0]
+    assert im8.dtype == np.uint8 and np.array_equal(lb8, labels)
+    assert im8[labels > 0].mean() > im8[labels == 0].mean() + 20  # contrast survives requantising
+    half, lbh = out["half magnification"][0]
+    assert half.shape == lbh.shape == (64, 80) and half.dtype == image.dtype
+    big = np.flatnonzero(np.bincount(labels.ravel())[1:] > 100) + 1
+    assert set(big) <= set(np.unique(lbh))  # every sizeable nucleus is still there
+    dim, lbd = out["dim + noisy"][0]
+    contrast = image[labels > 0].mean() - image[labels == 0].mean()
+    assert np.array_equal(lbd, labels)
+    assert 0.2 * contrast < dim[labels > 0].mean() - dim[labels == 0].mean() < 0.3 * contrast
+    again = shifted([(image, labels)], seed=1)["dim + noisy"][0][0]
+    assert np.array_equal(dim, again)  # deterministic given the seed
+
+
+def test_held_out_dsb_image_is_readable():
+    pairs = load_pairs(os.path.join(os.path.dirname(__file__), "..", "bench", "data", "dsb2018"), None)
+    ((image, labels),) = pairs
+    assert image.shape == labels.shape == (512, 512)
+    assert len(np.unique(labels)) - 1 == 125

@@ -106,3 +106,18 @@ def test_unet_overfits_a_fixed_batch():
     assert set(np.unique(classes)) == {0, 1, 2}
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     _halves([unet_step(net, opt, imgs, classes) for _ in range(80)])
+
+
+def test_cosine_schedule_runs_from_lr_to_lr_final():
+    from spiralray.training import cosine_lr
+
+    spec = TrainSpec(lr=1e-3, lr_final=1e-5)
+    assert cosine_lr(spec, 0) == pytest.approx(1e-3) and cosine_lr(spec, 1) == pytest.approx(1e-5)
+    assert cosine_lr(spec, 0.5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert cosine_lr(spec, 2) == pytest.approx(1e-5)  # past the budget: stays at the end
+
+
+def test_sampler_draws_every_zoom_equally_often():
+    image, labels = generate(SyntheticSpec(128, 128), seed=2)
+    sampler = RegionSampler([image.astype(np.float32)], [labels], SpiralNetConfig(), scales=(0.5, 1.0, 2.0))
+    assert np.allclose(sampler.weights, 1 / 3)

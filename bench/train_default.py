@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--synthetic", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", default=None, help="warm start from this model directory")
+    ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,7 +43,11 @@ def main():
     sampler = RegionSampler(images, labels, cfg, scales=tuple(float(v) for v in args.scales.split(",")))
     from spiralray import modelzoo
 
+    if args.score_label:
+        cfg = cfg.replace(model={"score_label": args.score_label})
     net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)
+    if args.score_label:
+        net.config = net.config.replace(model={"score_label": args.score_label})
     history = {"scorer": [], "segmenter": []}
     t0 = time.time()
 

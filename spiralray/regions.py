@@ -7,6 +7,7 @@ Pure NumPy. Images are ``C x H x W`` (or ``H x W``); coordinates are (row, col) 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .config import RegionSpec
 
@@ -91,6 +92,34 @@ def region_score(mask: np.ndarray, spec: RegionSpec) -> float:
     rows, cols = centre_slices(spec)
     weights = reverse_distance_matrix(spec)[rows, cols]
     return float((mask[rows, cols].astype(np.float32) * weights).sum() / spec.centre_window**2)
+
+
+def centredness(labels: np.ndarray) -> np.ndarray:
+    """``H x W`` float32 in [0, 1]: a pixel's distance to the nearest pixel outside its object
+    (background or another object) over the largest such distance in its object; 0 on background.
+
+    labels: ``H x W`` instance ids (0 = background).
+    """
+    lb = np.asarray(labels)
+    border = np.zeros(lb.shape, bool)  # pixels 4-adjacent to another id (background included)
+    border[:-1] |= lb[:-1] != lb[1:]
+    border[1:] |= lb[1:] != lb[:-1]
+    border[:, :-1] |= lb[:, :-1] != lb[:, 1:]
+    border[:, 1:] |= lb[:, 1:] != lb[:, :-1]
+    dist = ndi.distance_transform_edt((lb > 0) & ~border).astype(np.float32) + (lb > 0)
+    ids, inverse = np.unique(lb, return_inverse=True)
+    peak = np.asarray(ndi.maximum(dist, lb, ids), np.float32)
+    peak[ids == 0] = 1.0
+    return dist / peak[inverse.reshape(lb.shape)]
+
+
+def score_foreground(labels: np.ndarray, kind: str) -> np.ndarray:
+    """What formula (2) weighs for the score label ``kind`` ("thesis" or "centred"), ``H x W``."""
+    if kind == "thesis":
+        return (np.asarray(labels) > 0).astype(np.float32)
+    if kind == "centred":
+        return centredness(labels)
+    raise ValueError(f"unknown score label {kind!r} (expected 'thesis' or 'centred')")
 
 
 def score_map_truth(foreground: np.ndarray, spec: RegionSpec, stride: int) -> np.ndarray:

@@ -35,7 +35,7 @@ def _validate(net: SpiralNet, val, stage: str) -> dict:
     from .data.normalize import normalize
     from .engine import Engine
     from .metrics import evaluate_many
-    from .regions import crop_pad, pad_image, score_map_truth
+    from .regions import crop_pad, pad_image, score_foreground, score_map_truth
 
     cfg, m = net.config, net.config.model
     engine = Engine(net, device="cpu")
@@ -44,7 +44,7 @@ def _validate(net: SpiralNet, val, stage: str) -> dict:
         x = normalize(im, m.norm, m.norm_low, m.norm_high)[None]
         pad = crop_pad(cfg.region)
         pred = engine.score_map(pad_image(x, pad), pad, x.shape[1:])
-        truth = score_map_truth(lb > 0, cfg.region, cfg.candidates.stride)
+        truth = score_map_truth(score_foreground(lb, m.score_label), cfg.region, cfg.candidates.stride)
         errs.append(float(np.mean((pred - truth) ** 2)))
     out = {"val_score_mse": float(np.mean(errs))}
     if stage == "segmenter":

@@ -23,7 +23,7 @@ from skimage.transform import rescale
 from .config import SpiralNetConfig
 from .engine import spiral_batch, window_margin
 from .net import SpiralNet
-from .regions import centre_slices, reverse_distance_matrix, three_channel_labels
+from .regions import centre_slices, reverse_distance_matrix, score_foreground, three_channel_labels
 from .spiral import geometry_for
 
 
@@ -169,10 +169,11 @@ def cosine_lr(spec: TrainSpec, progress: float) -> float:
 
 
 def score_targets(labels: np.ndarray, cfg: SpiralNetConfig) -> np.ndarray:
-    """Thesis formula (2) per region. labels: ``B x h x w`` -> ``B`` float32."""
+    """Thesis formula (2) per region, over ``score_foreground`` of the model's score label (the
+    crop's own centredness for "centred"). labels: ``B x h x w`` -> ``B`` float32."""
     rows, cols = centre_slices(cfg.region)
     w = reverse_distance_matrix(cfg.region)[rows, cols]
-    fg = (labels[:, rows, cols] > 0).astype(np.float32)
+    fg = np.stack([score_foreground(lb, cfg.model.score_label)[rows, cols] for lb in labels])
     return (fg * w).sum((1, 2)) / cfg.region.centre_window**2
 
 

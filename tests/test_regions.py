@@ -86,3 +86,20 @@ def test_three_channel_labels():
     lab[26, 29] = 0  # background under the centre: no central object, all instances are "other"
     t = three_channel_labels(lab)
     assert not t[0].any() and np.array_equal(t[1] > 0, lab > 0)
+
+
+def test_centred_score_label_peaks_at_each_touching_nucleus():
+    from spiralray.regions import centredness, score_foreground
+
+    lb = np.zeros((40, 60), np.int32)
+    yy, xx = np.mgrid[:40, :60]
+    lb[(yy - 20) ** 2 + (xx - 20) ** 2 <= 81] = 1
+    lb[((yy - 20) ** 2 + (xx - 37) ** 2 <= 81) & (lb == 0)] = 2  # touching on the right
+    c = centredness(lb)
+    assert c.dtype == np.float32 and c[lb == 0].max() == 0
+    for i, centre in ((1, (20, 20)), (2, (20, 37))):
+        assert c[lb == i].max() == 1 and c[centre] > 0.95  # one peak per nucleus, at its centre
+    assert c[20, 29] < 0.15 and c[20, 30] < 0.15  # the touching border is a valley, not a plateau
+    assert np.array_equal(score_foreground(lb, "thesis"), (lb > 0).astype(np.float32))
+    with pytest.raises(ValueError, match="score label"):
+        score_foreground(lb, "nope")

@@ -51,6 +51,20 @@ def compare_table(c) -> list[str]:
             f"| {name} | {r['object_f1_50']:.3f} | {r['object_f1_mean_50_90']:.3f} | {r['pixel_f1']:.3f} | "
             f"{r['merges']} | {r['splits']} | {r['seconds_per_image']:.2f} | {r['weights']} |"
         )
+    g = c.get("generalisation")
+    if g:
+        names = list(next(iter(g.values())))
+        lines += [
+            "",
+            "Generalisation: data nothing was trained or tuned on, unchanged settings "
+            "(object F1@0.5 / pixel F1):",
+            "",
+            "| data | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for data, models in g.items():
+            cells = [f"{models[m]['object_f1_50']:.3f} / {models[m]['pixel_f1']:.3f}" for m in names]
+            lines.append(f"| {data} | " + " | ".join(cells) + " |")
     t = c.get("thesis")
     if t:
         s = t["scorer_at_threshold"]

@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", default=None, help="warm start from this model directory")
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,7 +58,7 @@ def main():
             mean = np.mean(history[name][-50:])
             print(f"{time.time() - t0:7.1f}s {name} it {it} loss {mean:.4f}", flush=True)
 
-    fit(net, sampler, TrainSpec(), args.scorer_minutes * 60, args.segmenter_minutes * 60, log=log)
+    fit(net, sampler, TrainSpec(lr=args.lr), args.scorer_minutes * 60, args.segmenter_minutes * 60, log=log)
     modelzoo.save(net, args.out, extra={"history": {k: v[-200:] for k, v in history.items()}})
     print(json.dumps({"out": args.out, "seconds": time.time() - t0}))
 

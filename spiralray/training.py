@@ -171,7 +171,8 @@ def _pixels_by_object(labels: np.ndarray):
 def cosine_lr(spec: TrainSpec, progress: float) -> float:
     """Learning rate at ``progress`` (0 = start, 1 = end of the budget): cosine from lr to lr_final."""
     p = min(max(progress, 0.0), 1.0)
-    return spec.lr_final + (spec.lr - spec.lr_final) * 0.5 * (1 + np.cos(np.pi * p))
+    # A Python float: optimizer state is saved with torch.save and read back weights_only.
+    return float(spec.lr_final + (spec.lr - spec.lr_final) * 0.5 * (1 + np.cos(np.pi * p)))
 
 
 def score_targets(labels: np.ndarray, cfg: SpiralNetConfig) -> np.ndarray:

@@ -44,10 +44,8 @@ def main():
     sampler = RegionSampler(images, labels, cfg, scales=tuple(float(v) for v in args.scales.split(",")))
     from spiralray import modelzoo
 
-    if args.score_label:
-        cfg = cfg.replace(model={"score_label": args.score_label})
     net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)
-    if args.score_label:
+    if args.score_label:  # only the scorer's training targets depend on it
         net.config = net.config.replace(model={"score_label": args.score_label})
     history = {"scorer": [], "segmenter": []}
     t0 = time.time()

@@ -92,7 +92,13 @@ def resolve_objects(
             (boxes[:, 0] < y1) & (boxes[:, 2] > obj.y0) & (boxes[:, 1] < x1) & (boxes[:, 3] > obj.x0)
         )
         dups = [int(k) for k in hits if _overlap(obj, firsts[k], area) > spec.overlap]
-        if dups and not (spec.split_swallowed and all(_swallowed(obj, firsts[k]) for k in dups)):
+        carved = {}  # accepted objects that swallowed this one, without it
+        for k in dups if spec.split_swallowed else ():
+            rest = _without_swallowed(obj, firsts[k])
+            if rest is None:
+                break
+            carved[k] = rest
+        if len(carved) < len(dups):  # a duplicate of some accepted object
             continue
         window = owner[obj.y0 : y1, obj.x0 : x1]
         # A swallowed neighbour takes back its whole mask from the objects that swallowed it.
@@ -100,7 +106,7 @@ def resolve_objects(
         if mine.sum() < spec.min_area:
             continue
         for k in dups:
-            firsts[k] = _carve(firsts[k], obj)
+            firsts[k] = carved[k]
             kept[k] = _carve(kept[k], obj)
             _release(owner, kept[k], k + 1)
         window[mine] = len(kept) + 1
@@ -116,15 +122,16 @@ def _holds(obj: ObjectMask, p: tuple[int, int]) -> bool:
     return bool(0 <= y < h and 0 <= x < w and obj.mask[y, x])
 
 
-def _swallowed(b: ObjectMask, a: ObjectMask) -> bool:
-    """b's seed lies in a's mask but a's seed is outside b's mask, and a keeps at least half of
-    b's area without it: two objects, a overgrown. (Two masks of one object each hold the other's
-    seed.)"""
+def _without_swallowed(b: ObjectMask, a: ObjectMask) -> ObjectMask | None:
+    """a without b if a swallowed b, else None. a swallowed b when b's seed lies in a's mask but
+    a's seed is outside b's mask, and a keeps at least half of b's area without it: two objects,
+    a overgrown. (Two masks of one object each hold the other's seed.)"""
     if not _holds(a, b.seed) or _holds(b, a.seed):
-        return False
+        return None
+    rest = _carve(a, b)
     # What a keeps must be an object too, not a rim: a partial second mask of one large
     # object can also leave that object's seed out.
-    return _carve(a, b).area >= 0.5 * b.area
+    return rest if rest.area >= 0.5 * b.area else None
 
 
 def _carve(a: ObjectMask, b: ObjectMask) -> ObjectMask:

@@ -56,9 +56,9 @@ class CandidateSpec:
     nms_radius: float = 10.0  # keep score-map local maxima within this radius (px)
     overlap: float = 0.5  # intersection / smaller mask above this: the same object
     min_area: int = 12  # objects smaller than this (px) are dropped
-    # A mask that holds an accepted object's seed-free overlap but whose own seed lies inside that
-    # object, while its own mask excludes that object's seed, is a neighbour the accepted mask
-    # swallowed: carve it out instead of dropping it as a duplicate (see candidates.py).
+    # A mask whose seed lies inside an accepted object's mask while it leaves that object's seed
+    # out is a neighbour the accepted mask swallowed: carve it out instead of dropping it as a
+    # duplicate (see candidates.py).
     split_swallowed: bool = True
     fill_holes: bool = True  # nuclei are simply connected: a hole in a mask is a missed pixel
 

@@ -50,12 +50,10 @@ class TrainJob:
 
 
 def _split(job: TrainJob):
-    from .data.datasets import load_pairs
+    from .data.datasets import check_frames, load_pairs
 
     pairs = load_pairs(job.data)
-    bad = [i for i in (job.frames or []) + (job.val_frames or []) if not 0 <= i < len(pairs)]
-    if bad:
-        raise SpiralrayError(f"{job.data} has {len(pairs)} images; no frame {bad[0]}")
+    check_frames(len(pairs), (job.frames or []) + (job.val_frames or []), job.data)
     if job.frames is not None or job.val_frames is not None:
         train = [pairs[i] for i in (job.frames or [])] or pairs
         val = [pairs[i] for i in (job.val_frames or [])]
@@ -71,7 +69,7 @@ def _split(job: TrainJob):
 _SAMPLERS: dict = {}  # per Ray worker process: datasets by object-store key
 
 
-def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int, zoom=(0.75, 1.0, 1.33)):
+def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int, zoom: tuple[float, ...]):
     """Ray Data: augmented region samples drawn from the images, fresh on every pass.
 
     Rows: ``image`` (1 x h x w float32, normalised) and ``labels`` (h x w int32 instance ids).

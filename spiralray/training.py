@@ -30,7 +30,7 @@ from .spiral import geometry_for
 @dataclass(frozen=True)
 class TrainSpec:
     lr: float = 1e-3  # the thesis's 1e-4 is too slow for a minutes budget
-    lr_final: float = 3e-5  # cosine decay to this over the budget: the last steps sharpen the model
+    lr_final: float = 3e-5  # the learning rate decays on a cosine to this over the budget
     scorer_batch: int = 256
     scorer_loss: str = "mse"  # "mse" (our reading of the thesis) or "mae"
     spiral_regions: int = 48  # regions per on-policy spiral run

@@ -83,11 +83,16 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
             labels = [storage.read_image(label_of[k]) for k in keys]
     pairs = _check(images, labels, path)
     if frames is not None:
-        bad = [i for i in frames if not 0 <= i < len(pairs)]
-        if bad:
-            raise SpiralrayError(f"{path} has {len(pairs)} images; no frame {bad[0]}")
+        check_frames(len(pairs), frames, path)
         pairs = [pairs[i] for i in frames]
     return pairs
+
+
+def check_frames(n: int, frames, path: str) -> None:
+    """A clear error for a frame index outside a dataset of ``n`` images."""
+    bad = [i for i in frames if not 0 <= i < n]
+    if bad:
+        raise SpiralrayError(f"{path} has {n} images; no frame {bad[0]}")
 
 
 HELA_SPLIT = {"train": list(range(0, 14)), "validation": [14, 15, 16], "test": [17, 18, 19]}

@@ -1,20 +1,21 @@
-"""Pre-train the U-Net baselines into the ``bench compare`` cache (bench/weights/unet{64,32}).
+"""Pre-train the U-Net baselines into the ``bench compare`` cache (bench/weights/unet{B}).
 
-python bench/train_baselines.py --minutes64 25 --minutes32 15 --threads 1
-python bench/train_baselines.py --more 32 --minutes 60   # continue a cached one (cosine lr)
+python bench/train_baselines.py --base 32 --minutes 15 --threads 1
+python bench/train_baselines.py --base 32 --minutes 60 --more        # continue the cached one
+python bench/train_baselines.py --base 32 --minutes 5.5 --device cuda   # the GPU equal-budget run
 """
 
 import argparse
 import json
 import os
 import time
-import types
 
 import torch
 
 from spiralray import storage
 from spiralray.baselines import fit_unet
-from spiralray.bench_compare import _unet, baseline_sampler
+from spiralray.bench_compare import SCALES, SYNTHETIC, baseline_sampler
+from spiralray.engine import resolve_device
 from spiralray.models import UNet
 
 
@@ -22,37 +23,43 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/hela")
     ap.add_argument("--weights", default="bench/weights")
-    ap.add_argument("--minutes64", type=float, default=25)
-    ap.add_argument("--minutes32", type=float, default=15)
-    ap.add_argument("--more", type=int, default=0, help="continue the cached U-Net of this base width")
-    ap.add_argument("--minutes", type=float, default=60, help="with --more: extra minutes")
+    ap.add_argument("--base", type=int, default=32, help="U-Net base width (32 or 64)")
+    ap.add_argument("--minutes", type=float, default=15)
+    ap.add_argument("--more", action="store_true", help="continue the cached U-Net of this width")
+    ap.add_argument("--synthetic", type=int, default=SYNTHETIC)
+    ap.add_argument("--scales", default=",".join(map(str, SCALES)))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    scales = tuple(float(v) for v in args.scales.split(","))
+    its = [0]
 
     def log(name, it, loss):
-        if it % 50 == 0:
-            print(f"{name} it {it} loss {loss:.4f}", flush=True)
+        its[0] = it
+        if it % 200 == 0:
+            print(f"unet{args.base} it {it} loss {loss:.4f}", flush=True)
 
+    path = os.path.join(args.weights, f"unet{args.base}")
+    net, cfg = UNet(base=args.base), {"base": args.base}
     if args.more:
-        path = os.path.join(args.weights, f"unet{args.more}")
         tensors, cfg = storage.load_model_dir(path)
-        net = UNet(base=args.more)
         net.load_state_dict(tensors)
-        t0 = time.time()
-        fit_unet(
-            net, baseline_sampler(args.data, seed=args.more + 1), args.minutes * 60, lr_final=3e-5, log=log
-        )
-        cfg["trained"] += (
-            f"; then {args.minutes:g} min more on {args.threads} threads, cosine lr 1e-3 -> 3e-5"
-            f" ({time.time() - t0:.0f} s)"
-        )
-        storage.save_model_dir(path, {k: v.contiguous() for k, v in net.state_dict().items()}, cfg)
-        print(json.dumps(cfg))
-        return
-    for base, minutes in ((64, args.minutes64), (32, args.minutes32)):
-        ns = types.SimpleNamespace(data=args.data, weights=args.weights, baseline_minutes=minutes)
-        print(base, _unet(base, ns, log)[1], flush=True)
+    sampler = baseline_sampler(
+        args.data, seed=args.base + int(args.more), synthetic=args.synthetic, scales=scales
+    )
+    t0 = time.time()
+    fit_unet(net, sampler, args.minutes * 60, lr_final=3e-5, device=device, log=log)
+    where = f"{args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    note = (
+        f"{args.minutes:g} min on {where}, cosine lr 1e-3 -> 3e-5, {its[0]} steps of 8 tiles"
+        f" ({time.time() - t0:.0f} s); data HeLa 0-13 + {args.synthetic} synthetic at zoom {args.scales}"
+    )
+    cfg["trained"] = f"{cfg['trained']}; then {note}" if args.more else f"trained here: {note}"
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    storage.save_model_dir(path, state, cfg)
+    print(json.dumps(cfg))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from spiralray.config import SpiralNetConfig
 from spiralray.data.datasets import HELA_SPLIT, load_pairs
 from spiralray.data.normalize import normalize
 from spiralray.data.synthetic import SyntheticSpec, generate_many
+from spiralray.engine import resolve_device
 from spiralray.net import SpiralNet
 from spiralray.training import RegionSampler, TrainSpec, fit
 
@@ -34,6 +35,8 @@ def main():
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--loader-workers", type=int, default=0, help="sampling processes (GPU runs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = SpiralNetConfig()
@@ -56,9 +59,26 @@ def main():
             mean = np.mean(history[name][-50:])
             print(f"{time.time() - t0:7.1f}s {name} it {it} loss {mean:.4f}", flush=True)
 
-    fit(net, sampler, TrainSpec(lr=args.lr), args.scorer_minutes * 60, args.segmenter_minutes * 60, log=log)
-    modelzoo.save(net, args.out, extra={"history": {k: v[-200:] for k, v in history.items()}})
-    print(json.dumps({"out": args.out, "seconds": time.time() - t0}))
+    device = resolve_device(args.device)
+    spec = TrainSpec(lr=args.lr)
+    fit(
+        net,
+        sampler,
+        spec,
+        args.scorer_minutes * 60,
+        args.segmenter_minutes * 60,
+        device=device,
+        log=log,
+        loader_workers=args.loader_workers,
+    )
+    net.to("cpu")
+    iters = {k: len(v) for k, v in history.items()}
+    modelzoo.save(
+        net, args.out, extra={"history": {k: v[-200:] for k, v in history.items()}, "iterations": iters}
+    )
+    print(
+        json.dumps({"out": args.out, "seconds": time.time() - t0, "device": str(device), "iterations": iters})
+    )
 
 
 if __name__ == "__main__":

@@ -184,11 +184,12 @@ def score_targets(labels: np.ndarray, cfg: SpiralNetConfig) -> np.ndarray:
     return (fg * w).sum((1, 2)) / cfg.region.centre_window**2
 
 
-def scorer_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, sync=None) -> float:
+def scorer_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, sync=None, targets=None) -> float:
     """One optimiser step on a batch of regions; ``sync(module)`` runs between backward and
-    step (the distributed gradient all-reduce)."""
+    step (the distributed gradient all-reduce). ``targets`` (``B`` float32): precomputed
+    ``score_targets(labs)``, e.g. by a loader worker."""
     x = torch.from_numpy(imgs).to(device)
-    y = torch.from_numpy(score_targets(labs, net.config)).to(device)
+    y = torch.from_numpy(score_targets(labs, net.config) if targets is None else targets).to(device)
     pred = net.scorer(x)
     loss = F.mse_loss(pred, y) if spec.scorer_loss == "mse" else F.l1_loss(pred, y)
     opt.zero_grad()
@@ -257,6 +258,43 @@ def segmenter_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, rng
     return float(np.mean(losses))
 
 
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless ``(regions, labels, score targets or None)`` batches from a ``RegionSampler``;
+    each loader worker draws from its own seed."""
+
+    def __init__(self, sampler: RegionSampler, batch: int, cfg: SpiralNetConfig | None, seed: int):
+        self.sampler, self.batch, self.cfg, self.seed = sampler, batch, cfg, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        if info is not None:  # a forked copy: give it its own stream of regions
+            self.sampler.rng = np.random.default_rng((self.seed, info.id))
+        while True:
+            imgs, labs = self.sampler.sample(self.batch)
+            yield imgs, labs, (score_targets(labs, self.cfg) if self.cfg is not None else None)
+
+
+def _as_is(batch):
+    return batch
+
+
+def batches(sampler: RegionSampler, batch: int, cfg: SpiralNetConfig | None = None, workers: int = 0):
+    """Iterator of ``(regions B x 1 x h x w, labels B x h x w, targets B or None)``. With
+    ``workers`` > 0, loader processes draw (and compute the score targets) ahead of the trainer:
+    on a GPU the numpy sampling, not the network, otherwise bounds the scorer's rate."""
+    if workers <= 0:
+        return iter(_Batches(sampler, batch, cfg, 0))
+    seed = int(sampler.rng.integers(2**31))
+    loader = torch.utils.data.DataLoader(
+        _Batches(sampler, batch, cfg, seed),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4,
+        collate_fn=_as_is,  # keep numpy arrays (the default converts them to tensors)
+    )
+    return iter(loader)
+
+
 def fit(
     net: SpiralNet,
     sampler: RegionSampler,
@@ -265,26 +303,33 @@ def fit(
     segmenter_seconds: float,
     device="cpu",
     log: Callable[[str, int, float], None] | None = None,
+    loader_workers: int = 0,
 ) -> SpiralNet:
     """Train both stages for a wall-clock budget each (the shipped model's recipe)."""
     rng = np.random.default_rng(spec.seed)
     net.to(device)
     for name, seconds in (("scorer", scorer_seconds), ("segmenter", segmenter_seconds)):
+        if seconds <= 0:
+            continue
         module = getattr(net, name)
         module.train()
         opt = torch.optim.Adam(module.parameters(), lr=spec.lr)
+        if name == "scorer":
+            stream = batches(sampler, spec.scorer_batch, net.config, loader_workers)
+        else:
+            stream = batches(sampler, spec.spiral_regions, None, loader_workers)
         t0, it = time.time(), 0
         while time.time() - t0 < seconds:
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(spec, (time.time() - t0) / seconds)
+            imgs, labs, targets = next(stream)
             if name == "scorer":
-                imgs, labs = sampler.sample(spec.scorer_batch)
-                loss = scorer_step(net, opt, imgs, labs, spec, device)
+                loss = scorer_step(net, opt, imgs, labs, spec, device, targets=targets)
             else:
-                imgs, labs = sampler.sample(spec.spiral_regions)
                 loss = segmenter_step(net, opt, imgs, labs, spec, device, rng)
             it += 1
             if log:
                 log(name, it, loss)
+        del stream  # stops the loader workers
         module.eval()
     return net

@@ -122,3 +122,20 @@ def test_sampler_draws_every_zoom_equally_often():
     image, labels = generate(SyntheticSpec(128, 128), seed=2)
     sampler = RegionSampler([image.astype(np.float32)], [labels], SpiralNetConfig(), scales=(0.5, 1.0, 2.0))
     assert np.allclose(sampler.weights, 1 / 3)
+
+
+def test_loader_workers_draw_distinct_batches_with_their_targets():
+    """GPU training draws regions in loader processes: numpy out, targets precomputed, and each
+    worker its own stream (identical streams would repeat every batch)."""
+    from spiralray.training import batches
+
+    cfg = SpiralNetConfig()
+    stream = batches(_sampler(), 16, cfg, workers=2)
+    drawn = [next(stream) for _ in range(4)]
+    for imgs, labs, targets in drawn:
+        assert isinstance(imgs, np.ndarray) and imgs.shape == (16, 1, cfg.region.height, cfg.region.width)
+        assert np.allclose(targets, score_targets(labs, cfg))
+    assert not np.array_equal(drawn[0][0], drawn[1][0])  # workers 0 and 1 take turns
+    inline = batches(_sampler(), 16, None, workers=0)
+    imgs, labs, targets = next(inline)
+    assert targets is None and imgs.shape[0] == 16

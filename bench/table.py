@@ -19,16 +19,18 @@ def _load(name):
 
 def engine_table(e) -> list[str]:
     m = e["machine_info"]
+    where = "" if e.get("matmul_on_device", e["device"] == "cpu") else " (on the CPU)"
     lines = [
         f"Engine ({e['source']}; {m['cpus']} CPUs, torch {m['torch']}, {e['threads']} threads, "
         f"device {e['device']}):",
         "",
         "| path | steps/s | speedup | labels equal | note |",
         "|---|---:|---:|---|---|",
-        f"| reference (one region, full FoV) | {e['reference_steps_per_s']:.0f} | 1.0 | - | the oracle |",
+        f"| reference (one region, full FoV, on the CPU) | {e['reference_steps_per_s']:.0f} | 1.0 | - "
+        "| the oracle |",
         f"| engine (exact) | {e['engine_steps_per_s']:.0f} | **{e['speedup']:.1f}** | {e['identical']} "
-        f"({e['differing_pixels']} px differ) | {e['engine_gflops']:.0f} GFLOP/s vs matmul "
-        f"{e['matmul_gflops']:.0f} |",
+        f"({e['differing_pixels']} px differ) | {e['engine_gflops']:.0f} GFLOP/s vs float32 matmul "
+        f"{e['matmul_gflops']:.0f}{where} |",
     ]
     for name, o in e.get("options", {}).items():
         if isinstance(o, dict):
@@ -39,7 +41,8 @@ def engine_table(e) -> list[str]:
     return lines
 
 
-def compare_table(c) -> list[str]:
+def compare_table(c, full: bool = True) -> list[str]:
+    """Accuracy and time per model; with ``full``, also the generalisation and thesis tables."""
     lines = [
         f"Accuracy and time per image, {c['data']} ({c['threads']} threads, {c['device']}):",
         "",
@@ -52,7 +55,7 @@ def compare_table(c) -> list[str]:
             f"{r['merges']} | {r['splits']} | {r['seconds_per_image']:.2f} | {r['weights']} |"
         )
     g = c.get("generalisation")
-    if g:
+    if g and full:
         names = list(next(iter(g.values())))
         lines += [
             "",
@@ -66,7 +69,7 @@ def compare_table(c) -> list[str]:
             cells = [f"{models[m]['object_f1_50']:.3f} / {models[m]['pixel_f1']:.3f}" for m in names]
             lines.append(f"| {data} | " + " | ".join(cells) + " |")
     t = c.get("thesis")
-    if t:
+    if t and full:
         s = t["scorer_at_threshold"]
         lines += [
             "",
@@ -80,6 +83,26 @@ def compare_table(c) -> list[str]:
         ]
         for ch, v in t["segmenter_per_channel"].items():
             lines.append(f"| {ch} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |")
+    return lines
+
+
+def equal_budget_table(c) -> list[str]:
+    """SpiralNet and U-Net-32 each trained from scratch for the same minutes on the same GPU."""
+    lines = [
+        f"Equal budget, from scratch (`bench/gpu/run.sh`), {c['data']}, evaluated on {c['device']}:",
+        "",
+        "| model | object F1@0.5 | mean F1@0.5:0.9 | pixel F1 | merges | DSB 2018 object F1 | trained |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    dsb = next((v for k, v in c.get("generalisation", {}).items() if k.startswith("DSB")), {})
+    for name, r in c["models"].items():
+        if name == "watershed":
+            continue
+        d = dsb.get(name, {}).get("object_f1_50")
+        lines.append(
+            f"| {name} | {r['object_f1_50']:.3f} | {r['object_f1_mean_50_90']:.3f} | {r['pixel_f1']:.3f} | "
+            f"{r['merges']} | {'-' if d is None else f'{d:.3f}'} | {r['weights']} |"
+        )
     return lines
 
 
@@ -103,6 +126,8 @@ def main():
         ("compare_cpu.json", compare_table),
         ("train_cpu.json", train_table),
         ("engine_gpu.json", engine_table),
+        ("compare_gpu.json", lambda c: compare_table(c, full=False)),
+        ("equal_budget/compare_cpu.json", equal_budget_table),
     ):
         data = _load(name)
         if data:

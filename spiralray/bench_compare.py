@@ -1,4 +1,4 @@
-"""``spiralray bench compare``: SpiralNet vs U-Net-64 / U-Net-32 vs watershed on HeLa test frames.
+"""``spiralray bench compare``: SpiralNet vs U-Net (``--unets 32,64``) vs watershed on HeLa test frames.
 
 U-Net weights are not shipped (U-Net-64 alone is 124 MB); when ``bench/weights/unet{B}`` is
 absent the baseline is trained here on the same data (HeLa 0-13 + synthetic) for
@@ -25,18 +25,22 @@ from .errors import SpiralrayError
 from .metrics import evaluate_many
 from .models import UNet
 
+SYNTHETIC, SCALES = 48, (0.5, 0.75, 1.0, 1.33)  # the shipped model's training data (README recipe)
 
-def baseline_sampler(data: str, seed: int):
-    """The U-Net's training tiles: the data SpiralNet's first model was trained on."""
+
+def baseline_sampler(data: str, seed: int, synthetic: int = SYNTHETIC, scales=SCALES):
+    """The U-Net's training tiles: HeLa 0-13 + ``synthetic`` frames at ``scales``, the data and
+    augmentation of ``bench/train_default.py`` with the same arguments."""
     from .config import SpiralNetConfig
     from .training import RegionSampler
 
-    pairs = load_pairs(data, HELA_SPLIT["train"]) + generate_many(24, SyntheticSpec(384, 384), seed=1000)
+    pairs = load_pairs(data, HELA_SPLIT["train"])
+    pairs += generate_many(synthetic, SyntheticSpec(384, 384), seed=1000)
     return RegionSampler(
         [normalize(i) for i, _ in pairs],
         [lb for _, lb in pairs],
         SpiralNetConfig(),
-        scales=(0.75, 1.0, 1.33),
+        scales=tuple(scales),
         seed=seed,
     )
 
@@ -54,7 +58,7 @@ def _unet(base: int, args, log) -> tuple[UNet, str]:
     t0 = time.time()
     fit_unet(net, sampler, args.baseline_minutes * 60, log=log)
     note = (
-        f"trained here: HeLa 0-13 + 24 synthetic, {args.baseline_minutes:g} min on "
+        f"trained here: HeLa 0-13 + {SYNTHETIC} synthetic at zoom {SCALES}, {args.baseline_minutes:g} min on "
         f"{torch.get_num_threads()} threads ({time.time() - t0:.0f} s)"
     )
     storage.save_model_dir(
@@ -76,7 +80,9 @@ def _methods(engine: Engine, spiral_note: str, unets: dict, card) -> dict:
     """name -> (image -> labels, how its weights were made)."""
 
     def unet_fn(u):
-        return lambda im: unet_segment(u, normalize(im, card.norm, card.norm_low, card.norm_high))
+        return lambda im: unet_segment(
+            u, normalize(im, card.norm, card.norm_low, card.norm_high), engine.device
+        )
 
     return {
         "spiralnet": (lambda im: engine.segment(im).labels, spiral_note),
@@ -129,7 +135,7 @@ def bench_compare(args) -> dict:
             print(f"  {name} it {it} loss {loss:.4f}", flush=True)
 
     engine = Engine(net, device=args.device)
-    unets = {b: _unet(b, args, log) for b in (64, 32)}
+    unets = {int(b): _unet(int(b), args, log) for b in str(args.unets).split(",") if b}
     methods = _methods(engine, args.model or "shipped default", unets, net.config.model)
     results = _score(methods, pairs)
     for r in results.values():
@@ -141,7 +147,7 @@ def bench_compare(args) -> dict:
     plot_scorer_curves(curves, os.path.join(args.results, "scorer_threshold.png"))
     t = net.config.candidates.threshold
     at_t = min(range(len(curves["thresholds"])), key=lambda i: abs(curves["thresholds"][i] - t))
-    sn, u64 = results["spiralnet"], results["unet64"]
+    sn = results["spiralnet"]
     return {
         "benchmark": "compare",
         "data": f"HeLa frames {frames} (labels are ERR_SEG method output)",
@@ -149,7 +155,12 @@ def bench_compare(args) -> dict:
         "threads": torch.get_num_threads(),
         "object_f1_50": sn["object_f1_50"],
         "pixel_f1": sn["pixel_f1"],
-        "time_ratio_spiralnet_over_unet64": round(sn["seconds_per_image"] / u64["seconds_per_image"], 3),
+        **{
+            f"time_ratio_spiralnet_over_unet{b}": round(
+                sn["seconds_per_image"] / results[f"unet{b}"]["seconds_per_image"], 3
+            )
+            for b in unets
+        },
         "models": results,
         "generalisation": generalisation(methods, pairs, args.dsb),
         "thesis": {

@@ -20,6 +20,7 @@ def _load(name):
 def engine_table(e) -> list[str]:
     m = e["machine_info"]
     where = "" if e.get("matmul_on_device", e["device"] == "cpu") else " (on the CPU)"
+    precision = e.get("matmul_precision", "float32")
     lines = [
         f"Engine ({e['source']}; {m['cpus']} CPUs, torch {m['torch']}, {e['threads']} threads, "
         f"device {e['device']}):",
@@ -29,7 +30,7 @@ def engine_table(e) -> list[str]:
         f"| reference (one region, full FoV, on the CPU) | {e['reference_steps_per_s']:.0f} | 1.0 | - "
         "| the oracle |",
         f"| engine (exact) | {e['engine_steps_per_s']:.0f} | **{e['speedup']:.1f}** | {e['identical']} "
-        f"({e['differing_pixels']} px differ) | {e['engine_gflops']:.0f} GFLOP/s vs float32 matmul "
+        f"({e['differing_pixels']} px differ) | {e['engine_gflops']:.0f} GFLOP/s vs {precision} matmul "
         f"{e['matmul_gflops']:.0f}{where} |",
     ]
     for name, o in e.get("options", {}).items():

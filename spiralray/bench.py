@@ -49,11 +49,24 @@ def segmenter_flops_per_step(seg, block: int) -> float:
 
 
 def matmul_gflops(device="cpu", n: int = 2048, repeats: int = 3) -> float:
-    """float32 matrix-product rate on ``device``: the ceiling the engine's GFLOP/s is read against."""
+    """float32 matrix-product rate on ``device`` (n x n, n = 8192 on a GPU, which a smaller
+    product does not fill): the ceiling the engine's GFLOP/s is read against. On CUDA the product
+    uses TF32 if and only if cuDNN's convolutions do (PyTorch's defaults differ: convolutions on,
+    matmul off), so that the ceiling has the engine's precision."""
     device = torch.device(device)
-    n = n if device.type == "cpu" else 8192  # a GPU needs a larger product to fill
+    if device.type != "cuda":
+        return _matmul_rate(device, n, repeats)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        return _matmul_rate(device, 8192, repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _matmul_rate(device, n: int, repeats: int) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
+    _timed(lambda: a @ b, device)  # warm-up, synchronised
     best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
 
@@ -94,12 +107,13 @@ def bench_engine(args) -> dict:
     sample = seeds[np.linspace(0, len(seeds) - 1, min(args.regions, len(seeds))).astype(int)]
     steps = len(fast.geom.blocks)
     pt = torch.from_numpy(padded)
-    fast.region_probs(pt.to(fast.device), pad, seeds[:8])  # warm-up: kernel selection, caches
+    pt_dev = pt.to(fast.device)
+    _timed(lambda: fast.region_probs(pt_dev, pad, seeds), fast.device)  # warm-up: kernels, caches
     ref_rates, fast_rates = [], []
     for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
         t = _timed(lambda: ref.region_probs(pt, pad, sample))
         ref_rates.append(len(sample) * steps / t)
-        t = _timed(lambda: fast.region_probs(pt.to(fast.device), pad, seeds), fast.device)
+        t = _timed(lambda: fast.region_probs(pt_dev, pad, seeds), fast.device)
         fast_rates.append(len(seeds) * steps / t)
     ref_masks = ref.region_masks(pt, pad, sample)
     fast_masks = fast.region_masks(pt.to(fast.device), pad, sample)
@@ -128,6 +142,9 @@ def bench_engine(args) -> dict:
         "engine_gflops": round(flops * e_rate / 1e9, 2),
         "matmul_gflops": round(matmul_gflops(fast.device), 1),
         "matmul_on_device": True,
+        "matmul_precision": "tf32"
+        if fast.device.type == "cuda" and torch.backends.cudnn.allow_tf32
+        else "float32",
         "flops_per_step": flops,
         "threads": torch.get_num_threads(),
         "options": options,
@@ -144,11 +161,13 @@ def _engine_options(net, image, args) -> dict:
     variants = {"exact": {}, "early_stop": {"early_stop": True}, "channels_first": {"channels_last": False}}
     if str(args.device) != "cpu" and torch.cuda.is_available():
         variants.update(bfloat16={"dtype": "bfloat16"}, float16={"dtype": "float16"})
+    engines = {name: Engine(net, device=args.device, **kw) for name, kw in variants.items()}
+    for eng in engines.values():
+        eng.segment(image)  # warm-up: a new dtype or layout selects its kernels on first use
     times = {k: [] for k in variants}
     labels = {}
     for _ in range(max(1, args.repeats - 1)):
-        for name, kw in variants.items():  # interleaved
-            eng = Engine(net, device=args.device, **kw)
+        for name, eng in engines.items():  # interleaved
             t0 = time.perf_counter()
             labels[name] = eng.segment(image).labels
             times[name].append(time.perf_counter() - t0)

@@ -20,17 +20,19 @@ from .data.datasets import HELA_SPLIT, load_pairs
 from .data.normalize import normalize
 from .data.shifts import shifted
 from .data.synthetic import SyntheticSpec, generate_many
-from .engine import Engine
+from .engine import Engine, resolve_device
 from .errors import SpiralrayError
 from .metrics import evaluate_many
 from .models import UNet
 
-SYNTHETIC, SCALES = 48, (0.5, 0.75, 1.0, 1.33)  # the shipped model's training data (README recipe)
+# The data of the shipped model's later training steps (README recipe: train_default.py with
+# --synthetic 48 --scales 0.5,0.75,1.0,1.33; its own defaults are v1's smaller set).
+SYNTHETIC, SCALES = 48, (0.5, 0.75, 1.0, 1.33)
 
 
 def baseline_sampler(data: str, seed: int, synthetic: int = SYNTHETIC, scales=SCALES):
-    """The U-Net's training tiles: HeLa 0-13 + ``synthetic`` frames at ``scales``, the data and
-    augmentation of ``bench/train_default.py`` with the same arguments."""
+    """The U-Net's training tiles: HeLa 0-13 + ``synthetic`` frames at ``scales``, with the
+    sampler and augmentation SpiralNet trains with."""
     from .config import SpiralNetConfig
     from .training import RegionSampler
 
@@ -55,15 +57,18 @@ def _unet(base: int, args, log) -> tuple[UNet, str]:
     if args.baseline_minutes <= 0:
         return net.eval(), "untrained (random weights): timing only"
     sampler = baseline_sampler(args.data, seed=base)
+    device = resolve_device(args.device)
     t0 = time.time()
-    fit_unet(net, sampler, args.baseline_minutes * 60, log=log)
+    fit_unet(net, sampler, args.baseline_minutes * 60, lr_final=3e-5, device=device, log=log)
+    where = (
+        f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    )
     note = (
-        f"trained here: HeLa 0-13 + {SYNTHETIC} synthetic at zoom {SCALES}, {args.baseline_minutes:g} min on "
-        f"{torch.get_num_threads()} threads ({time.time() - t0:.0f} s)"
+        f"trained here: HeLa 0-13 + {SYNTHETIC} synthetic at zoom {SCALES}, {args.baseline_minutes:g} min "
+        f"on {where}, cosine lr 1e-3 -> 3e-5 ({time.time() - t0:.0f} s)"
     )
-    storage.save_model_dir(
-        path, {k: v.contiguous() for k, v in net.state_dict().items()}, {"base": base, "trained": note}
-    )
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    storage.save_model_dir(path, state, {"base": base, "trained": note})
     return net.eval(), note
 
 

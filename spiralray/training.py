@@ -281,7 +281,9 @@ def _as_is(batch):
 def batches(sampler: RegionSampler, batch: int, cfg: SpiralNetConfig | None = None, workers: int = 0):
     """Iterator of ``(regions B x 1 x h x w, labels B x h x w, targets B or None)``. With
     ``workers`` > 0, loader processes draw (and compute the score targets) ahead of the trainer:
-    on a GPU the numpy sampling, not the network, otherwise bounds the scorer's rate."""
+    on a GPU the numpy sampling, not the network, otherwise bounds the scorer's rate. The regions
+    drawn then depend on the worker count, and the DataLoader draws its base seed from torch's
+    global generator."""
     if workers <= 0:
         return iter(_Batches(sampler, batch, cfg, 0))
     seed = int(sampler.rng.integers(2**31))
@@ -319,17 +321,19 @@ def fit(
         else:
             stream = batches(sampler, spec.spiral_regions, None, loader_workers)
         t0, it = time.time(), 0
-        while time.time() - t0 < seconds:
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(spec, (time.time() - t0) / seconds)
-            imgs, labs, targets = next(stream)
-            if name == "scorer":
-                loss = scorer_step(net, opt, imgs, labs, spec, device, targets=targets)
-            else:
-                loss = segmenter_step(net, opt, imgs, labs, spec, device, rng)
-            it += 1
-            if log:
-                log(name, it, loss)
-        del stream  # stops the loader workers
+        try:
+            while time.time() - t0 < seconds:
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(spec, (time.time() - t0) / seconds)
+                imgs, labs, targets = next(stream)
+                if name == "scorer":
+                    loss = scorer_step(net, opt, imgs, labs, spec, device, targets=targets)
+                else:
+                    loss = segmenter_step(net, opt, imgs, labs, spec, device, rng)
+                it += 1
+                if log:
+                    log(name, it, loss)
+        finally:
+            del stream  # stops the loader workers, also when a step raises
         module.eval()
     return net

@@ -8,7 +8,7 @@
 # Parts: SMOKE=1 ENGINE=1 TRAIN=1 COMPARE=0 (compare: `bench compare` on the GPU, bench/weights/unet32 needed).
 # A CPU dry run: DEVICE=cpu MIN_SCO=0.1 MIN_SEG=0.1 WORKERS=1 ENGINE=0
 # Rejoin the U-Net here: python bench/gpu/join_unet.py OUT_DIR bench/weights/unet32
-set -u
+set -u -o pipefail  # a failing benchmark must not hide behind `| tail`
 DEVICE=${DEVICE:-cuda}
 HELA=${HELA:-.hela}
 OUT=${OUT:?set OUT}
@@ -17,6 +17,7 @@ MIN_SEG=${MIN_SEG:-4}
 WORKERS=${WORKERS:-3}
 W=/tmp/spiralray_gpu
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+rm -rf $W  # never bring back an earlier run's models
 mkdir -p "$OUT" $W
 exec > >(tee -a "$OUT/log.txt") 2>&1
 date
@@ -32,20 +33,23 @@ if [ "${ENGINE:-1}" = 1 ]; then
 fi
 date
 if [ "${TRAIN:-1}" = 1 ]; then
+minutes=$(python3 -c "print($MIN_SCO + $MIN_SEG)")
+limit=$(python3 -c "print(int(($MIN_SCO + $MIN_SEG) * 60 + 180))")  # budget + data preparation and saving
 data=(--synthetic 48 --scales 0.5,0.75,1.0,1.33 --device "$DEVICE" --threads 3)
-python3 bench/train_default.py --hela "$HELA" --out $W/scratch "${data[@]}" --score-label centred \
+timeout $limit python3 bench/train_default.py --hela "$HELA" --out $W/scratch "${data[@]}" --score-label centred \
     --scorer-minutes "$MIN_SCO" --segmenter-minutes "$MIN_SEG" --loader-workers "$WORKERS" >$W/scratch.log 2>&1 &
 pids=($!)
-python3 bench/train_default.py --hela "$HELA" --out $W/finetune "${data[@]}" --init spiralray/weights/spiralnet \
+timeout $limit python3 bench/train_default.py --hela "$HELA" --out $W/finetune "${data[@]}" --init spiralray/weights/spiralnet \
     --lr 3e-4 --scorer-minutes "$MIN_SCO" --segmenter-minutes "$MIN_SEG" --loader-workers "$WORKERS" \
     >$W/finetune.log 2>&1 &
 pids+=($!)
-minutes=$(python3 -c "print($MIN_SCO + $MIN_SEG)")
-python3 bench/train_baselines.py --data "$HELA" --weights $W --base 32 --minutes "$minutes" "${data[@]}" \
+timeout $limit python3 bench/train_baselines.py --data "$HELA" --weights $W --base 32 --minutes "$minutes" "${data[@]}" \
     >$W/unet.log 2>&1 &
 pids+=($!)
 sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv 2>/dev/null
-wait "${pids[@]}"  # not a bare wait: it would also wait for the tee above
+for p in "${pids[@]}"; do  # each by pid: a bare wait would also wait for the tee above
+    wait "$p" || echo "TRAINING FAILED: pid $p exit $?"
+done
 date
 tail -n 3 $W/scratch.log $W/finetune.log $W/unet.log
 # Bring back: small models in one tar; the U-Net (31 MB) in parts under 12 MB (16 MiB per file).

@@ -53,6 +53,8 @@ def cmd_segment(args) -> int:
     image = storage.read_image(args.input)
     storage.check_output(args.output)
     net = modelzoo.load(args.model)
+    if args.exclude_border:
+        net.config = net.config.replace(candidates={"exclude_border": True})
     kind = ReferenceEngine if args.reference else Engine
     engine = kind(net, device=args.device, batch_size=args.batch_size)
     t0 = time.perf_counter()
@@ -187,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["sequential", "seed"],
         default="sequential",
         help="1..N, or the deterministic seed-pixel ids of the distributed pipeline",
+    )
+    s.add_argument(
+        "--exclude-border", action="store_true", help="drop objects touching the image border (cut nuclei)"
     )
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")

@@ -61,6 +61,9 @@ class CandidateSpec:
     # duplicate (see candidates.py).
     split_swallowed: bool = True
     fill_holes: bool = True  # nuclei are simply connected: a hole in a mask is a missed pixel
+    # Drop objects touching the image border: a cut nucleus biases size and intensity readouts
+    # (CellProfiler's and skimage's clear_border convention). Off: a cut nucleus is still one.
+    exclude_border: bool = False
 
 
 @dataclass(frozen=True)

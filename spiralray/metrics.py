@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from skimage.segmentation import clear_border
 
 THRESHOLDS = tuple(np.round(np.arange(0.5, 0.901, 0.05), 2))
 
@@ -98,10 +99,14 @@ def evaluate(pred: np.ndarray, truth: np.ndarray) -> dict:
     return _scores(_counts(pred, truth))
 
 
-def evaluate_many(pairs) -> dict:
-    """Metrics pooled over images: counts summed, scores computed from the pooled counts."""
+def evaluate_many(pairs, exclude_border: bool = False) -> dict:
+    """Metrics pooled over images: counts summed, scores computed from the pooled counts.
+    ``exclude_border``: objects touching the image border are removed from both sides first
+    (for labels that leave cut nuclei unannotated)."""
     total = None
     for pred, truth in pairs:
+        if exclude_border:
+            pred, truth = clear_border(pred), clear_border(truth)
         c = _counts(pred, truth)
         total = c if total is None else {k: total[k] + c[k] for k in c}
     if total is None:

@@ -59,5 +59,20 @@ def segment_with(
 
     objects = segment_objects(seeds, seed_scores, counting, image_shape, cfg.region, cfg.spiral)
     kept = cand.resolve_objects(objects, image_shape, cfg.candidates)
+    if cfg.candidates.exclude_border:
+        kept = [o for o in kept if not _touches_border(o, image_shape)]
     labels = cand.assemble_labels(kept, image_shape)
     return Segmentation(labels, kept, scores, len(seeds), counted[0])
+
+
+def _touches_border(obj: ObjectMask, image_shape: tuple[int, int]) -> bool:
+    """Whether any mask pixel lies in the image's first or last row or column."""
+    H, W = image_shape
+    h, w = obj.mask.shape
+    rows, cols = obj.mask.any(1), obj.mask.any(0)
+    return bool(
+        (obj.y0 == 0 and rows[0])
+        or (obj.y0 + h == H and rows[-1])
+        or (obj.x0 == 0 and cols[0])
+        or (obj.x0 + w == W and cols[-1])
+    )

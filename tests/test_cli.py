@@ -91,3 +91,22 @@ def test_segment_unknown_model_and_output_format(tmp_path, capsys):
     assert "model" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.bmp")]) == 2
     assert "output format" in capsys.readouterr().err
+
+
+def test_segment_exclude_border_drops_only_cut_objects(tmp_path):
+    image, _ = generate(SyntheticSpec(160, 200), seed=11)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    code, _, err = run_cli("segment", tmp_path / "in.tif", tmp_path / "all.tif")
+    assert code == 0, err
+    code, _, err = run_cli("segment", tmp_path / "in.tif", tmp_path / "inner.tif", "--exclude-border")
+    assert code == 0, err
+    full, inner = tifffile.imread(tmp_path / "all.tif"), tifffile.imread(tmp_path / "inner.tif")
+    edge = np.concatenate([full[0], full[-1], full[:, 0], full[:, -1]])
+    cut = set(np.unique(edge[edge > 0]))
+    assert cut, "the test image needs a nucleus cut by the border"
+    inner_edge = np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]])
+    assert not inner_edge.any()
+    kept = [i for i in np.unique(full[full > 0]) if i not in cut]
+    assert len(np.unique(inner[inner > 0])) == len(kept)
+    for i in kept:  # every other object is unchanged, pixel for pixel
+        assert np.array_equal(full == i, inner == inner[full == i][0])

@@ -62,3 +62,17 @@ def test_pooled_counts():
     s = evaluate_many([(t, t), (np.zeros_like(t), t)])
     assert (s["tp"], s["fn"], s["n_truth"]) == (3, 3, 6)
     assert s["object_f1_50"] == pytest.approx(2 * 3 / (6 + 3))
+
+
+def test_exclude_border_drops_cut_objects_from_both_sides():
+    """Labels that leave border-cut nuclei unannotated: a predicted cut nucleus is a false
+    positive, unless objects touching the border are removed from both sides."""
+    t = _scene()
+    p = t.copy()
+    p[0:6, 15:22] = 9  # a nucleus cut by the top border, found but not annotated
+    assert evaluate_many([(p, t)])["fp"] == 1
+    s = evaluate_many([(p, t)], exclude_border=True)
+    assert (s["fp"], s["fn"], s["pixel_f1"]) == (0, 0, 1.0)
+    t2 = t.copy()
+    t2[30:40, 0:5] = 4  # an annotated cut nucleus that was missed: excluded as well
+    assert evaluate_many([(t, t2)], exclude_border=True)["fn"] == 0

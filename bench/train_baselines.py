@@ -8,13 +8,11 @@ python bench/train_baselines.py --base 32 --minutes 5.5 --device cuda   # the GP
 import argparse
 import json
 import os
-import time
 
 import torch
 
 from spiralray import storage
-from spiralray.baselines import fit_unet
-from spiralray.bench_compare import SCALES, SYNTHETIC, baseline_sampler
+from spiralray.bench_compare import SCALES, SYNTHETIC, save_unet, train_unet
 from spiralray.engine import resolve_device
 from spiralray.models import UNet
 
@@ -32,33 +30,29 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    scales = tuple(float(v) for v in args.scales.split(","))
-    its = [0]
-
-    def log(name, it, loss):
-        its[0] = it
-        if it % 200 == 0:
-            print(f"unet{args.base} it {it} loss {loss:.4f}", flush=True)
-
     path = os.path.join(args.weights, f"unet{args.base}")
     net, cfg = UNet(base=args.base), {"base": args.base}
     if args.more:
         tensors, cfg = storage.load_model_dir(path)
         net.load_state_dict(tensors)
-    sampler = baseline_sampler(
-        args.data, seed=args.base + int(args.more), synthetic=args.synthetic, scales=scales
-    )
-    t0 = time.time()
-    fit_unet(net, sampler, args.minutes * 60, lr_final=3e-5, device=device, log=log)
-    where = f"{args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    note = (
-        f"{args.minutes:g} min on {where}, cosine lr 1e-3 -> 3e-5, {its[0]} steps of 8 tiles"
-        f" ({time.time() - t0:.0f} s); data HeLa 0-13 + {args.synthetic} synthetic at zoom {args.scales}"
+
+    def log(name, it, loss):
+        if it % 200 == 0:
+            print(f"unet{args.base} it {it} loss {loss:.4f}", flush=True)
+
+    scales = tuple(float(v) for v in args.scales.split(","))
+    note = train_unet(
+        net,
+        args.data,
+        args.minutes,
+        resolve_device(args.device),
+        seed=args.base + int(args.more),
+        log=log,
+        synthetic=args.synthetic,
+        scales=scales,
     )
     cfg["trained"] = f"{cfg['trained']}; then {note}" if args.more else f"trained here: {note}"
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    storage.save_model_dir(path, state, cfg)
+    save_unet(path, net, cfg)
     print(json.dumps(cfg))
 
 

@@ -116,7 +116,7 @@ def bench_engine(args) -> dict:
         t = _timed(lambda: fast.region_probs(pt_dev, pad, seeds), fast.device)
         fast_rates.append(len(seeds) * steps / t)
     ref_masks = ref.region_masks(pt, pad, sample)
-    fast_masks = fast.region_masks(pt.to(fast.device), pad, sample)
+    fast_masks = fast.region_masks(pt_dev, pad, sample)
     differing, equal = 0, True
     for a, b in zip(fast_masks, ref_masks, strict=True):
         e = labels_equal(a.astype(np.int32), b.astype(np.int32))

@@ -47,6 +47,36 @@ def baseline_sampler(data: str, seed: int, synthetic: int = SYNTHETIC, scales=SC
     )
 
 
+def train_unet(net: UNet, data: str, minutes: float, device, seed: int, log=None, **data_options) -> str:
+    """Train ``net`` on ``baseline_sampler`` data for ``minutes`` on ``device`` (cosine lr);
+    returns how, for the weight cache's note."""
+    steps = [0]
+
+    def counting(name, it, loss):
+        steps[0] = it
+        if log:
+            log(name, it, loss)
+
+    sampler = baseline_sampler(data, seed=seed, **data_options)
+    synthetic, scales = data_options.get("synthetic", SYNTHETIC), data_options.get("scales", SCALES)
+    device = torch.device(device)
+    t0 = time.time()
+    fit_unet(net, sampler, minutes * 60, lr_final=3e-5, device=device, log=counting)
+    where = (
+        f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    )
+    return (
+        f"{minutes:g} min on {where}, cosine lr 1e-3 -> 3e-5, {steps[0]} steps of 8 tiles"
+        f" ({time.time() - t0:.0f} s); data HeLa 0-13 + {synthetic} synthetic at zoom "
+        + ",".join(map(str, scales))
+    )
+
+
+def save_unet(path: str, net: UNet, config: dict) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    storage.save_model_dir(path, state, config)
+
+
 def _unet(base: int, args, log) -> tuple[UNet, str]:
     path = os.path.join(args.weights, f"unet{base}")
     net = UNet(base=base)
@@ -56,19 +86,10 @@ def _unet(base: int, args, log) -> tuple[UNet, str]:
         return net.eval(), cfg.get("trained", "cached")
     if args.baseline_minutes <= 0:
         return net.eval(), "untrained (random weights): timing only"
-    sampler = baseline_sampler(args.data, seed=base)
-    device = resolve_device(args.device)
-    t0 = time.time()
-    fit_unet(net, sampler, args.baseline_minutes * 60, lr_final=3e-5, device=device, log=log)
-    where = (
-        f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    note = "trained here: " + train_unet(
+        net, args.data, args.baseline_minutes, resolve_device(args.device), base, log
     )
-    note = (
-        f"trained here: HeLa 0-13 + {SYNTHETIC} synthetic at zoom {SCALES}, {args.baseline_minutes:g} min "
-        f"on {where}, cosine lr 1e-3 -> 3e-5 ({time.time() - t0:.0f} s)"
-    )
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    storage.save_model_dir(path, state, {"base": base, "trained": note})
+    save_unet(path, net, {"base": base, "trained": note})
     return net.eval(), note
 
 

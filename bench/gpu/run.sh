@@ -7,7 +7,7 @@
 # Usage (repo root; .hela holding HeLa's images.tif and labels.tif): OUT=/tmp/o bash bench/gpu/run.sh
 # Parts: SMOKE=1 ENGINE=1 TRAIN=1 COMPARE=0 (compare: `bench compare` on the GPU, bench/weights/unet32 needed).
 # A CPU dry run: DEVICE=cpu MIN_SCO=0.1 MIN_SEG=0.1 WORKERS=1 ENGINE=0
-# Rejoin the U-Net here: python bench/gpu/join_unet.py OUT_DIR bench/weights/unet32
+# Rejoin the U-Net here: python bench/gpu/unet_parts.py join OUT_DIR bench/weights/unet32 CONFIG
 set -u -o pipefail  # a failing benchmark must not hide behind `| tail`
 DEVICE=${DEVICE:-cuda}
 HELA=${HELA:-.hela}
@@ -54,21 +54,7 @@ date
 tail -n 3 $W/scratch.log $W/finetune.log $W/unet.log
 # Bring back: small models in one tar; the U-Net (31 MB) in parts under 12 MB (16 MiB per file).
 tar -C $W -cf "$OUT/spiralnets.tar" scratch finetune unet32/config.json scratch.log finetune.log unet.log
-python3 - "$W/unet32/model.safetensors" "$OUT" <<'PY'
-import sys
-from safetensors.torch import load_file, save_file
-t = load_file(sys.argv[1])
-parts, size = [{}], 0
-for k in sorted(t):
-    b = t[k].numel() * t[k].element_size()
-    if size + b > 12e6 and parts[-1]:
-        parts.append({})
-        size = 0
-    parts[-1][k] = t[k]
-    size += b
-for i, part in enumerate(parts):
-    save_file(part, f"{sys.argv[2]}/unet32_p{i}.safetensors")
-PY
+python3 bench/gpu/unet_parts.py split "$W/unet32/model.safetensors" "$OUT"
 fi
 if [ "${COMPARE:-0}" = 1 ]; then  # needs bench/weights/unet32 carried
     timeout 300 python3 -m spiralray bench compare --device "$DEVICE" --json --data "$HELA" \

@@ -17,9 +17,9 @@ from scipy import ndimage as ndi
 from skimage.segmentation import clear_border
 
 from spiralray import modelzoo
+from spiralray.core.engine import Engine
 from spiralray.data.datasets import HELA_SPLIT, load_pairs
 from spiralray.data.normalize import normalize
-from spiralray.engine import Engine
 
 
 def _edge_ids(labels: np.ndarray) -> set:

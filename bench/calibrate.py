@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from spiralray import modelzoo
+from spiralray.core.engine import Engine, prepare_image
+from spiralray.core.metrics import evaluate_many
+from spiralray.core.regions import crop_pad, pad_image
+from spiralray.core.segment import segment_with
 from spiralray.data.datasets import HELA_SPLIT, load_pairs
 from spiralray.data.shifts import half_magnification
-from spiralray.engine import Engine, prepare_image
-from spiralray.metrics import evaluate_many
-from spiralray.regions import crop_pad, pad_image
-from spiralray.segment import segment_with
 
 
 def cached_runner(net):

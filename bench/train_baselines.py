@@ -11,10 +11,10 @@ import os
 
 import torch
 
-from spiralray import storage
-from spiralray.bench_compare import SCALES, SYNTHETIC, save_unet, train_unet
-from spiralray.engine import resolve_device
-from spiralray.models import UNet
+from spiralray.bench.compare import SCALES, SYNTHETIC, save_unet, train_unet
+from spiralray.core.engine import resolve_device
+from spiralray.core.models import UNet
+from spiralray.io import storage
 
 
 def main():

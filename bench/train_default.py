@@ -14,13 +14,15 @@ import time
 import numpy as np
 import torch
 
-from spiralray.config import SpiralNetConfig
+from spiralray.core.config import SpiralNetConfig
+from spiralray.core.engine import resolve_device
+from spiralray.core.net import SpiralNet
 from spiralray.data.datasets import HELA_SPLIT, load_pairs
 from spiralray.data.normalize import normalize
 from spiralray.data.synthetic import SyntheticSpec, generate_many
-from spiralray.engine import resolve_device
-from spiralray.net import SpiralNet
-from spiralray.training import RegionSampler, TrainSpec, fit
+from spiralray.train.local import fit
+from spiralray.train.sampling import RegionSampler
+from spiralray.train.steps import TrainSpec
 
 
 def main():

@@ -12,10 +12,10 @@ import json
 import torch
 
 from spiralray import modelzoo
+from spiralray.core.engine import Engine
+from spiralray.core.metrics import evaluate_many
 from spiralray.data.datasets import HELA_SPLIT, load_pairs
 from spiralray.data.shifts import shifted
-from spiralray.engine import Engine
-from spiralray.metrics import evaluate_many
 
 KEYS = ("object_f1_50", "object_f1_mean_50_90", "pixel_f1", "merges")
 

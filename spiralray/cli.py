@@ -45,9 +45,10 @@ def _threads(n: int | None) -> None:
 def cmd_segment(args) -> int:
     import numpy as np
 
-    from . import modelzoo, storage
-    from .candidates import relabel_sequential
-    from .engine import Engine, ReferenceEngine
+    from . import modelzoo
+    from .core.candidates import relabel_sequential
+    from .core.engine import Engine, ReferenceEngine
+    from .io import storage
 
     _threads(args.threads)
     image = storage.read_image(args.input)
@@ -83,7 +84,7 @@ def cmd_segment(args) -> int:
 def _read_labels(path):
     import numpy as np
 
-    from . import storage
+    from .io import storage
 
     a = storage.read_image(path)
     if a.dtype.kind not in "iub":
@@ -94,7 +95,7 @@ def _read_labels(path):
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics import evaluate_many
+    from .core.metrics import evaluate_many
 
     pred, truth = _read_labels(args.pred), _read_labels(args.truth)
     if pred.shape != truth.shape:
@@ -129,7 +130,7 @@ def _frames(text: str | None) -> list[int] | None:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainJob, train
+    from .train.ray_trainer import TrainJob, train
 
     if args.alias and not args.register:
         raise SpiralrayError("--alias needs --register NAME")
@@ -166,7 +167,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .bench import engine as bench
 
     result = bench.run(args.which, args)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))

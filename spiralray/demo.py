@@ -6,11 +6,12 @@ import json
 import os
 import time
 
-from . import modelzoo, storage
-from .candidates import relabel_sequential
+from . import modelzoo
+from .core.candidates import relabel_sequential
+from .core.engine import Engine
+from .core.metrics import evaluate
 from .data.synthetic import SyntheticSpec, generate
-from .engine import Engine
-from .metrics import evaluate
+from .io import storage
 
 
 def run_demo(out: str = "demo_out", size: int = 512, seed: int = 7) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from importlib import resources
 
-from . import storage
-from .config import SpiralNetConfig
+from .core.config import SpiralNetConfig
+from .core.net import SpiralNet
 from .errors import SpiralrayError
-from .net import SpiralNet
+from .io import storage
 
 DEFAULT = "spiralnet"
 
@@ -26,7 +26,7 @@ def load(model: str | None = None) -> SpiralNet:
     """``None`` -> the shipped default; a directory -> that model directory."""
     path = default_model_dir() if model in (None, "", "default") else model
     if str(path).startswith("models:/"):
-        from . import registry  # MLflow only where a registry URI is used
+        from .train import registry  # MLflow only where a registry URI is used
 
         return registry.load(path)
     if not os.path.isdir(path):

@@ -27,8 +27,8 @@ def oracle_predict(image_fov: np.ndarray, mask_fov: np.ndarray) -> np.ndarray:
 
 def oracle_region_masks(labels: np.ndarray, region, spiral):
     """A ``region_masks`` callable running the reference recursion with the oracle."""
-    from spiralray.regions import crop_pad, crop_regions, pad_image
-    from spiralray.spiral import reference_region, spiral_geometry
+    from spiralray.core.regions import crop_pad, crop_regions, pad_image
+    from spiralray.core.spiral import reference_region, spiral_geometry
 
     pad = crop_pad(region)
     padded = pad_image(labels.astype(np.float32)[None], pad)

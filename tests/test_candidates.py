@@ -1,14 +1,14 @@
 import numpy as np
 
-from spiralray.candidates import (
+from spiralray.core.candidates import (
     nms_offsets,
     object_id,
     relabel_sequential,
     resolve_objects,
     select_candidates,
 )
-from spiralray.config import CandidateSpec
-from spiralray.spiral import ObjectMask
+from spiralray.core.config import CandidateSpec
+from spiralray.core.spiral import ObjectMask
 
 
 def test_nms_keeps_local_maxima_and_breaks_ties_by_position():

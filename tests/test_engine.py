@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from spiralray import modelzoo
+from spiralray.core.engine import Engine, ReferenceEngine, prepare_image
+from spiralray.core.metrics import labels_equal
+from spiralray.core.net import SpiralNet
+from spiralray.core.regions import crop_pad, pad_image
 from spiralray.data.synthetic import SyntheticSpec, generate
-from spiralray.engine import Engine, ReferenceEngine, prepare_image
-from spiralray.metrics import labels_equal
-from spiralray.net import SpiralNet
-from spiralray.regions import crop_pad, pad_image
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from spiralray.metrics import evaluate, evaluate_many
+from spiralray.core.metrics import evaluate, evaluate_many
 
 
 def _scene():

@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from spiralray.baselines import unet_step, unet_targets
-from spiralray.config import SpiralNetConfig
+from spiralray.bench.baselines import unet_step, unet_targets
+from spiralray.core.config import SpiralNetConfig
+from spiralray.core.models import Scorer, Segmenter, UNet
+from spiralray.core.net import SpiralNet
 from spiralray.data.normalize import normalize
 from spiralray.data.synthetic import SyntheticSpec, generate
-from spiralray.models import Scorer, Segmenter, UNet
-from spiralray.net import SpiralNet
-from spiralray.training import RegionSampler, TrainSpec, score_targets, scorer_step, spiral_windows
+from spiralray.train.sampling import RegionSampler
+from spiralray.train.steps import TrainSpec, score_targets, scorer_step, spiral_windows
 
 
 def test_scorer_shapes_and_dense_form_equals_per_region():
@@ -109,7 +110,7 @@ def test_unet_overfits_a_fixed_batch():
 
 
 def test_cosine_schedule_runs_from_lr_to_lr_final():
-    from spiralray.training import cosine_lr
+    from spiralray.train.steps import cosine_lr
 
     spec = TrainSpec(lr=1e-3, lr_final=1e-5)
     assert cosine_lr(spec, 0) == pytest.approx(1e-3) and cosine_lr(spec, 1) == pytest.approx(1e-5)
@@ -127,7 +128,7 @@ def test_sampler_draws_every_zoom_equally_often():
 def test_loader_workers_draw_distinct_batches_with_their_targets():
     """GPU training draws regions in loader processes: numpy out, targets precomputed, and each
     worker its own stream (identical streams would repeat every batch)."""
-    from spiralray.training import batches
+    from spiralray.train.sampling import batches
 
     cfg = SpiralNetConfig()
     stream = batches(_sampler(), 16, cfg, workers=2)

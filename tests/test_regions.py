@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from spiralray.config import RegionSpec
-from spiralray.regions import (
+from spiralray.core.config import RegionSpec
+from spiralray.core.regions import (
     crop_pad,
     crop_regions,
     grid_centres,
@@ -89,7 +89,7 @@ def test_three_channel_labels():
 
 
 def test_centred_score_label_peaks_at_each_touching_nucleus():
-    from spiralray.regions import centredness, score_foreground
+    from spiralray.core.regions import centredness, score_foreground
 
     lb = np.zeros((40, 60), np.int32)
     yy, xx = np.mgrid[:40, :60]

@@ -3,10 +3,10 @@ import pytest
 from conftest import ellipse
 from oracle import oracle_region_masks
 
-from spiralray.candidates import assemble_labels, resolve_objects
-from spiralray.config import CandidateSpec, RegionSpec, SpiralSpec
+from spiralray.core.candidates import assemble_labels, resolve_objects
+from spiralray.core.config import CandidateSpec, RegionSpec, SpiralSpec
+from spiralray.core.spiral import continuation_centres, segment_objects, spiral_geometry
 from spiralray.data.synthetic import SyntheticSpec, generate
-from spiralray.spiral import continuation_centres, segment_objects, spiral_geometry
 
 REGION, SPIRAL = RegionSpec(), SpiralSpec()
 

@@ -7,7 +7,7 @@ import tifffile
 
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
-from spiralray.train import TrainJob, train
+from spiralray.train.ray_trainer import TrainJob, train
 
 TINY = dict(epochs=1, workers=2, samples_per_epoch=128, scorer_batch=32, spiral_regions=8)
 

@@ -8,15 +8,17 @@ import time
 import numpy as np
 
 from spiralray import modelzoo
-from spiralray.baselines import fit_unet
-from spiralray.config import SpiralNetConfig
+from spiralray.bench.baselines import fit_unet
+from spiralray.core.config import SpiralNetConfig
+from spiralray.core.engine import Engine
+from spiralray.core.metrics import labels_equal
+from spiralray.core.models import UNet
+from spiralray.core.net import SpiralNet
 from spiralray.data.normalize import normalize
 from spiralray.data.synthetic import SyntheticSpec, generate, generate_many
-from spiralray.engine import Engine
-from spiralray.metrics import labels_equal
-from spiralray.models import UNet
-from spiralray.net import SpiralNet
-from spiralray.training import RegionSampler, TrainSpec, fit
+from spiralray.train.local import fit
+from spiralray.train.sampling import RegionSampler
+from spiralray.train.steps import TrainSpec
 
 device = sys.argv[1] if len(sys.argv) > 1 else "cuda"
 t0 = time.time()

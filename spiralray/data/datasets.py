@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from .. import storage
 from ..errors import SpiralrayError
+from ..io import storage
 
 LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask")
 

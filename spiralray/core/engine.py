@@ -19,9 +19,9 @@ import copy
 import numpy as np
 import torch
 
+from ..data.normalize import apply_stats, image_stats
+from ..errors import SpiralrayError
 from .config import SpiralNetConfig
-from .data.normalize import apply_stats, image_stats
-from .errors import SpiralrayError
 from .net import SpiralNet
 from .regions import crop_pad, crop_regions, grid_centres, pad_image
 from .segment import Segmentation, segment_with

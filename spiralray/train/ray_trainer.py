@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .config import SpiralNetConfig
-from .errors import SpiralrayError
+from ..core.config import SpiralNetConfig
+from ..errors import SpiralrayError
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class TrainJob:
 
 
 def _split(job: TrainJob):
-    from .data.datasets import check_frames, load_pairs
+    from ..data.datasets import check_frames, load_pairs
 
     pairs = load_pairs(job.data)
     check_frames(len(pairs), (job.frames or []) + (job.val_frames or []), job.data)
@@ -76,7 +76,7 @@ def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int, z
     """
     import ray
 
-    from .training import RegionSampler
+    from .sampling import RegionSampler
 
     refs = ray.put((images, labels))
     key = refs.hex()
@@ -115,9 +115,9 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ..data.normalize import normalize
     from . import registry
-    from .data.normalize import normalize
-    from .train_loop import train_loop
+    from .worker_loop import train_loop
 
     cfg = SpiralNetConfig.from_dict({**SpiralNetConfig().to_dict(), **job.config})
     train_pairs, val_pairs = _split(job)
@@ -167,7 +167,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         with result.checkpoint.as_directory() as d:
             with open(os.path.join(d, "history.json")) as f:
                 history = json.load(f)
-            from .storage import load_model_dir
+            from ..io.storage import load_model_dir
 
             weights, _ = load_model_dir(d)
             weights = {k: v.numpy() for k, v in weights.items()}

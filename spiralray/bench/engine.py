@@ -17,12 +17,12 @@ import time
 import numpy as np
 import torch
 
-from . import modelzoo
-from .engine import Engine, ReferenceEngine, prepare_image
-from .errors import SpiralrayError
-from .metrics import labels_equal
-from .regions import crop_pad, pad_image
-from .segment import candidate_seeds
+from .. import modelzoo
+from ..core.engine import Engine, ReferenceEngine, prepare_image
+from ..core.metrics import labels_equal
+from ..core.regions import crop_pad, pad_image
+from ..core.segment import candidate_seeds
+from ..errors import SpiralrayError
 
 
 def machine() -> dict:
@@ -86,7 +86,7 @@ def _frame(args):
         import tifffile
 
         return tifffile.imread(path, key=17), f"HeLa frame 17 ({args.data})"
-    from .data.synthetic import SyntheticSpec, generate
+    from ..data.synthetic import SyntheticSpec, generate
 
     return generate(SyntheticSpec(700, 1100), seed=17)[0], "synthetic 700 x 1100 (HeLa data absent)"
 
@@ -156,7 +156,7 @@ def _engine_options(net, image, args) -> dict:
     """Each optional engine path on the whole frame, beside the exact engine: speed ratio and
     how the labels change (DESIGN section 2 equality, and object F1 against the exact labels)."""
 
-    from .metrics import evaluate
+    from ..core.metrics import evaluate
 
     variants = {"exact": {}, "early_stop": {"early_stop": True}, "channels_first": {"channels_last": False}}
     if str(args.device) != "cpu" and torch.cuda.is_available():
@@ -190,7 +190,7 @@ def bench_train(args) -> dict:
     """Training throughput of 1 vs 2 Ray Train workers on the same data and sample counts."""
     import tempfile
 
-    from .train import TrainJob, train
+    from ..train.ray_trainer import TrainJob, train
 
     data = args.data if os.path.exists(os.path.join(args.data, "images.tif")) else None
     if data is None:
@@ -228,7 +228,7 @@ def run(which: str, args) -> dict:
     elif which == "train":
         result = bench_train(args)
     else:
-        from .bench_compare import bench_compare
+        from .compare import bench_compare
 
         result = bench_compare(args)
     os.makedirs(args.results, exist_ok=True)

@@ -9,7 +9,7 @@ from mlflow.pyfunc import PythonModel
 class SpiralNetModel(PythonModel):
     def load_context(self, context):
         from spiralray import modelzoo
-        from spiralray.engine import Engine
+        from spiralray.core.engine import Engine
 
         self.engine = Engine(modelzoo.load(context.artifacts["spiralnet"]))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SpiralrayError
+from ..errors import SpiralrayError
 
 TIFF = (".tif", ".tiff")
 RASTER = (".png", ".jpg", ".jpeg", ".bmp")

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import torch
 
-from .config import SpiralNetConfig
-from .net import SpiralNet
-from .training import TrainSpec, cosine_lr, scorer_step, segmenter_step
+from ..core.config import SpiralNetConfig
+from ..core.net import SpiralNet
+from .steps import TrainSpec, cosine_lr, scorer_step, segmenter_step
 
 TRAIN_STATE = "train_state.pt"  # optimizer state: checkpoints only, never the registry
 
@@ -32,10 +32,10 @@ def _all_reduce_grads(module: torch.nn.Module) -> None:
 def _validate(net: SpiralNet, val, stage: str) -> dict:
     """Validation metrics of the current weights: score MSE, and for the segmenter the
     object / pixel F1 of whole-image segmentation with the engine."""
-    from .data.normalize import normalize
-    from .engine import Engine
-    from .metrics import evaluate_many
-    from .regions import crop_pad, pad_image, score_foreground, score_map_truth
+    from ..core.engine import Engine
+    from ..core.metrics import evaluate_many
+    from ..core.regions import crop_pad, pad_image, score_foreground, score_map_truth
+    from ..data.normalize import normalize
 
     cfg, m = net.config, net.config.model
     engine = Engine(net, device="cpu")
@@ -56,7 +56,7 @@ def _validate(net: SpiralNet, val, stage: str) -> dict:
 
 
 def _save(d: str, net: SpiralNet, opt, history: list) -> None:
-    from . import modelzoo
+    from .. import modelzoo
 
     modelzoo.save(net, d)
     torch.save(opt.state_dict(), os.path.join(d, TRAIN_STATE))
@@ -68,7 +68,7 @@ def train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from .storage import load_model_dir
+    from ..io.storage import load_model_dir
 
     job, stage = config["job"], config["stage"]
     torch.set_num_threads(config["threads"])

@@ -14,8 +14,8 @@ from skimage.measure import label as cc_label
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import expand_labels, find_boundaries, watershed
 
-from .models import UNet
-from .training import TrainSpec, cosine_lr
+from ..core.models import UNet
+from ..train.steps import TrainSpec, cosine_lr
 
 
 def watershed_baseline(image: np.ndarray, min_distance: int = 7, min_area: int = 30) -> np.ndarray:

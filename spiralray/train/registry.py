@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .errors import SpiralrayError
+from ..errors import SpiralrayError
 
 MODEL_CODE = os.path.join(os.path.dirname(__file__), "mlflow_model.py")
 
@@ -56,7 +56,7 @@ def _overlay(image: np.ndarray, labels: np.ndarray, truth: np.ndarray, path: str
     import imageio.v3 as iio
     from skimage.segmentation import find_boundaries
 
-    from .data.normalize import normalize
+    from ..data.normalize import normalize
 
     g = (np.clip(normalize(image), 0, 1) * 255).astype(np.uint8)
     rgb = np.stack([g, g, g], -1)
@@ -69,10 +69,10 @@ def log_training(job, cfg, weights: dict, results: dict, val_pairs) -> dict:
     """Log a finished training run, register its model and set the alias."""
     import torch
 
-    from . import modelzoo
-    from .engine import Engine
-    from .metrics import evaluate_many
-    from .net import SpiralNet
+    from .. import modelzoo
+    from ..core.engine import Engine
+    from ..core.metrics import evaluate_many
+    from ..core.net import SpiralNet
 
     mlflow = _mlflow()
     net = SpiralNet.build(cfg, seed=None).load_state_dict(
@@ -118,7 +118,7 @@ def register(model_uri: str, name: str, alias: str | None = None) -> str:
 
 def load(uri: str):
     """A SpiralNet from ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
-    from . import modelzoo
+    from .. import modelzoo
 
     mlflow = _mlflow()
     try:

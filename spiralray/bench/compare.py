@@ -14,16 +14,17 @@ import time
 import numpy as np
 import torch
 
-from . import modelzoo, storage
+from .. import modelzoo
+from ..core.engine import Engine, resolve_device
+from ..core.metrics import evaluate_many
+from ..core.models import UNet
+from ..data.datasets import HELA_SPLIT, load_pairs
+from ..data.normalize import normalize
+from ..data.shifts import shifted
+from ..data.synthetic import SyntheticSpec, generate_many
+from ..errors import SpiralrayError
+from ..io import storage
 from .baselines import fit_unet, unet_segment, watershed_baseline
-from .data.datasets import HELA_SPLIT, load_pairs
-from .data.normalize import normalize
-from .data.shifts import shifted
-from .data.synthetic import SyntheticSpec, generate_many
-from .engine import Engine, resolve_device
-from .errors import SpiralrayError
-from .metrics import evaluate_many
-from .models import UNet
 
 # The data of the shipped model's later training steps (README recipe: train_default.py with
 # --synthetic 48 --scales 0.5,0.75,1.0,1.33; its own defaults are v1's smaller set).
@@ -33,8 +34,8 @@ SYNTHETIC, SCALES = 48, (0.5, 0.75, 1.0, 1.33)
 def baseline_sampler(data: str, seed: int, synthetic: int = SYNTHETIC, scales=SCALES):
     """The U-Net's training tiles: HeLa 0-13 + ``synthetic`` frames at ``scales``, with the
     sampler and augmentation SpiralNet trains with."""
-    from .config import SpiralNetConfig
-    from .training import RegionSampler
+    from ..core.config import SpiralNetConfig
+    from ..train.sampling import RegionSampler
 
     pairs = load_pairs(data, HELA_SPLIT["train"])
     pairs += generate_many(synthetic, SyntheticSpec(384, 384), seed=1000)

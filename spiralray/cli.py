@@ -43,40 +43,36 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_segment(args) -> int:
-    import numpy as np
-
-    from . import modelzoo
-    from .core.candidates import relabel_sequential
-    from .core.engine import Engine, ReferenceEngine
+    from . import api
+    from .core.engine import ReferenceEngine
     from .io import storage
 
     _threads(args.threads)
     image = storage.read_image(args.input)
     storage.check_output(args.output)
-    net = modelzoo.load(args.model)
+    engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)
+    if args.reference:
+        engine = ReferenceEngine(engine.net, device=args.device, batch_size=args.batch_size)
     if args.exclude_border:
-        net.config = net.config.replace(candidates={"exclude_border": True})
-    kind = ReferenceEngine if args.reference else Engine
-    engine = kind(net, device=args.device, batch_size=args.batch_size)
+        engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
     t0 = time.perf_counter()
-    result = engine.segment(image, channel=args.channel)
+    result = api.segment_image(engine, image, channel=args.channel, ids=args.ids)
     seconds = time.perf_counter() - t0
-    labels = result.labels if args.ids == "seed" else relabel_sequential(result.labels)
-    out = result.semantic if args.semantic else labels.astype(np.uint32)
-    storage.write_labels(args.output, out)
+    storage.write_labels(args.output, result.semantic if args.semantic else result.labels)
+    seg = result.segmentation
     summary = {
         "input": args.input,
         "output": args.output,
-        "objects": len(result.objects),
-        "candidates": result.n_candidates,
-        "regions": result.n_regions,
+        "objects": len(seg.objects),
+        "candidates": seg.n_candidates,
+        "regions": seg.n_regions,
         "seconds": round(seconds, 3),
     }
     log.info("segment %s", summary)
     print(
         json.dumps(summary)
         if args.json
-        else f"{summary['objects']} objects -> {args.output} ({seconds:.1f} s, {result.n_regions} regions)"
+        else f"{summary['objects']} objects -> {args.output} ({seconds:.1f} s, {seg.n_regions} regions)"
     )
     return 0
 

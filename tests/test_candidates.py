@@ -2,7 +2,6 @@ import numpy as np
 
 from spiralray.core.candidates import (
     nms_offsets,
-    object_id,
     relabel_sequential,
     resolve_objects,
     select_candidates,
@@ -53,8 +52,7 @@ def test_resolve_keeps_seed_component_and_drops_seedless_masks():
     assert resolve_objects([ObjectMask((0, 0), 0.9, 0, 0, m)], (10, 20), CandidateSpec()) == []
 
 
-def test_ids_are_functions_of_the_seed():
-    assert object_id((0, 0), 100) == 1 and object_id((2, 5), 100) == 206
+def test_relabel_sequential_keeps_id_order():
     lab = np.array([[0, 206, 206], [1, 0, 50]], np.uint32)
     assert np.array_equal(relabel_sequential(lab), [[0, 3, 3], [1, 0, 2]])
 

@@ -3,8 +3,9 @@ import pytest
 from conftest import ellipse
 from oracle import oracle_region_masks
 
-from spiralray.core.candidates import assemble_labels, resolve_objects
+from spiralray.core.candidates import resolve_objects
 from spiralray.core.config import CandidateSpec, RegionSpec, SpiralSpec
+from spiralray.core.segment import seed_labels as assemble_labels
 from spiralray.core.spiral import continuation_centres, segment_objects, spiral_geometry
 from spiralray.data.synthetic import SyntheticSpec, generate
 

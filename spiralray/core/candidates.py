@@ -170,24 +170,6 @@ def _overlap(a: ObjectMask, b: ObjectMask, area_a: int) -> float:
     return inter / smaller if smaller else 0.0
 
 
-def object_id(seed: tuple[int, int], image_width: int) -> int:
-    """Deterministic id from the seed pixel: a function of the object, not of timing or order."""
-    return int(seed[0]) * int(image_width) + int(seed[1]) + 1
-
-
-def assemble_labels(objects: list[ObjectMask], image_shape: tuple[int, int], dtype=np.uint32) -> np.ndarray:
-    """Instance label image ``H x W``; each object's id is ``object_id`` of its seed.
-
-    Masks of ``resolve_objects`` are disjoint, so painting order does not matter.
-    """
-    labels = np.zeros(image_shape, dtype)
-    for obj in objects:
-        h, w = obj.mask.shape
-        view = labels[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
-        view[obj.mask] = object_id(obj.seed, image_shape[1])
-    return labels
-
-
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """Ids 1..N in the order of the original ids (so still deterministic)."""
     ids, inverse = np.unique(labels, return_inverse=True)

@@ -13,13 +13,14 @@ import numpy as np
 
 from . import candidates as cand
 from .config import SpiralNetConfig
+from .objects import paint, seed_ids, touches_border
 from .regions import grid_centres, inside_image
 from .spiral import ObjectMask, RegionMasks, segment_objects
 
 
 @dataclass
 class Segmentation:
-    labels: np.ndarray  # H x W uint32 instance ids (0 = background)
+    labels: np.ndarray  # H x W seed ids (core.objects; uint32, uint64 past 2^32 px) (0 = background)
     objects: list[ObjectMask]  # resolved objects, disjoint masks
     scores: np.ndarray  # gh x gw score map (clipped to [0, 1])
     n_candidates: int
@@ -60,19 +61,13 @@ def segment_with(
     objects = segment_objects(seeds, seed_scores, counting, image_shape, cfg.region, cfg.spiral)
     kept = cand.resolve_objects(objects, image_shape, cfg.candidates)
     if cfg.candidates.exclude_border:
-        kept = [o for o in kept if not _touches_border(o, image_shape)]
-    labels = cand.assemble_labels(kept, image_shape)
+        kept = [o for o in kept if not touches_border(o, image_shape)]
+    labels = seed_labels(kept, image_shape)
     return Segmentation(labels, kept, scores, len(seeds), counted[0])
 
 
-def _touches_border(obj: ObjectMask, image_shape: tuple[int, int]) -> bool:
-    """Whether any mask pixel lies in the image's first or last row or column."""
-    H, W = image_shape
-    h, w = obj.mask.shape
-    rows, cols = obj.mask.any(1), obj.mask.any(0)
-    return bool(
-        (obj.y0 == 0 and rows[0])
-        or (obj.y0 + h == H and rows[-1])
-        or (obj.x0 == 0 and cols[0])
-        or (obj.x0 + w == W and cols[-1])
-    )
+def seed_labels(objects: list[ObjectMask], image_shape: tuple[int, int]) -> np.ndarray:
+    """Label image ``H x W`` of seed ids (image index 0): uint32 while they fit, else uint64."""
+    ids = seed_ids(np.array([o.seed for o in objects], np.int64).reshape(-1, 2), image_shape)
+    dtype = np.uint32 if image_shape[0] * image_shape[1] < 2**32 else np.uint64
+    return paint(objects, ids, image_shape, dtype)

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import sys
-import time
 
 from .errors import SpiralrayError
 
@@ -35,45 +34,73 @@ def _setup_logging(verbose: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def _threads(n: int | None) -> None:
-    if n:
-        import torch
+def _threads(n: int | None) -> int:
+    """torch threads: ``n``, or the CPUs this process may use (not every core of the machine:
+    on a busy machine torch's default of all cores made one frame 7x slower)."""
+    from .pipeline.local import usable_cpus
 
-        torch.set_num_threads(n)
+    if n is not None and n < 1:
+        raise SpiralrayError(f"--threads must be at least 1, got {n}")
+    import torch
+
+    n = n or usable_cpus()
+    torch.set_num_threads(n)
+    return n
+
+
+def _plane(text: str | None):
+    """ "3" -> 3; "z=3,t=0" -> {"z": 3, "t": 0}."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return int(text)
+        return {k.strip().lower(): int(v) for k, v in (part.split("=", 1) for part in text.split(","))}
+    except ValueError:
+        raise SpiralrayError(f"bad --plane '{text}' (use N, or e.g. z=3,t=0)") from None
 
 
 def cmd_segment(args) -> int:
     from . import api
     from .core.engine import ReferenceEngine
     from .io import storage
+    from .pipeline.local import Options, Progress, segment_image_file
 
-    _threads(args.threads)
-    image = storage.read_image(args.input)
-    storage.check_output(args.output)
+    threads = _threads(args.threads)
+    opts = Options(
+        tile_size=args.tile_size,
+        channel=args.channel,
+        plane=_plane(args.plane),
+        ids=args.ids,
+        exclude_border=args.exclude_border,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        semantic=args.semantic,
+    )
     engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)
     if args.reference:
         engine = ReferenceEngine(engine.net, device=args.device, batch_size=args.batch_size)
     if args.exclude_border:
         engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
-    t0 = time.perf_counter()
-    result = api.segment_image(engine, image, channel=args.channel, ids=args.ids)
-    seconds = time.perf_counter() - t0
-    storage.write_labels(args.output, result.semantic if args.semantic else result.labels)
-    seg = result.segmentation
-    summary = {
-        "input": args.input,
-        "output": args.output,
-        "objects": len(seg.objects),
-        "candidates": seg.n_candidates,
-        "regions": seg.n_regions,
-        "seconds": round(seconds, 3),
-    }
+    progress = Progress(0)
+    summary = segment_image_file(args.input, args.output, engine, opts, args.model, progress)
+    labels = summary.pop("labels", None)
+    if labels is not None:
+        storage.write_labels(args.output, labels)
+    summary["threads"] = threads
     log.info("segment %s", summary)
-    print(
-        json.dumps(summary)
-        if args.json
-        else f"{summary['objects']} objects -> {args.output} ({seconds:.1f} s, {seg.n_regions} regions)"
-    )
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        extra = (
+            f", {summary['missing_chunks']} missing chunks read as fill value"
+            if summary.get("missing_chunks")
+            else ""
+        )
+        print(
+            f"{summary.get('objects', 0)} objects -> {args.output} ({summary.get('seconds', 0):.1f} s, "
+            f"{summary.get('tiles', 0)} tiles, {summary.get('regions', 0)} regions{extra})"
+        )
     return 0
 
 
@@ -175,24 +202,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="log details to the terminal")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment one image (TIFF, PNG or zarr)")
-    s.add_argument("input")
-    s.add_argument("output", help=".tif (uint32 labels) or .zarr")
+    s = sub.add_parser(
+        "segment", help="segment an image of any size (zarr, OME-Zarr, TIFF, PNG; path or URL)"
+    )
+    s.add_argument("input", help="image: .zarr (array or OME-Zarr image), .tif, .png; a path or URL")
+    s.add_argument("output", help="OUT.zarr or a URL (OME-Zarr labels), or OUT.tif (small images)")
     s.add_argument("--model", default=None, help="model directory or models:/NAME@ALIAS (default: shipped)")
     s.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
-    s.add_argument("--semantic", action="store_true", help="write the foreground mask instead of ids")
+    s.add_argument("--plane", default=None, help="plane of a stack: N, or e.g. z=3,t=0")
+    s.add_argument("--tile-size", type=int, default=1024, help="tile core and output chunk size (>= 256)")
+    s.add_argument("--semantic", action="store_true", help="TIFF output: the foreground mask instead of ids")
     s.add_argument(
         "--ids",
         choices=["sequential", "seed"],
         default="sequential",
-        help="1..N, or the deterministic seed-pixel ids of the distributed pipeline",
+        help="1..N per image in seed order, or archive-unique seed ids (uint64 when needed)",
     )
     s.add_argument(
         "--exclude-border", action="store_true", help="drop objects touching the image border (cut nuclei)"
     )
+    s.add_argument("--overwrite", action="store_true", help="replace an existing spiralray output")
+    s.add_argument("--strict", action="store_true", help="refuse an input with missing zarr chunks")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: CPUs this process may use)"
+    )
     s.add_argument("--reference", action="store_true", help="the slow reference recursion")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_segment)

@@ -103,3 +103,17 @@ def test_resolve_fills_holes():
     assert kept[0].area == _disks([(15, 15)], (30, 30), radius=8).sum()
     off = CandidateSpec(min_area=1, fill_holes=False)
     assert resolve_objects([ObjectMask((15, 9), 0.9, 0, 0, m)], (30, 30), off)[0].area == m.sum()
+
+
+def test_carved_object_below_min_area_is_dropped():
+    """An accepted mask that swallowed a neighbour is carved; if what it keeps is smaller than
+    min_area, it is no object any more."""
+    a = np.zeros((10, 9), bool)
+    a[:, :] = True  # 90 px, seed at (5, 1): bled over its neighbour
+    b = np.zeros((10, 9), bool)
+    b[:, 3:] = True  # the neighbour: 60 px, its seed inside a's mask
+    objs = [ObjectMask((5, 1), 0.9, 0, 0, a), ObjectMask((5, 6), 0.8, 0, 0, b)]
+    kept = resolve_objects(objs, (10, 9), CandidateSpec(min_area=40))
+    assert [o.seed for o in kept] == [(5, 6)] and kept[0].area == 60
+    kept = resolve_objects(objs, (10, 9), CandidateSpec(min_area=30))
+    assert sorted(o.area for o in kept) == [30, 60]

@@ -119,8 +119,18 @@ def test_oracle_on_synthetic_nuclei():
 
 def test_continuation_centres_on_border_runs():
     mask = np.zeros((52, 58), bool)
-    mask[20:30, 40:58] = True  # touches the right border on rows 20..29
+    mask[20:30, 25:58] = True  # the central object, touching the right border on rows 20..29
     out = continuation_centres(mask, (100, 100), (400, 400), REGION)
     assert out == [((100 - 26 + 24, 100 - 29 + 57), (100 - 26 + 24, 100 - 29 + 58))]
     # at the image edge the region border is the image border: no continuation
     assert continuation_centres(mask, (100, 371), (400, 400), REGION) == []
+
+
+def test_continuation_follows_only_the_central_object():
+    mask = np.zeros((52, 58), bool)
+    mask[20:32, 20:40] = True  # the central object, inside the region
+    mask[0:6, 10:20] = True  # another piece touching the top border, not connected to it
+    assert continuation_centres(mask, (100, 100), (400, 400), REGION) == []
+    mask[5:21, 15:21] = True  # now connected to the central object: followed
+    assert len(continuation_centres(mask, (100, 100), (400, 400), REGION)) == 1
+    assert continuation_centres(np.zeros((52, 58), bool), (100, 100), (400, 400), REGION) == []

@@ -66,26 +66,43 @@ def _seed_component(obj: ObjectMask) -> np.ndarray | None:
     return lab == lab[sy, sx]
 
 
+def prepare_object(obj: ObjectMask, spec: CandidateSpec) -> ObjectMask | None:
+    """The mask the resolve works with: the connected component that holds the seed, holes
+    filled (``spec.fill_holes``); None when the seed is not in the mask. Idempotent, and a
+    function of the object alone, so a tile can prepare its objects before any resolve."""
+    comp = _seed_component(obj)
+    if comp is None:
+        return None
+    if spec.fill_holes:
+        comp = ndi.binary_fill_holes(comp)
+    return ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, comp, obj.regions)
+
+
 def resolve_objects(
     objects: list[ObjectMask], image_shape: tuple[int, int], spec: CandidateSpec
 ) -> list[ObjectMask]:
     """Greedy, order-free duplicate removal and pixel ownership (see the module docstring).
 
     Returns the accepted objects in resolution order; each mask holds only the pixels it owns.
+    Objects interact only through pixels their prepared masks share, so resolving each
+    connected component of the overlap graph on its own gives the same answer (``tiling``).
+    Memory: one int32 ownership map over the objects' joint bounding box.
     """
-    owner = np.zeros(image_shape, np.int32)  # 1 + index into ``kept``; 0 = unowned
-    order = sorted(range(len(objects)), key=lambda i: (-objects[i].score, *objects[i].seed))
+    prepared = [p for p in (prepare_object(o, spec) for o in objects) if p is not None]
+    if not prepared:
+        return []
+    oy = min(o.y0 for o in prepared)
+    ox = min(o.x0 for o in prepared)
+    fy = max(o.y0 + o.mask.shape[0] for o in prepared)
+    fx = max(o.x0 + o.mask.shape[1] for o in prepared)
+    owner = np.zeros((fy - oy, fx - ox), np.int32)  # 1 + index into ``kept``; 0 = unowned
+    order = sorted(range(len(prepared)), key=lambda i: (-prepared[i].score, *prepared[i].seed))
     kept: list[ObjectMask] = []
     firsts: list[ObjectMask] = []  # each accepted object's own (highest-scoring) mask
     boxes = np.zeros((0, 4), np.int64)
     for i in order:
-        obj = objects[i]
-        comp = _seed_component(obj)
-        if comp is None:
-            continue
-        if spec.fill_holes:
-            comp = ndi.binary_fill_holes(comp)
-        obj = ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, comp, obj.regions)
+        obj = prepared[i]
+        comp = obj.mask
         area = int(comp.sum())
         y1, x1 = obj.y0 + comp.shape[0], obj.x0 + comp.shape[1]
         hits = np.flatnonzero(
@@ -100,7 +117,7 @@ def resolve_objects(
             carved[k] = rest
         if len(carved) < len(dups):  # a duplicate of some accepted object
             continue
-        window = owner[obj.y0 : y1, obj.x0 : x1]
+        window = owner[obj.y0 - oy : y1 - oy, obj.x0 - ox : x1 - ox]
         # A swallowed neighbour takes back its whole mask from the objects that swallowed it.
         mine = comp & ((window == 0) | np.isin(window, np.asarray(dups, np.int32) + 1))
         if mine.sum() < spec.min_area:
@@ -108,12 +125,14 @@ def resolve_objects(
         for k in dups:
             firsts[k] = carved[k]
             kept[k] = _carve(kept[k], obj)
-            _release(owner, kept[k], k + 1)
+            _release(owner, kept[k], k + 1, (oy, ox))
         window[mine] = len(kept) + 1
         firsts.append(obj)
         boxes = np.vstack([boxes, [[obj.y0, obj.x0, y1, x1]]])
         kept.append(ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, mine, obj.regions))
-    return kept
+    # Carving can leave an accepted object below the minimum area: it goes too (after the loop,
+    # so no other decision depends on it).
+    return [o for o in kept if o.area >= spec.min_area]
 
 
 def _holds(obj: ObjectMask, p: tuple[int, int]) -> bool:
@@ -148,10 +167,12 @@ def _carve(a: ObjectMask, b: ObjectMask) -> ObjectMask:
     return ObjectMask(a.seed, a.score, a.y0, a.x0, mask if comp is None else comp, a.regions)
 
 
-def _release(owner: np.ndarray, obj: ObjectMask, index: int) -> None:
-    """Unown the pixels of ``index`` that its (carved) mask no longer holds."""
+def _release(owner: np.ndarray, obj: ObjectMask, index: int, origin: tuple[int, int]) -> None:
+    """Unown the pixels of ``index`` that its (carved) mask no longer holds; ``owner``'s pixel
+    (0, 0) is image pixel ``origin``."""
     h, w = obj.mask.shape
-    view = owner[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
+    y0, x0 = obj.y0 - origin[0], obj.x0 - origin[1]
+    view = owner[y0 : y0 + h, x0 : x0 + w]
     view[(view == index) & ~obj.mask] = 0
 
 

@@ -18,12 +18,13 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..data.normalize import apply_stats, image_stats
 from ..errors import SpiralrayError
 from .config import SpiralNetConfig
 from .net import SpiralNet
-from .regions import crop_pad, crop_regions, grid_centres, pad_image
+from .regions import crop_pad, crop_regions, grid_centres, grid_shape, pad_image
 from .segment import Segmentation, segment_with
 from .spiral import SpiralGeometry, geometry_for, reference_region
 
@@ -31,7 +32,33 @@ from .spiral import SpiralGeometry, geometry_for, reference_region
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SpiralrayError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpiralrayError(f"device {device!r} asked for, but no CUDA GPU is available")
+    return dev
+
+
+def select_plane(image: np.ndarray, channel: int | None = None) -> np.ndarray:
+    """Validate an in-memory image and pick its 2-D plane: ``H x W`` (a channel of ``C x H x W``
+    or ``H x W x C`` with ``channel``; the smaller end axis is taken as the channel axis)."""
+    a = np.asarray(image)
+    if a.dtype.kind not in "uifb":
+        raise SpiralrayError(f"image has non-numeric dtype {a.dtype}")
+    if a.ndim > 2 and 1 in a.shape[:-2]:  # singleton leading axes (T, Z, C of size 1)
+        a = a.reshape([n for n in a.shape[:-2] if n != 1] + list(a.shape[-2:]))
+    if a.ndim == 3 and channel is not None:
+        axis = 0 if a.shape[0] <= a.shape[-1] else a.ndim - 1
+        if not 0 <= channel < a.shape[axis]:
+            raise SpiralrayError(f"channel {channel} out of range: image has {a.shape[axis]} channels")
+        a = np.take(a, channel, axis=axis)
+    if a.ndim != 2:
+        raise SpiralrayError(
+            f"image has shape {a.shape}: expected a 2-D image; choose a channel with --channel"
+        )
+    return a
 
 
 def prepare_image(
@@ -45,18 +72,7 @@ def prepare_image(
     Returns None for a constant image (no signal: zero objects is the answer). ``stats`` are
     per-image normalisation bounds computed elsewhere (a tiled run passes the whole image's).
     """
-    a = np.asarray(image)
-    if a.dtype.kind not in "uifb":
-        raise SpiralrayError(f"image has non-numeric dtype {a.dtype}")
-    if a.ndim == 3 and channel is not None:
-        axis = 0 if a.shape[0] <= min(a.shape[1:]) else a.ndim - 1
-        if not 0 <= channel < a.shape[axis]:
-            raise SpiralrayError(f"channel {channel} out of range: image has {a.shape[axis]} channels")
-        a = np.take(a, channel, axis=axis)
-    if a.ndim != 2:
-        raise SpiralrayError(
-            f"image has shape {a.shape}: expected a 2-D image; choose a channel with --channel"
-        )
+    a = select_plane(image, channel)
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise SpiralrayError("image contains NaN or infinite values")
     r = cfg.region
@@ -68,8 +84,28 @@ def prepare_image(
     stats = stats or image_stats(a, m.norm, m.norm_low, m.norm_high)
     if not stats[1] > stats[0]:
         return None
-    x = apply_stats(a, stats)
-    return np.repeat(x[None], m.in_channels, axis=0) if m.in_channels > 1 else x[None]
+    return to_channels(apply_stats(a, stats), m.in_channels)
+
+
+def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """``H x W`` normalised -> ``C x H x W`` (a grayscale image repeated for C > 1 models)."""
+    return np.repeat(x[None], channels, axis=0) if channels > 1 else x[None]
+
+
+# Scores are computed in blocks of SCORE_BLOCK x SCORE_BLOCK grid positions fixed on the image's
+# global grid, whoever asks: a tile and the whole image then run the same convolutions on the
+# same inputs, so their scores are bitwise equal (a convolution over a differently sized input
+# may sum in another order: ~3e-7 apart, enough to flip an NMS tie between clipped scores).
+SCORE_BLOCK = 16
+
+
+def block_spans(lo: int, hi: int, n: int, block: int = SCORE_BLOCK) -> list[tuple[int, int]]:
+    """Global blocks ``[k block, min((k + 1) block, n))`` that meet grid indices ``[lo, hi)``."""
+    return [(k * block, min((k + 1) * block, n)) for k in range(max(lo, 0) // block, -(-min(hi, n) // block))]
+
+
+def _pad2(pad) -> tuple[int, int]:
+    return (pad, pad) if isinstance(pad, int) else (int(pad[0]), int(pad[1]))
 
 
 class _Base:
@@ -83,17 +119,70 @@ class _Base:
         net.scorer.eval()
         net.segmenter.eval()
 
-    def region_masks(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> np.ndarray:
+    def region_masks(self, padded: torch.Tensor, pad, centres: np.ndarray) -> np.ndarray:
         """Central-object masks ``M x h x w`` (bool) of the regions centred on ``centres``."""
         probs = self.region_probs(padded, pad, centres)
         return (probs[:, 0] > self.cfg.spiral.threshold).cpu().numpy()
 
+    def masks_of(self, regions: np.ndarray) -> np.ndarray:
+        """Central-object masks ``M x h x w`` (bool) of regions given as pixels ``M x C x h x w``
+        (normalised; reflected past the image's borders as a padded image would hold them)."""
+        t = torch.from_numpy(np.ascontiguousarray(regions, np.float32)).to(self.device)
+        probs = self.probs_of(t)
+        return (probs[:, 0] > self.cfg.spiral.threshold).cpu().numpy()
+
+    def region_probs(self, padded: torch.Tensor, pad, centres: np.ndarray) -> torch.Tensor:
+        """Final object masks ``M x 3 x h x w`` (probabilities) of the regions centred on
+        ``centres`` (``M x 2`` image coords); ``padded`` holds image pixel (0, 0) at ``pad``."""
+        (py, px), r = _pad2(pad), self.cfg.region
+        cy, cx = r.centre
+        c = np.asarray(centres, np.int64).reshape(-1, 2)
+        if not len(c):
+            return torch.zeros((0, 3, r.height, r.width), device=self.device)
+        ys = torch.as_tensor(c[:, 0] - cy + py, device=padded.device)
+        xs = torch.as_tensor(c[:, 1] - cx + px, device=padded.device)
+        rows = ys[:, None] + torch.arange(r.height, device=padded.device)  # M x h
+        cols = xs[:, None] + torch.arange(r.width, device=padded.device)  # M x w
+        regions = padded[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3)  # M x C x h x w
+        return self.probs_of(regions.to(self.device))
+
+    def score_grid(self, padded: np.ndarray, pad, rows, cols, shape, stride: int | None = None) -> np.ndarray:
+        """Scores (clipped to [0, 1]) of grid positions ``rows = (i0, i1)`` x ``cols = (j0, j1)``
+        of an image of ``shape``; ``padded`` (``C x h x w``) holds image pixel (0, 0) at ``pad``
+        and every pixel of the global score blocks that meet the range."""
+        stride = stride or self.cfg.candidates.stride
+        r = self.cfg.region
+        gh, gw = grid_shape(*shape, r, stride)
+        (py, px), (i0, i1), (j0, j1) = _pad2(pad), rows, cols
+        out = np.zeros((max(i1 - i0, 0), max(j1 - j0, 0)), np.float32)
+        for b0, b1 in block_spans(i0, i1, gh):
+            for c0, c1 in block_spans(j0, j1, gw):
+                y0, x0 = b0 * stride - r.pad + py, c0 * stride - r.pad + px
+                if y0 < 0 or x0 < 0:
+                    raise ValueError(f"score block at grid ({b0}, {c0}) needs pixels outside the window")
+                window = padded[
+                    :, y0 : y0 + (b1 - b0 - 1) * stride + r.height, x0 : x0 + (c1 - c0 - 1) * stride + r.width
+                ]
+                s = self._score_window(np.ascontiguousarray(window), stride)
+                lo_i, lo_j = max(b0, i0), max(c0, j0)
+                hi_i, hi_j = min(b1, i1), min(c1, j1)
+                out[lo_i - i0 : hi_i - i0, lo_j - j0 : hi_j - j0] = s[
+                    lo_i - b0 : hi_i - b0, lo_j - c0 : hi_j - c0
+                ]
+        return out
+
+    def score_map(self, padded: np.ndarray, pad, shape, stride: int | None = None) -> np.ndarray:
+        """Dense scores ``gh x gw`` (clipped to [0, 1]) of an image padded by ``pad``, on the
+        grid of ``stride`` (default: the prediction stride)."""
+        gh, gw = grid_shape(*shape, self.cfg.region, stride or self.cfg.candidates.stride)
+        return self.score_grid(padded, pad, (0, gh), (0, gw), shape, stride)
+
     def segment(self, image: np.ndarray, channel: int | None = None) -> Segmentation:
         """Raw image (any numeric dtype) -> ``Segmentation``."""
-        x = prepare_image(image, self.cfg, channel)
-        shape = tuple(np.asarray(image).shape[-2:]) if x is None else x.shape[1:]
+        plane = select_plane(image, channel)
+        x = prepare_image(plane, self.cfg)
         if x is None:
-            return _empty(shape, self.cfg)
+            return _empty(plane.shape, self.cfg)
         return self.segment_normalised(x)
 
     @torch.inference_mode()
@@ -140,27 +229,19 @@ class Engine(_Base):
         self.margin = window_margin(self.geom, self.radius)
 
     @torch.inference_mode()
-    def score_map(self, padded: np.ndarray, pad: int, shape, stride: int | None = None) -> np.ndarray:
-        """Dense scores ``gh x gw`` (clipped to [0, 1]) of an image padded by ``pad``, on the
-        grid of ``stride`` (default: the prediction stride)."""
-        r = self.cfg.region
-        d = pad - r.pad  # the grid is defined on the image padded by r.pad
-        view = padded[:, d : padded.shape[1] - d, d : padded.shape[2] - d] if d else padded
-        t = torch.from_numpy(np.ascontiguousarray(view)).to(self.device)[None]
-        s = self.net.scorer.dense(t, stride or self.cfg.candidates.stride)[0]
-        return s.clamp(0, 1).float().cpu().numpy()
+    def _score_window(self, window: np.ndarray, stride: int) -> np.ndarray:
+        """The scorer as a strided convolution over a window ``C x h x w``: ``gh x gw`` scores."""
+        t = torch.from_numpy(window).to(self.device)[None]
+        return self.net.scorer.dense(t, stride)[0].clamp(0, 1).float().cpu().numpy()
 
     @torch.inference_mode()
-    def region_probs(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> torch.Tensor:
-        """Final object masks ``M x 3 x h x w`` (probabilities) of the regions centred on
-        ``centres`` (``M x 2`` image coords); ``batch_size`` regions per forward pass."""
+    def probs_of(self, regions: torch.Tensor) -> torch.Tensor:
+        """Final object masks ``M x 3 x h x w`` (probabilities) of regions ``M x C x h x w``
+        (normalised pixels, on the engine's device); ``batch_size`` regions per forward pass."""
         (my, mx), h, w = self.margin, self.geom.height, self.geom.width
         out = []
-        for i in range(0, len(centres), self.batch_size):
-            canvas = region_canvas(
-                padded, pad, centres[i : i + self.batch_size], self.cfg.region.centre, self.geom, self.margin
-            )
-            canvas = canvas.to(self.dtype)
+        for i in range(0, len(regions), self.batch_size):
+            canvas = F.pad(regions[i : i + self.batch_size].to(self.dtype), (mx, mx, my, my))
             if self.channels_last:
                 canvas = canvas.contiguous(memory_format=torch.channels_last)
             mask = spiral_batch(
@@ -172,7 +253,7 @@ class Engine(_Base):
                 early_stop=self.cfg.spiral.threshold / 2 if self.early_stop else None,
             )
             out.append(mask[:, :, my : my + h, mx : mx + w].float())
-        return torch.cat(out) if out else padded.new_zeros((0, 3, h, w))
+        return torch.cat(out) if out else regions.new_zeros((0, 3, h, w))
 
 
 def window_margin(geom: SpiralGeometry, radius: int) -> tuple[int, int]:
@@ -184,18 +265,6 @@ def window_margin(geom: SpiralGeometry, radius: int) -> tuple[int, int]:
         max(0, radius - min(ys), max(ys) + n + radius - geom.height),
         max(0, radius - min(xs), max(xs) + n + radius - geom.width),
     )
-
-
-def region_canvas(padded: torch.Tensor, pad: int, centres: np.ndarray, centre, geom, margin):
-    """Regions centred on ``centres`` (image coords) zero-padded by ``margin``:
-    ``B x C x (h + 2 my) x (w + 2 mx)``. padded: ``C x Hp x Wp``, the image padded by ``pad``."""
-    (my, mx), h, w = margin, geom.height, geom.width
-    cy, cx = centre
-    canvas = padded.new_zeros((len(centres), padded.shape[0], h + 2 * my, w + 2 * mx))
-    for b, (y, x) in enumerate(np.asarray(centres).tolist()):
-        y0, x0 = y - cy + pad, x - cx + pad
-        canvas[b, :, my : my + h, mx : mx + w] = padded[:, y0 : y0 + h, x0 : x0 + w]
-    return canvas
 
 
 def spiral_batch(
@@ -210,7 +279,7 @@ def spiral_batch(
 ) -> torch.Tensor:
     """The spiral over a batch of regions, one forward pass per step on valid windows.
 
-    canvas: ``B x C x Hc x Wc`` regions with zero margins (``region_canvas``). Returns the final
+    canvas: ``B x C x Hc x Wc`` regions with zero margins (``Engine.probs_of``). Returns the final
     object masks ``B x 3 x Hc x Wc`` (probabilities). Training hooks: ``truth`` (same shape as
     the mask) is written instead of the prediction (teacher forcing); ``record`` receives
     ``(k, image window, mask window)`` of every step, the inputs the network saw.
@@ -264,25 +333,26 @@ class ReferenceEngine(_Base):
     """One region at a time, the thesis's arithmetic: the oracle for ``Engine``."""
 
     @torch.inference_mode()
-    def score_map(self, padded: np.ndarray, pad: int, shape, stride: int | None = None) -> np.ndarray:
-        H, W = shape
-        centres = grid_centres(H, W, self.cfg.region, stride or self.cfg.candidates.stride)
-        flat = centres.reshape(-1, 2)
-        scores = np.empty(len(flat), np.float32)
-        for i in range(0, len(flat), 512):  # the per-region MLP, chunked only to bound memory
-            regions = crop_regions(padded, pad, flat[i : i + 512], self.cfg.region)
+    def _score_window(self, window: np.ndarray, stride: int) -> np.ndarray:
+        """The per-region MLP at every stride position of a window (chunked to bound memory)."""
+        r = self.cfg.region
+        gh, gw = (window.shape[1] - r.height) // stride + 1, (window.shape[2] - r.width) // stride + 1
+        tops = np.stack(np.meshgrid(np.arange(gh) * stride, np.arange(gw) * stride, indexing="ij"), -1)
+        centres = tops.reshape(-1, 2) + np.array(r.centre)
+        scores = np.empty(len(centres), np.float32)
+        for i in range(0, len(centres), 512):
+            regions = crop_regions(window, 0, centres[i : i + 512], r)
             t = torch.from_numpy(regions).to(self.device)
             scores[i : i + 512] = self.net.scorer(t).clamp(0, 1).cpu().numpy()
-        return scores.reshape(centres.shape[:2])
+        return scores.reshape(gh, gw)
 
     @torch.inference_mode()
-    def region_probs(self, padded: torch.Tensor, pad: int, centres: np.ndarray) -> torch.Tensor:
+    def probs_of(self, regions: torch.Tensor) -> torch.Tensor:
         seg = self.net.segmenter
-        regions = crop_regions(padded.cpu().numpy(), pad, centres, self.cfg.region)
 
         def predict(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
             t = seg(torch.from_numpy(img).to(self.device), torch.from_numpy(mask).to(self.device))
             return t.cpu().numpy()
 
-        out = [torch.from_numpy(reference_region(r, predict, self.geom)) for r in regions]
+        out = [torch.from_numpy(reference_region(r, predict, self.geom)) for r in regions.cpu().numpy()]
         return torch.stack(out) if out else torch.zeros((0, 3, self.geom.height, self.geom.width))

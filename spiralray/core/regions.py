@@ -50,19 +50,28 @@ def inside_image(centres: np.ndarray, height: int, width: int) -> np.ndarray:
     return (y >= 0) & (y < height) & (x >= 0) & (x < width)
 
 
-def crop_regions(padded: np.ndarray, pad: int, centres: np.ndarray, spec: RegionSpec) -> np.ndarray:
-    """Regions centred on ``centres`` (N x 2 image coords) cut from an image padded by ``pad``.
+def crop_regions(padded: np.ndarray, pad, centres: np.ndarray, spec: RegionSpec) -> np.ndarray:
+    """Regions centred on ``centres`` (N x 2 image coords) cut from an array that holds image
+    pixel (0, 0) at ``pad`` (an int, or (row, col) for a window of the image).
 
-    padded: ``C x (H + 2 pad) x (W + 2 pad)``. Returns ``N x C x height x width``.
+    padded: ``C x h x w``. Returns ``N x C x height x width``.
     """
+    py, px = (pad, pad) if isinstance(pad, int) else pad
     cy, cx = spec.centre
     out = np.empty((len(centres), padded.shape[0], spec.height, spec.width), padded.dtype)
     for k, (y, x) in enumerate(np.asarray(centres, dtype=np.int64)):
-        y0, x0 = y - cy + pad, x - cx + pad
-        if y0 < 0 or x0 < 0:
-            raise ValueError(f"region centred at {(y, x)} needs more than {pad} px of padding")
+        y0, x0 = y - cy + py, x - cx + px
+        if y0 < 0 or x0 < 0 or y0 + spec.height > padded.shape[1] or x0 + spec.width > padded.shape[2]:
+            raise ValueError(f"region centred at {(y, x)} lies outside the padded window")
         out[k] = padded[:, y0 : y0 + spec.height, x0 : x0 + spec.width]
     return out
+
+
+def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Image index of coordinates ``idx`` under symmetric reflection (edge pixel repeated) of an
+    axis of length ``n``, as ``np.pad(mode="symmetric")`` extends it, any number of times over."""
+    m = np.mod(np.asarray(idx, np.int64), 2 * n)
+    return np.where(m >= n, 2 * n - 1 - m, m)
 
 
 def reverse_distance_matrix(spec: RegionSpec) -> np.ndarray:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .config import RegionSpec, SpiralSpec
 
@@ -152,7 +153,9 @@ def continuation_centres(
 ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Where the central object touches this region's border inside the image.
 
-    mask: ``h x w`` bool central-object mask of the region centred at ``centre``.
+    mask: ``h x w`` bool central-object mask of the region centred at ``centre``. Only the
+    object under the region's centre is followed (the thesis follows *the central object*): a
+    piece of the mask not connected to it does not start a continuation.
     Returns ``(new_centre, beyond)`` per touched side (top, bottom, left, right): the new region
     is centred on the middle of the longest run along that border; ``beyond`` is the pixel just
     outside the border there.
@@ -160,7 +163,12 @@ def continuation_centres(
     H, W = image_shape
     ty, tx = _region_box(centre, region)
     h, w = mask.shape
-    out = []
+    out: list = []
+    cy, cx = region.centre
+    if not mask[cy, cx]:
+        return out
+    pieces, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
+    mask = pieces == pieces[cy, cx]
     # Clip the border lines to the image: touching the image edge is not a region border.
     c0, c1 = max(0, -tx), min(w, W - tx)
     r0, r1 = max(0, -ty), min(h, H - ty)

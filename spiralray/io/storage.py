@@ -142,9 +142,15 @@ def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
     check_output(s)
     import tifffile
 
-    tmp = s + ".partial"
-    tifffile.imwrite(tmp, labels, compression="zlib")
-    os.replace(tmp, s)  # never leave a half-written output behind
+    tmp = f"{s}.{os.getpid()}.partial"
+    try:
+        tifffile.imwrite(tmp, labels, compression="zlib")
+        os.replace(tmp, s)  # never leave a half-written output behind
+    except OSError as exc:
+        raise SpiralrayError(f"cannot write {s}: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_image(path, image: np.ndarray) -> None:

@@ -1,0 +1,266 @@
+"""The OME-Zarr output of one image, its manifest and its per-tile records.
+
+Layout (NGFF 0.5, zarr v3; a local path or an fsspec URL)::
+
+    OUT/                          image group; attrs["spiralray"] = {"complete": bool, ...}
+      labels/                     attrs["ome"]["labels"] = ["instances", "semantic"]
+        instances/0, 1, ...       uint32 ids (uint64 when they do not fit), pyramid by 2x nearest
+        semantic/0, 1, ...        uint8 foreground
+      objects.parquet             the per-object table (core.objects.COLUMNS)
+      .spiralray/manifest.json    input, shape, model, parameters, statistics, completed tiles
+      .spiralray/tiles/*.npz      each completed tile's objects (what a resumed run reloads)
+      .spiralray/seed_ids         scratch: resolved seed ids, before the final ids are assigned
+
+Writes are whole objects: a tile record or the manifest is written to a temporary name and
+renamed (a single PUT on object stores), so a kill never leaves one half-written; label chunks
+are rewritten whole by a resumed run, and ``complete`` is set last. An output is recognised as
+spiralray's by its manifest: nothing else is ever deleted. No torch here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import numpy as np
+
+from ..errors import SpiralrayError
+from .readers import is_url, local, one_line, redact
+
+MANIFEST = ".spiralray/manifest.json"
+TILES = ".spiralray/tiles"
+SCRATCH = ".spiralray/seed_ids"
+TABLE = "objects.parquet"
+LABELS = ("instances", "semantic")
+
+
+def _fault(kind: str) -> None:
+    """Test hook: ``SPIRALRAY_FAULT=tile:N`` (or ``chunk:N``) kills the process right after the
+    N-th write of that kind, as a crash or a node loss would."""
+    spec = os.environ.get("SPIRALRAY_FAULT", "")
+    if not spec.startswith(kind + ":"):
+        return
+    left = int(spec.split(":", 1)[1]) - 1
+    os.environ["SPIRALRAY_FAULT"] = f"{kind}:{left}"
+    if left <= 0:
+        os._exit(137)
+
+
+class Output:
+    """An OME-Zarr output location (``url``: a local path or fsspec URL)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        import fsspec
+
+        self.url = str(url).rstrip("/")
+        self.storage_options = storage_options or {}
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(local(self.url), **self.storage_options)
+        except Exception as exc:
+            raise SpiralrayError(f"cannot use output {redact(self.url)}: {one_line(exc)}") from exc
+
+    def _p(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def _zurl(self, key: str = "") -> str:
+        return local(self.url) + (f"/{key}" if key else "")
+
+    def _zopts(self):
+        return self.storage_options if is_url(self.url) else None
+
+    # --- existence, ownership, writability ---------------------------------------------------
+
+    def exists(self) -> bool:
+        try:
+            return bool(self.fs.exists(self.root))
+        except Exception as exc:
+            raise SpiralrayError(f"cannot reach output {redact(self.url)}: {one_line(exc)}") from exc
+
+    def manifest(self) -> dict | None:
+        try:
+            with self.fs.open(self._p(MANIFEST), "rb") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise SpiralrayError(f"unreadable manifest in {redact(self.url)}: {one_line(exc)}") from exc
+
+    def remove(self) -> None:
+        """Delete a spiralray output (refused for anything without a spiralray manifest)."""
+        if self.manifest() is None:
+            raise SpiralrayError(f"{redact(self.url)} is not a spiralray output: not deleting it")
+        self.fs.rm(self.root, recursive=True)
+
+    def _put(self, key: str, data: bytes) -> None:
+        """Write one object whole: a temporary name renamed locally, one PUT on object stores."""
+        path = self._p(key)
+        try:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            if is_url(self.url):
+                self.fs.pipe_file(path, data)
+                return
+            tmp = f"{path}.{uuid.uuid4().hex}.partial"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        except OSError as exc:
+            raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
+
+    def write_manifest(self, manifest: dict) -> None:
+        self._put(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+    # --- tile records ------------------------------------------------------------------------
+
+    def put_record(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        self._put(f"{TILES}/{key}.npz", buf.getvalue())
+        _fault("tile")
+
+    def get_record(self, key: str) -> dict[str, np.ndarray] | None:
+        try:
+            with self.fs.open(self._p(f"{TILES}/{key}.npz"), "rb") as f:
+                with np.load(io.BytesIO(f.read())) as z:
+                    return {k: z[k] for k in z.files}
+        except Exception:  # missing, or damaged by a crash mid-write elsewhere: recompute the tile
+            return None
+
+    def done_tiles(self) -> set[str]:
+        try:
+            names = self.fs.ls(self._p(TILES), detail=False)
+        except FileNotFoundError:
+            return set()
+        return {n.rsplit("/", 1)[-1][: -len(".npz")] for n in names if n.endswith(".npz")}
+
+    # --- label arrays ------------------------------------------------------------------------
+
+    def open_scratch(self, shape, chunks: int, resume: bool):
+        import zarr
+
+        path = self._zurl(SCRATCH)
+        if resume:
+            try:
+                return zarr.open_array(path, mode="r+", storage_options=self._zopts())
+            except Exception:
+                pass
+        return zarr.create_array(
+            path,
+            shape=tuple(shape),
+            chunks=(chunks, chunks),
+            dtype=np.uint64,
+            fill_value=0,
+            overwrite=True,
+            storage_options=self._zopts(),
+        )
+
+    def write_chunk(self, scratch, y0: int, x0: int, block: np.ndarray) -> None:
+        try:
+            scratch[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
+        except Exception as exc:
+            raise SpiralrayError(f"cannot write {redact(self.url)} at rows {y0}-: {one_line(exc)}") from exc
+        _fault("chunk")
+
+    def finalize(
+        self, scratch, seeds: np.ndarray, ids: np.ndarray, chunks: int, attrs: dict, table: dict
+    ) -> None:
+        """Final labels from the scratch seed ids: ``seeds`` (sorted uint64) map to ``ids``;
+        instance and semantic pyramids, OME metadata, the table; ``complete`` set last."""
+        import dask
+        import dask.array as da
+        import zarr
+        from ome_zarr.format import FormatV05
+        from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
+
+        dtype = np.uint32 if (len(ids) == 0 or int(ids.max()) < 2**32) else np.uint64
+        lut_keys = np.asarray(seeds, np.uint64)
+        lut_vals = np.asarray(ids, dtype)
+
+        def relabel(block):
+            out = np.zeros(block.shape, dtype)
+            fg = block > 0
+            out[fg] = lut_vals[np.searchsorted(lut_keys, block[fg])]
+            return out
+
+        src = da.from_zarr(scratch)
+        inst = src.map_blocks(relabel, dtype=dtype)
+        levels = pyramid_levels(scratch.shape, chunks)
+        root = zarr.open_group(self._zurl(), mode="a", storage_options=self._zopts())
+        labels = root.require_group("labels")
+        fmt = FormatV05()
+        with dask.config.set(scheduler="threads"):
+            for name, level0 in (("instances", inst), ("semantic", (inst > 0).astype(np.uint8))):
+                group = labels.require_group(name)
+                datasets = []
+                arr = level0
+                for k in range(levels):
+                    target = group.create_array(
+                        str(k),
+                        shape=arr.shape,
+                        chunks=(chunks, chunks),
+                        dtype=arr.dtype,
+                        fill_value=0,
+                        overwrite=True,
+                    )
+                    da.store(arr.rechunk((chunks, chunks)), target, lock=False)
+                    datasets.append(
+                        {
+                            "path": str(k),
+                            "coordinateTransformations": [{"type": "scale", "scale": [2.0**k, 2.0**k]}],
+                        }
+                    )
+                    # nearest neighbour: ids are never averaged
+                    arr = da.from_zarr(target)[::2, ::2]
+                write_multiscales_metadata(group, datasets, fmt=fmt, axes=["y", "x"], name=name)
+        labels.attrs.pop("ome", None)
+        for name in LABELS:
+            write_label_metadata(labels, name, fmt=fmt, source={"image": "../../"})
+        self.write_table(table)
+        root.attrs["spiralray"] = {**attrs, "complete": True}
+
+    def write_table(self, table: dict) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(pa.table({k: np.asarray(v) for k, v in table.items()}), buf)
+        self._put(TABLE, buf.getvalue())
+
+    def mark(self, attrs: dict) -> None:
+        """Root group attributes (created if missing): ``complete`` false until finalize."""
+        import zarr
+
+        try:
+            root = zarr.open_group(self._zurl(), mode="a", storage_options=self._zopts())
+            root.attrs["spiralray"] = attrs
+        except Exception as exc:
+            raise SpiralrayError(f"cannot write output {redact(self.url)}: {one_line(exc)}") from exc
+
+    def drop_scratch(self) -> None:
+        try:
+            self.fs.rm(self._p(SCRATCH), recursive=True)
+        except FileNotFoundError:
+            pass
+
+
+def pyramid_levels(shape, chunks: int) -> int:
+    """Levels halving the image until it fits one chunk (at least one level)."""
+    n, size = 1, max(shape)
+    while size > chunks:
+        size = -(-size // 2)
+        n += 1
+    return n
+
+
+def read_table(url: str, storage_options: dict | None = None) -> dict:
+    import pyarrow.parquet as pq
+
+    out = Output(url, storage_options)
+    with out.fs.open(out._p(TABLE), "rb") as f:
+        t = pq.read_table(f)
+    return {k: t.column(k).to_numpy() for k in t.column_names}

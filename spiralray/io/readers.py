@@ -1,0 +1,356 @@
+"""Images on storage, read by window: one 2-D plane of a zarr array (v2 or v3), an OME-Zarr image
+(NGFF 0.4 or 0.5, level 0 of its multiscales), a TIFF, or a PNG/JPEG; a local path or an
+fsspec URL (``s3://`` through the standard AWS environment, ``AWS_ENDPOINT_URL`` included).
+
+Chunked formats (zarr, tiled or striped TIFF, through tifffile's zarr view) read only the chunks
+a window needs. A PNG, or a TIFF stored as one compressed strip, can only be read whole: the
+reader says so (``whole``), and ``spiralray ingest`` converts such files to chunked OME-Zarr.
+
+Every failure a user can fix (missing object, unknown protocol, missing filesystem package,
+credentials, corrupt chunk, non-image array) raises ``SpiralrayError`` with one line naming the
+object. No torch here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpiralrayError
+
+TIFF = (".tif", ".tiff")
+RASTER = (".png", ".jpg", ".jpeg", ".bmp")
+WHOLE_WARN_PIXELS = 64 * 2**20  # beyond this, reading a file whole is worth a warning
+
+
+def is_url(path) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def local(path) -> str:
+    s = str(path)
+    return s[len("file://") :] if s.startswith("file://") else s
+
+
+def redact(url: str) -> str:
+    """A URL without credentials or query string (what a manifest may record)."""
+    s = str(url)
+    if "://" not in s:
+        return os.path.abspath(s)
+    proto, rest = s.split("://", 1)
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    host, _, path = rest.partition("/")
+    host = host.rsplit("@", 1)[-1]
+    return f"{proto}://{host}/{path}" if path else f"{proto}://{host}"
+
+
+def check_protocol(url: str) -> None:
+    """A clear error for an unknown URL protocol or a missing filesystem package."""
+    if not is_url(url):
+        return
+    import fsspec
+
+    proto = str(url).split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(proto)
+    except ValueError:
+        raise SpiralrayError(f"unknown URL protocol '{proto}://' in {redact(url)}") from None
+    except ImportError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise SpiralrayError(f"cannot read {proto}:// URLs: {first}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+
+
+def is_zarr(path) -> bool:
+    s = local(path).rstrip("/")
+    if s.endswith(".zarr") or ".zarr/" in s:
+        return True
+    return (
+        not is_url(s)
+        and os.path.isdir(s)
+        and any(os.path.exists(os.path.join(s, m)) for m in ("zarr.json", ".zarray", ".zgroup"))
+    )
+
+
+@dataclass
+class Plane:
+    """How a 2-D plane sits in an N-D array: ``index`` holds an int for every non-YX axis."""
+
+    axes: str  # one letter per array axis, e.g. "tczyx", "cyx", "yx"
+    index: tuple = field(default_factory=tuple)  # ints, with slices for y and x
+
+
+def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, plane) -> Plane:
+    """Pick the 2-D plane: singleton axes are squeezed, C by ``channel``, T / Z by ``plane``
+    (an int for the one stack axis left, or a dict like {"t": 0, "z": 5}).
+
+    ``axes`` (lower-case letters, one per axis) comes from OME or TIFF metadata; without it the
+    last two axes are y, x, unless the last is small (<= 4: channels-last RGB(A) or stacks)."""
+    nd = len(shape)
+    guessed = axes is None or "q" in axes.lower()
+    if axes is None:
+        if nd == 2:
+            axes = "yx"
+        elif nd == 3 and shape[-1] <= 4 < min(shape[:2]):
+            axes = "yxc"
+        elif nd == 3:
+            axes = "cyx" if channel is not None or plane is None else "zyx"
+        else:
+            axes = "q" * (nd - 2) + "yx"
+    axes = axes.lower()
+    unknown = [i for i, (a, n) in enumerate(zip(axes, shape, strict=False)) if a == "q" and n > 1]
+    if len(unknown) == 1 and (channel is not None or plane is not None) and "c" not in axes:
+        k = unknown[0]  # one axis of unknown meaning: it is what the user selects along
+        axes = axes[:k] + ("c" if channel is not None else "z") + axes[k + 1 :]
+    if "y" not in axes or "x" not in axes or len(axes) != nd:
+        raise SpiralrayError(f"array of shape {shape} (axes '{axes}') is not an image with y and x axes")
+    picks = dict(plane) if isinstance(plane, dict) else {}
+    rest = [a for a, n in zip(axes, shape, strict=True) if a not in "yx" and n > 1]
+    stack = [a for a in rest if a != "c"]
+    if isinstance(plane, int):
+        if len(stack) != 1:
+            raise SpiralrayError(
+                f"--plane {plane} is ambiguous for axes '{axes}' of shape {shape}; "
+                "name the axis, e.g. --plane z=3,t=0"
+            )
+        picks[stack[0]] = plane
+    index = []
+    for a, n in zip(axes, shape, strict=True):
+        if a in "yx":
+            index.append(slice(None))
+            continue
+        if a == "c" and n > 1:
+            if channel is None:
+                raise SpiralrayError(
+                    f"image has {n} channels (axes '{axes}', shape {shape}); choose one with --channel"
+                )
+            k = channel
+        elif n > 1:
+            if a not in picks and guessed:
+                raise SpiralrayError(
+                    f"image has shape {shape}: expected a 2-D image; choose a channel with --channel "
+                    "or a plane with --plane"
+                )
+            if a not in picks:
+                raise SpiralrayError(
+                    f"image is a stack (axes '{axes}', shape {shape}); choose a plane with --plane "
+                    + ("N" if len(stack) == 1 else ",".join(f"{s}=N" for s in stack))
+                )
+            k = picks[a]
+        else:
+            k = 0
+        if not 0 <= k < n:
+            what = "channel" if a == "c" else f"plane {a}"
+            raise SpiralrayError(f"{what} {k} out of range: the image has {n} along axis '{a}'")
+        index.append(int(k))
+    if (
+        channel is not None
+        and "c" not in [a for a, n in zip(axes, shape, strict=True) if n > 1]
+        and channel != 0
+    ):
+        raise SpiralrayError(f"channel {channel} out of range: image has 1 channel")
+    if axes.index("y") > axes.index("x"):
+        raise SpiralrayError(f"axes '{axes}': x before y is not supported")
+    return Plane(axes, tuple(index))
+
+
+class ImageReader:
+    """One 2-D plane of an image on storage. ``read(y0, y1, x0, x1)`` returns ``h x w`` in the
+    stored dtype; ``shape`` is (H, W); ``chunks`` the natural read unit (rows, cols)."""
+
+    def __init__(
+        self, url: str, array, plane: Plane, chunks, whole: bool, kind: str, missing: int = 0, keep=None
+    ):
+        self.url, self.array, self.plane, self.kind = url, array, plane, kind
+        ys = [n for a, n in zip(plane.axes, array.shape, strict=True) if a == "y"]
+        xs = [n for a, n in zip(plane.axes, array.shape, strict=True) if a == "x"]
+        self.shape = (int(ys[0]), int(xs[0]))
+        self.dtype = np.dtype(array.dtype)
+        self.chunks = chunks
+        self.whole = whole
+        self.missing_chunks = missing
+        self._keep = keep  # open file handles the array reads through
+        if self.dtype.kind not in "uifb":
+            raise SpiralrayError(f"{redact(url)} holds {self.dtype} data, not a numeric image")
+
+    def _index(self, y0, y1, x0, x1):
+        out = []
+        for a, k in zip(self.plane.axes, self.plane.index, strict=True):
+            out.append(slice(y0, y1) if a == "y" else slice(x0, x1) if a == "x" else k)
+        return tuple(out)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        H, W = self.shape
+        if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
+            raise ValueError(f"window {(y0, y1, x0, x1)} outside the {H} x {W} image")
+        try:
+            return np.asarray(self.array[self._index(y0, y1, x0, x1)])
+        except SpiralrayError:
+            raise
+        except Exception as exc:
+            raise SpiralrayError(f"cannot read {self._where(y0, y1, x0, x1)}: {one_line(exc)}") from exc
+
+    def _where(self, y0, y1, x0, x1) -> str:
+        """The object a failed read names: the first chunk of the window that fails alone."""
+        ch, cw = self.chunks
+        for y in range(y0 - y0 % ch, y1, ch):
+            for x in range(x0 - x0 % cw, x1, cw):
+                try:
+                    np.asarray(self.array[self._index(y, min(y + ch, y1), x, min(x + cw, x1))])
+                except Exception:
+                    y1c, x1c = min(y + ch, self.shape[0]), min(x + cw, self.shape[1])
+                    return f"{redact(self.url)} chunk at rows {y}-{y1c}, cols {x}-{x1c}"
+        return f"{redact(self.url)} rows {y0}-{y1}, cols {x0}-{x1}"
+
+    def windows(self, target_pixels: int = 16 * 2**20) -> Iterator[tuple[int, int, int, int]]:
+        """Chunk-aligned boxes covering the image, about ``target_pixels`` each (row bands)."""
+        H, W = self.shape
+        ch = self.chunks[0]
+        rows = max(ch, (target_pixels // max(W, 1)) // ch * ch)
+        for y in range(0, H, rows):
+            yield y, min(y + rows, H), 0, W
+
+    def describe(self) -> dict:
+        return {
+            "url": redact(self.url),
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+            "axes": self.plane.axes,
+            "plane": [k if isinstance(k, int) else None for k in self.plane.index],
+            "chunks": list(self.chunks),
+            "whole": self.whole,
+            "missing_chunks": self.missing_chunks,
+        }
+
+
+def _ome_axes(attrs) -> tuple[dict | None, str | None]:
+    """(multiscales[0], axes letters) of NGFF 0.4 (attrs) or 0.5 (attrs["ome"]) metadata."""
+    ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not ms:
+        return None, None
+    axes = ms[0].get("axes")
+    if axes is None:
+        return ms[0], None
+    return ms[0], "".join((a["name"] if isinstance(a, dict) else a)[0].lower() for a in axes)
+
+
+def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
+    import zarr
+
+    try:
+        node = zarr.open(local(url), mode="r", storage_options=storage_options if is_url(url) else None)
+    except Exception as exc:
+        raise SpiralrayError(f"cannot open {redact(url)} as zarr: {one_line(exc)}") from exc
+    axes, kind = None, "zarr"
+    if isinstance(node, zarr.Group):
+        ms, axes = _ome_axes(dict(node.attrs))
+        if ms is None:
+            raise SpiralrayError(
+                f"{redact(url)} is a zarr group, not an image: name an array or image inside it"
+            )
+        try:
+            node = node[ms["datasets"][0]["path"]]
+        except Exception as exc:
+            raise SpiralrayError(
+                f"{redact(url)}: level 0 of its multiscales cannot be opened: {one_line(exc)}"
+            ) from exc
+        kind = "ome-zarr " + str(
+            dict(node.attrs).get("ome", {}).get("version", "") or ms.get("version", "0.5")
+        )
+    if not hasattr(node, "shape") or len(node.shape) < 2:
+        raise SpiralrayError(
+            f"{redact(url)} is an array of shape {getattr(node, 'shape', None)}, not an image"
+        )
+    p = choose_plane(tuple(node.shape), axes, channel, plane)
+    chunks = tuple(int(c) for a, c in zip(p.axes, node.chunks, strict=True) if a in "yx")
+    try:
+        missing = int(node.nchunks) - int(node.nchunks_initialized)
+    except Exception:
+        missing = 0
+    return ImageReader(url, node, p, chunks, whole=False, kind=kind.strip(), missing=missing)
+
+
+def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
+    import tifffile
+    import zarr
+
+    try:
+        if is_url(url):
+            import fsspec
+
+            handle = fsspec.open(url, "rb", **(storage_options or {})).open()
+            tif = tifffile.TiffFile(handle)
+        else:
+            handle, tif = None, tifffile.TiffFile(local(url))
+        series = tif.series[0]
+        arr = zarr.open(series.aszarr(), mode="r")
+        if isinstance(arr, zarr.Group):  # a pyramidal TIFF: level 0
+            arr = arr["0"]
+    except SpiralrayError:
+        raise
+    except Exception as exc:
+        raise SpiralrayError(f"cannot read {redact(url)} as a TIFF: {one_line(exc)}") from exc
+    axes = series.axes.lower().replace("s", "c").replace("i", "z")  # q: unknown, guessed
+    p = choose_plane(tuple(arr.shape), axes, channel, plane)
+    chunks = tuple(int(c) for a, c in zip(p.axes, arr.chunks, strict=True) if a in "yx")
+    shape = tuple(n for a, n in zip(p.axes, arr.shape, strict=True) if a in "yx")
+    whole = chunks[0] >= shape[0] and chunks[1] >= shape[1]
+    return ImageReader(url, arr, p, chunks, whole=whole, kind="tiff", keep=(tif, handle))
+
+
+def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:
+    import imageio.v3 as iio
+
+    try:
+        if is_url(url):
+            import fsspec
+
+            with fsspec.open(url, "rb", **(storage_options or {})) as f:
+                a = np.asarray(iio.imread(f.read(), extension=Path(url.split("?")[0]).suffix))
+        else:
+            a = np.asarray(iio.imread(local(url)))
+    except Exception as exc:
+        raise SpiralrayError(f"cannot read {redact(url)} as an image: {one_line(exc)}") from exc
+    p = choose_plane(a.shape, None, channel, plane)
+    shape = tuple(n for ax, n in zip(p.axes, a.shape, strict=True) if ax in "yx")
+    return ImageReader(url, a, p, shape, whole=True, kind="raster")
+
+
+def exists(url: str, storage_options=None) -> bool:
+    if is_url(url):
+        import fsspec
+
+        try:
+            fs, p = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+            return fs.exists(p)
+        except Exception as exc:
+            raise SpiralrayError(f"cannot reach {redact(url)}: {one_line(exc)}") from exc
+    return os.path.exists(local(url))
+
+
+def open_image(url: str, channel: int | None = None, plane=None, storage_options=None) -> ImageReader:
+    """An ``ImageReader`` for any supported image at a path or URL."""
+    url = str(url)
+    check_protocol(url)
+    if not exists(url, storage_options):
+        raise SpiralrayError(f"input not found: {redact(url) if is_url(url) else url}")
+    if is_zarr(url):
+        return open_zarr(url, channel, plane, storage_options)
+    suffix = Path(url.split("?")[0]).suffix.lower()
+    if suffix in TIFF:
+        return open_tiff(url, channel, plane, storage_options)
+    if suffix in RASTER:
+        return open_raster(url, channel, plane, storage_options)
+    if not is_url(url) and os.path.isdir(local(url)):
+        raise SpiralrayError(f"{url} is a directory, not an image (a zarr store needs zarr.json or .zarray)")
+    raise SpiralrayError(f"unsupported image format '{suffix or 'none'}' for {url} (use .tif, .png or .zarr)")

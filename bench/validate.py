@@ -14,7 +14,7 @@ import torch
 from spiralray import modelzoo
 from spiralray.core.engine import Engine
 from spiralray.core.metrics import evaluate_many
-from spiralray.data.datasets import HELA_SPLIT, load_pairs
+from spiralray.data.datasets import HELA_NOTE, HELA_SPLIT, load_pairs
 from spiralray.data.shifts import shifted
 
 KEYS = ("object_f1_50", "object_f1_mean_50_90", "pixel_f1", "merges")
@@ -37,7 +37,7 @@ def main():
             for name, pairs in sets.items()
             for r in [evaluate_many((engine.segment(im).labels, lb) for im, lb in pairs)]
         }
-        print(json.dumps({path: rows[path]}), flush=True)
+        print(json.dumps({path: rows[path], "note": HELA_NOTE}), flush=True)
     print(f"{'object F1@0.5 / mean F1 / pixel F1':40s}" + "".join(f"{n:>24s}" for n in sets))
     for path, r in rows.items():
         cells = "".join(
@@ -45,6 +45,7 @@ def main():
             for n in sets
         )
         print(f"{path[-40:]:40s}{cells}")
+    print(HELA_NOTE)
 
 
 if __name__ == "__main__":

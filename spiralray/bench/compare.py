@@ -18,7 +18,7 @@ from .. import modelzoo
 from ..core.engine import Engine, resolve_device
 from ..core.metrics import evaluate_many
 from ..core.models import UNet
-from ..data.datasets import HELA_SPLIT, load_pairs
+from ..data.datasets import HELA_NOTE, HELA_SPLIT, load_pairs
 from ..data.normalize import normalize
 from ..data.shifts import shifted
 from ..data.synthetic import SyntheticSpec, generate_many
@@ -186,6 +186,7 @@ def bench_compare(args) -> dict:
     return {
         "benchmark": "compare",
         "data": f"HeLa frames {frames} (labels are ERR_SEG method output)",
+        "note": HELA_NOTE,
         "device": str(engine.device),
         "threads": torch.get_num_threads(),
         "object_f1_50": sn["object_f1_50"],

@@ -92,6 +92,44 @@ def test_resume_continues_from_checkpoint(trained):
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
 
 
+def test_split_never_validates_on_training_frames(dataset):
+    from spiralray.data.datasets import load_pairs
+    from spiralray.train.ray_trainer import _split
+
+    pairs = load_pairs(str(dataset))
+
+    def frames(job):
+        return [
+            [next(i for i, (im, _) in enumerate(pairs) if np.array_equal(im, p[0])) for p in part]
+            for part in _split(job)
+        ]
+
+    data = str(dataset)
+    assert frames(TrainJob(data=data, val_frames=[1])) == [[0, 2], [1]]  # all other frames train
+    assert frames(TrainJob(data=data, frames=[0], val_frames=[2])) == [[0], [2]]
+    assert frames(TrainJob(data=data, frames=[0, 1])) == [[0, 1], []]  # the rest may be test frames
+    assert frames(TrainJob(data=data, val_images=0)) == [[0, 1, 2], []]
+    assert frames(TrainJob(data=data)) == [[0, 1], [2]]
+    with pytest.raises(SpiralrayError, match="both a training and a validation frame"):
+        _split(TrainJob(data=data, frames=[0, 1], val_frames=[1]))
+    with pytest.raises(SpiralrayError, match="no training frames"):
+        _split(TrainJob(data=data, val_frames=[0, 1, 2]))
+
+
+def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_store, dataset, tmp_path):
+    """Without validation images the run says so; no training image is scored as validation."""
+    import mlflow
+
+    said = []
+    out = train(TrainJob(data=str(dataset), val_images=0, storage=str(tmp_path), **TINY), log=said.append)
+    assert any("no validation data" in m for m in said)
+    assert out["metrics"] is None
+    for stage in ("scorer", "segmenter"):
+        assert not [k for h in out["stages"][stage]["history"] for k in h if k.startswith("val_")]
+    run = mlflow.MlflowClient().get_run(out["run_id"])
+    assert run.data.tags["validation"] == "none" and not [k for k in run.data.metrics if "val_" in k]
+
+
 def test_bad_training_input(ray_cluster, tmp_path, dataset):
     with pytest.raises(SpiralrayError, match="no frame 7"):
         train(TrainJob(data=str(dataset), frames=[0, 7]))

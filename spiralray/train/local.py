@@ -34,7 +34,7 @@ def fit(
         module.train()
         opt = torch.optim.Adam(module.parameters(), lr=spec.lr)
         if name == "scorer":
-            stream = batches(sampler, spec.scorer_batch, net.config, loader_workers)
+            stream = batches(sampler, spec.scorer_batch, net.config.model.score_label, loader_workers)
         else:
             stream = batches(sampler, spec.spiral_regions, None, loader_workers)
         t0, it = time.time(), 0
@@ -44,7 +44,7 @@ def fit(
                     group["lr"] = cosine_lr(spec, (time.time() - t0) / seconds)
                 imgs, labs, targets = next(stream)
                 if name == "scorer":
-                    loss = scorer_step(net, opt, imgs, labs, spec, device, targets=targets)
+                    loss = scorer_step(net, opt, imgs, targets, spec, device)
                 else:
                     loss = segmenter_step(net, opt, imgs, labs, spec, device, rng)
                 it += 1

@@ -50,29 +50,44 @@ class TrainJob:
 
 
 def _split(job: TrainJob):
+    """(training pairs, validation pairs) of ``job.data``. Explicit frames: ``val_frames`` alone
+    trains on every other frame; ``frames`` alone has no validation (the frames left out may be
+    the test set). Neither: the last 15% (``val_images``) validate. No validation data gives an
+    empty list, never a training frame scored as "validation"."""
     from ..data.datasets import check_frames, load_pairs
 
     pairs = load_pairs(job.data)
     check_frames(len(pairs), (job.frames or []) + (job.val_frames or []), job.data)
     if job.frames is not None or job.val_frames is not None:
-        train = [pairs[i] for i in (job.frames or [])] or pairs
-        val = [pairs[i] for i in (job.val_frames or [])]
+        val_idx = list(job.val_frames or [])
+        both = sorted(set(job.frames or []) & set(val_idx))
+        if both:
+            raise SpiralrayError(f"frame {both[0]} is both a training and a validation frame")
+        train_idx = (
+            job.frames if job.frames is not None else [i for i in range(len(pairs)) if i not in val_idx]
+        )
+        if not train_idx:
+            raise SpiralrayError(f"{job.data}: no training frames left besides the validation frames")
+        train, val = [pairs[i] for i in train_idx], [pairs[i] for i in val_idx]
     else:
         n_val = job.val_images if job.val_images is not None else max(1, round(0.15 * len(pairs)))
         n_val = n_val if len(pairs) > n_val else 0
         train, val = pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val :]
     if job.images:
         train = train[: job.images]
-    return train, val or train[:1]
+    return train, val
 
 
 _SAMPLERS: dict = {}  # per Ray worker process: datasets by object-store key
 
 
-def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int, zoom: tuple[float, ...]):
+def region_dataset(
+    images, labels, cfg: SpiralNetConfig, rows: int, seed: int, zoom: tuple[float, ...], scores: bool = False
+):
     """Ray Data: augmented region samples drawn from the images, fresh on every pass.
 
-    Rows: ``image`` (1 x h x w float32, normalised) and ``labels`` (h x w int32 instance ids).
+    Rows: ``image`` (1 x h x w float32, normalised), ``labels`` (h x w int32 instance ids) and,
+    with ``scores``, ``score`` (float32, the target of ``cfg``'s score label).
     """
     import ray
 
@@ -90,13 +105,16 @@ def region_dataset(images, labels, cfg: SpiralNetConfig, rows: int, seed: int, z
             _SAMPLERS.clear()  # one dataset per process at a time: memory stays bounded
             imgs, labs = ray.get(refs)
             sampler = _SAMPLERS[key] = RegionSampler(imgs, labs, cfg, scales=zoom)
-        out_i, out_l = [], []
+        out: dict[str, list] = {"image": [], "labels": [], "score": []}
         for task in batch["task"]:
             sampler.rng = np.random.default_rng(int(seed * 100003 + task + time.time_ns() % 10**6))
-            im, lb = sampler.sample(per_task)
-            out_i.append(im)
-            out_l.append(lb.astype(np.int32))
-        return {"image": np.concatenate(out_i), "labels": np.concatenate(out_l)}
+            im, lb, sc = sampler.sample(per_task, cfg.model.score_label if scores else None)
+            out["image"].append(im)
+            out["labels"].append(lb.astype(np.int32))
+            out["score"].append(sc)
+        if not scores:
+            del out["score"]
+        return {k: np.concatenate(v) for k, v in out.items()}
 
     return ray.data.range(tasks).rename_columns({"id": "task"}).map_batches(draw, batch_size=1)
 
@@ -121,6 +139,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
 
     cfg = SpiralNetConfig.from_dict({**SpiralNetConfig().to_dict(), **job.config})
     train_pairs, val_pairs = _split(job)
+    if not val_pairs:
+        log("no validation data (give --val-frames or more images): no validation metrics are reported")
     m = cfg.model
     norm = [normalize(im, m.norm, m.norm_low, m.norm_high) for im, _ in train_pairs]
     labels = [lb for _, lb in train_pairs]
@@ -158,7 +178,11 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
                 storage_path=storage,
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
-            datasets={"train": region_dataset(norm, labels, cfg, rows, job.seed, tuple(job.zoom))},
+            datasets={
+                "train": region_dataset(
+                    norm, labels, cfg, rows, job.seed, tuple(job.zoom), scores=stage == "scorer"
+                )
+            },
         )
         t0 = time.time()
         result = trainer.fit()

@@ -66,7 +66,8 @@ def _overlay(image: np.ndarray, labels: np.ndarray, truth: np.ndarray, path: str
 
 
 def log_training(job, cfg, weights: dict, results: dict, val_pairs) -> dict:
-    """Log a finished training run, register its model and set the alias."""
+    """Log a finished training run, register its model and set the alias. Without validation
+    pairs no validation metrics are logged (tag ``validation``: "none"; ``metrics``: None)."""
     import torch
 
     from .. import modelzoo
@@ -87,14 +88,17 @@ def log_training(job, cfg, weights: dict, results: dict, val_pairs) -> dict:
                 mlflow.log_metrics(
                     {f"{stage}/{k}": float(v) for k, v in h.items() if k != "epoch"}, step=int(h["epoch"])
                 )
-        engine = Engine(net, device="cpu")
-        preds = [engine.segment(im).labels for im, _ in val_pairs]
-        final = evaluate_many(zip(preds, [lb for _, lb in val_pairs], strict=True))
-        mlflow.log_metrics({f"val_{k}": float(v) for k, v in final.items()})
         _loss_plot(results, os.path.join(tmp, "loss_curves.png"))
-        _overlay(val_pairs[0][0], preds[0], val_pairs[0][1], os.path.join(tmp, "val_overlay.png"))
         mlflow.log_artifact(os.path.join(tmp, "loss_curves.png"), "plots")
-        mlflow.log_artifact(os.path.join(tmp, "val_overlay.png"), "plots")
+        final = None  # no validation data: say so rather than score a training image
+        mlflow.set_tag("validation", f"{len(val_pairs)} images" if val_pairs else "none")
+        if val_pairs:
+            engine = Engine(net, device="cpu")
+            preds = [engine.segment(im).labels for im, _ in val_pairs]
+            final = evaluate_many(zip(preds, [lb for _, lb in val_pairs], strict=True))
+            mlflow.log_metrics({f"val_{k}": float(v) for k, v in final.items()})
+            _overlay(val_pairs[0][0], preds[0], val_pairs[0][1], os.path.join(tmp, "val_overlay.png"))
+            mlflow.log_artifact(os.path.join(tmp, "val_overlay.png"), "plots")
         model_dir = os.path.join(tmp, "spiralnet")
         modelzoo.save(net, model_dir, extra={"trained_on": job.data, "validation": final})
         info = mlflow.pyfunc.log_model(
@@ -129,3 +133,36 @@ def load(uri: str):
         if "model.safetensors" in files and "config.json" in files:
             return modelzoo.load(root)
     raise SpiralrayError(f"{uri} holds no spiralray model directory")
+
+
+def describe(uri: str) -> dict:
+    """Which version ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) names now, with its
+    aliases and its source run's metrics; ``pinned`` is ``models:/NAME/VERSION``, so a caller can
+    load exactly the version described even if the alias moves meanwhile."""
+    mlflow = _mlflow()
+    rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
+    name, alias = rest.rsplit("@", 1) if "@" in rest else (rest, None)
+    if not alias:
+        name, _, version = rest.rpartition("/")
+    if not name:
+        raise SpiralrayError(
+            f"not a registry model URI: {uri!r} (use models:/NAME@ALIAS or models:/NAME/VERSION)"
+        )
+    client = mlflow.MlflowClient()
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
+        metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    except Exception as exc:
+        raise SpiralrayError(f"cannot find {uri} in the registry at {tracking_uri()}: {exc}") from exc
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "aliases": sorted(mv.aliases or []),
+        "run_id": mv.run_id,
+        "metrics": dict(metrics),
+        "pinned": f"models:/{name}/{mv.version}",
+    }

@@ -9,14 +9,18 @@ from scipy import ndimage as ndi
 from skimage.transform import rescale
 
 from ..core.config import SpiralNetConfig
-from .steps import score_targets
+from ..core.regions import region_score, score_foreground
 
 
 class RegionSampler:
     """Draws augmented regions and labels from normalised (image, labels) pairs.
 
     images: list of ``H x W`` float32 (normalised per image); labels: ``H x W`` int instance ids.
-    ``sample(B)`` returns (regions ``B x 1 x h x w`` float32, labels ``B x h x w`` int64).
+    ``sample(B, score_label)`` returns (regions ``B x 1 x h x w`` float32, labels ``B x h x w``
+    int64, score targets ``B`` float32 or None).
+
+    Images and labels are mirrored at the border (inference pads images the same way), but a
+    mirrored object is another object: its pixels get ids of their own (``_pad_labels``).
     """
 
     def __init__(
@@ -48,7 +52,9 @@ class RegionSampler:
         r = cfg.region
         self.half = max(r.height, r.width) // 2 + 1  # square crops of side 2 half + 1 rotate in place
         self.images = [np.pad(im, self.half, mode="symmetric") for im in images]
-        self.labels = [np.pad(lb, self.half, mode="symmetric") for lb in labels]
+        self.labels = [_pad_labels(lb, self.half) for lb in labels]
+        self.mirror_steps = [int(np.max(lb, initial=0)) + 1 for lb in labels]
+        self._score_maps: dict[str, list[np.ndarray]] = {}
         self.objects = [_pixels_by_object(lb) for lb in labels]
         # Each zoom equally likely (weighting by zoomed size would starve the small zooms).
         zooms = list(scales) * (len(images) // len(scales))  # the copies cycle through the scales
@@ -65,21 +71,39 @@ class RegionSampler:
         h, w = self.images[i].shape
         return self.rng.integers(0, h - 2 * self.half), self.rng.integers(0, w - 2 * self.half)
 
-    def sample(self, batch: int):
+    def score_maps(self, score_label: str) -> list[np.ndarray]:
+        """Per image copy, ``score_foreground`` of its whole labels (padded like the images):
+        the scorer's target is a property of each object in the image, not of the crop that
+        happens to contain it (``steps.score_truth``, the validation truth, reads the same)."""
+        if score_label not in self._score_maps:
+            s = self.half
+            self._score_maps[score_label] = [
+                np.pad(score_foreground(lb[s:-s, s:-s], score_label), s, mode="symmetric")
+                for lb in self.labels
+            ]
+        return self._score_maps[score_label]
+
+    def sample(self, batch: int, score_label: str | None = None):
+        """(regions ``B x 1 x h x w`` float32, labels ``B x h x w`` int64, score targets ``B``
+        float32 of the score label ``score_label``, or None without one)."""
         r, s = self.cfg.region, self.half
         cy, cx = r.centre
+        maps = self.score_maps(score_label) if score_label else None
         imgs = np.empty((batch, 1, r.height, r.width), np.float32)
         labs = np.empty((batch, r.height, r.width), np.int64)
+        targets = np.empty(batch, np.float32) if maps else None
+        crop = (slice(s - cy, s - cy + r.height), slice(s - cx, s - cx + r.width))
         for b in range(batch):
             i = self.rng.choice(len(self.images), p=self.weights)
             y, x = self._centre(i)
             sq = (slice(y, y + 2 * s + 1), slice(x, x + 2 * s + 1))  # centred on (y, x)
-            im, lb = self.images[i][sq], self.labels[i][sq]
+            im, lb, fg = self.images[i][sq], self.labels[i][sq], maps[i][sq] if maps else None
             if self.augment:
-                im, lb = self._augment(im, lb)
-            crop = (slice(s - cy, s - cy + r.height), slice(s - cx, s - cx + r.width))
+                im, lb, fg = self._augment(im, lb, fg)
             imgs[b, 0], labs[b] = im[crop], lb[crop]
-        return imgs, labs
+            if maps:
+                targets[b] = region_score(fg[crop], r)
+        return imgs, labs, targets
 
     def sample_tiles(self, batch: int, size: int = 128):
         """Square training tiles for the U-Net baseline, the same augmentation:
@@ -91,20 +115,24 @@ class RegionSampler:
             h, w = self.images[i].shape
             y, x = self.rng.integers(0, h - size + 1), self.rng.integers(0, w - size + 1)
             im = self.images[i][y : y + size, x : x + size]
-            lb = self.labels[i][y : y + size, x : x + size]
+            # The plain mirror (one id across the seam): the U-Net never sees a mirror seam at
+            # inference, so a boundary drawn along it would only teach it a false edge.
+            lb = self.labels[i][y : y + size, x : x + size] % self.mirror_steps[i]
             if self.augment:
-                im, lb = self._augment(im, lb)
+                im, lb, _ = self._augment(im, lb)
             imgs[b, 0], labs[b] = im, lb
         return imgs, labs
 
-    def _augment(self, im: np.ndarray, lb: np.ndarray):
+    def _augment(self, im: np.ndarray, lb: np.ndarray, fg: np.ndarray | None = None):
         """A random 90-degree rotation and flip of a square crop (about its centre pixel when the
-        side is odd), then intensity jitter."""
+        side is odd) and of its labels and score map, then intensity jitter of the image."""
         k = self.rng.integers(4)
         im, lb = np.rot90(im, k), np.rot90(lb, k)
+        fg = np.rot90(fg, k) if fg is not None else None
         if self.rng.random() < 0.5:
             im, lb = im[:, ::-1], lb[:, ::-1]
-        return self._jitter(im), lb
+            fg = fg[:, ::-1] if fg is not None else None
+        return self._jitter(im), lb, fg
 
     def _jitter(self, im: np.ndarray) -> np.ndarray:
         """Intensity jitter: contrast, offset, gamma, blur and noise, so other microscopes and
@@ -127,6 +155,23 @@ class RegionSampler:
         return im.astype(np.float32)
 
 
+def _pad_labels(labels: np.ndarray, pad: int) -> np.ndarray:
+    """Symmetric padding of instance ids ``H x W`` -> ``(H + 2 pad) x (W + 2 pad)`` int in which
+    every mirrored copy is another object: each of the 8 padding zones (4 sides, 4 corners) adds
+    ``k * (max id + 1)``, k = 1..8, to the ids it mirrors. With the plain mirror a nucleus cut by
+    the border had a twin with its own id, doubled in its central-object target.
+    ``ids % (max id + 1)`` gives the plain mirror back."""
+    step = int(np.max(labels, initial=0)) + 1
+    lb = np.asarray(labels, np.int32 if 9 * step < 2**31 else np.int64)  # int32: half the memory
+    h, w = lb.shape
+    band_y = np.repeat([0, 1, 2], [pad, h, pad])  # before / inside / after the image
+    band_x = np.repeat([0, 1, 2], [pad, w, pad])
+    zone = 3 * band_y[:, None] + band_x[None, :]  # 0..8; 4 is the image itself
+    k = np.where(zone < 4, zone + 1, np.where(zone == 4, 0, zone))
+    out = np.pad(lb, pad, mode="symmetric")
+    return np.where(out > 0, out + k * step, 0)
+
+
 def _pixels_by_object(labels: np.ndarray):
     """(pixel coords sorted by object ``P x 2``, start offsets per object ``K + 1``)."""
     flat = labels.ravel()
@@ -142,33 +187,33 @@ class _Batches(torch.utils.data.IterableDataset):
     """Endless ``(regions, labels, score targets or None)`` batches from a ``RegionSampler``;
     each loader worker draws from its own seed."""
 
-    def __init__(self, sampler: RegionSampler, batch: int, cfg: SpiralNetConfig | None, seed: int):
-        self.sampler, self.batch, self.cfg, self.seed = sampler, batch, cfg, seed
+    def __init__(self, sampler: RegionSampler, batch: int, score_label: str | None, seed: int):
+        self.sampler, self.batch, self.score_label, self.seed = sampler, batch, score_label, seed
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         if info is not None:  # a forked copy: give it its own stream of regions
             self.sampler.rng = np.random.default_rng((self.seed, info.id))
         while True:
-            imgs, labs = self.sampler.sample(self.batch)
-            yield imgs, labs, (score_targets(labs, self.cfg) if self.cfg is not None else None)
+            yield self.sampler.sample(self.batch, self.score_label)
 
 
 def _as_is(batch):
     return batch
 
 
-def batches(sampler: RegionSampler, batch: int, cfg: SpiralNetConfig | None = None, workers: int = 0):
-    """Iterator of ``(regions B x 1 x h x w, labels B x h x w, targets B or None)``. With
+def batches(sampler: RegionSampler, batch: int, score_label: str | None = None, workers: int = 0):
+    """Iterator of ``(regions B x 1 x h x w, labels B x h x w, targets B or None)``, targets of
+    the score label ``score_label`` ("thesis" or "centred"; None: no targets). With
     ``workers`` > 0, loader processes draw (and compute the score targets) ahead of the trainer:
     on a GPU the numpy sampling, not the network, otherwise bounds the scorer's rate. The regions
     drawn then depend on the worker count, and the DataLoader draws its base seed from torch's
     global generator."""
     if workers <= 0:
-        return iter(_Batches(sampler, batch, cfg, 0))
+        return iter(_Batches(sampler, batch, score_label, 0))
     seed = int(sampler.rng.integers(2**31))
     loader = torch.utils.data.DataLoader(
-        _Batches(sampler, batch, cfg, seed),
+        _Batches(sampler, batch, score_label, seed),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=4,

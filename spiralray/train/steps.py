@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..core.config import SpiralNetConfig
 from ..core.engine import spiral_batch, window_margin
 from ..core.net import SpiralNet
-from ..core.regions import centre_slices, reverse_distance_matrix, score_foreground, three_channel_labels
+from ..core.regions import score_foreground, score_map_truth, three_channel_labels
 from ..core.spiral import geometry_for
 
 
@@ -45,21 +45,24 @@ def cosine_lr(spec: TrainSpec, progress: float) -> float:
     return float(spec.lr_final + (spec.lr - spec.lr_final) * 0.5 * (1 + np.cos(np.pi * p)))
 
 
-def score_targets(labels: np.ndarray, cfg: SpiralNetConfig) -> np.ndarray:
-    """Thesis formula (2) per region, over ``score_foreground`` of the model's score label (the
-    crop's own centredness for "centred"). labels: ``B x h x w`` -> ``B`` float32."""
-    rows, cols = centre_slices(cfg.region)
-    w = reverse_distance_matrix(cfg.region)[rows, cols]
-    fg = np.stack([score_foreground(lb, cfg.model.score_label)[rows, cols] for lb in labels])
-    return (fg * w).sum((1, 2)) / cfg.region.centre_window**2
+def score_truth(labels: np.ndarray, cfg: SpiralNetConfig, stride: int) -> np.ndarray:
+    """The scorer's true score on the grid of ``stride``, ``gh x gw`` float32, from an image's
+    instance ids ``H x W``: thesis formula (2) over ``score_foreground`` of the whole image.
+
+    Training reads the same numbers (``RegionSampler.sample`` takes formula (2) of crops of the
+    whole image's ``score_foreground``). Whole image, because "centred" is a property of an
+    object: computed on a crop, an object the crop cuts has its centre and its peak distance
+    moved, a target no inference-time truth has.
+    """
+    return score_map_truth(score_foreground(labels, cfg.model.score_label), cfg.region, stride)
 
 
-def scorer_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, sync=None, targets=None) -> float:
-    """One optimiser step on a batch of regions; ``sync(module)`` runs between backward and
-    step (the distributed gradient all-reduce). ``targets`` (``B`` float32): precomputed
-    ``score_targets(labs)``, e.g. by a loader worker."""
+def scorer_step(net: SpiralNet, opt, imgs, targets, spec: TrainSpec, device, sync=None) -> float:
+    """One optimiser step on regions ``B x C x h x w`` against score targets ``B`` float32 (from
+    ``RegionSampler.sample``); ``sync(module)`` runs between backward and step (the distributed
+    gradient all-reduce)."""
     x = torch.from_numpy(imgs).to(device)
-    y = torch.from_numpy(score_targets(labs, net.config) if targets is None else targets).to(device)
+    y = torch.from_numpy(np.asarray(targets, np.float32)).to(device)
     pred = net.scorer(x)
     loss = F.mse_loss(pred, y) if spec.scorer_loss == "mse" else F.l1_loss(pred, y)
     opt.zero_grad()

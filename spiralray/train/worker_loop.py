@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -30,28 +31,31 @@ def _all_reduce_grads(module: torch.nn.Module) -> None:
 
 
 def _validate(net: SpiralNet, val, stage: str) -> dict:
-    """Validation metrics of the current weights: score MSE, and for the segmenter the
-    object / pixel F1 of whole-image segmentation with the engine."""
+    """Validation metrics of the current weights: score MSE against ``score_truth``, and for the
+    segmenter the object / pixel F1 of whole-image segmentation with the engine.
+
+    The engine works on a copy: ``Engine`` moves the network it is given to its device and puts
+    it in eval mode, which on the live network would move a GPU run's weights under its optimizer.
+    The copy stays on the training device (fast where that is a GPU). val: (image, labels) pairs.
+    """
     from ..core.engine import Engine
     from ..core.metrics import evaluate_many
-    from ..core.regions import crop_pad, pad_image, score_foreground, score_map_truth
+    from ..core.regions import crop_pad, pad_image
     from ..data.normalize import normalize
+    from .steps import score_truth
 
     cfg, m = net.config, net.config.model
-    engine = Engine(net, device="cpu")
+    engine = Engine(copy.deepcopy(net), device=str(next(net.scorer.parameters()).device))
     errs = []
     for im, lb in val:
         x = normalize(im, m.norm, m.norm_low, m.norm_high)[None]
         pad = crop_pad(cfg.region)
         pred = engine.score_map(pad_image(x, pad), pad, x.shape[1:])
-        truth = score_map_truth(score_foreground(lb, m.score_label), cfg.region, cfg.candidates.stride)
-        errs.append(float(np.mean((pred - truth) ** 2)))
+        errs.append(float(np.mean((pred - score_truth(lb, cfg, cfg.candidates.stride)) ** 2)))
     out = {"val_score_mse": float(np.mean(errs))}
     if stage == "segmenter":
         s = evaluate_many((engine.segment(im).labels, lb) for im, lb in val)
         out.update(val_object_f1_50=s["object_f1_50"], val_pixel_f1=s["pixel_f1"])
-    net.scorer.train(stage == "scorer")
-    net.segmenter.train(stage == "segmenter")
     return out
 
 
@@ -107,13 +111,14 @@ def train_loop(config: dict) -> None:
         for b in shard.iter_batches(
             batch_size=batch, batch_format="numpy", drop_last=True, local_shuffle_buffer_size=4 * batch
         ):
-            imgs, labs = b["image"], b["labels"]
             if stage == "scorer":
-                loss = scorer_step(net, opt, imgs, labs, spec, device, sync=_all_reduce_grads)
+                loss = scorer_step(net, opt, b["image"], b["score"], spec, device, sync=_all_reduce_grads)
             else:
-                loss = segmenter_step(net, opt, imgs, labs, spec, device, rng, sync=_all_reduce_grads)
+                loss = segmenter_step(
+                    net, opt, b["image"], b["labels"], spec, device, rng, sync=_all_reduce_grads
+                )
             losses.append(loss)
-            seen += len(imgs)
+            seen += len(b["image"])
         seconds = time.time() - t0
         metrics = {
             "epoch": epoch + 1,
@@ -121,7 +126,7 @@ def train_loop(config: dict) -> None:
             "samples_per_s": seen * world / max(seconds, 1e-9),
             "seconds": seconds,
         }
-        if rank == 0:
+        if rank == 0 and val:  # no validation data: no validation metrics (never a training frame)
             metrics.update(_validate(net, val, stage))
         history.append(metrics)
         if rank == 0:

@@ -1,0 +1,138 @@
+"""Fixes from a review of the training code (issue 11, item 5): validation leaves the live
+network alone, mirrored labels are other objects, one score label for training and validation,
+calibration chooses on validation only. (The frame split's tests are in test_train.py.)"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ellipse
+
+from spiralray.core.config import SpiralNetConfig
+from spiralray.core.net import SpiralNet
+from spiralray.core.regions import three_channel_labels
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.train.sampling import RegionSampler, batches
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_validation_leaves_the_live_network_alone(monkeypatch):
+    """Under Ray Train the validation step ran ``Engine(net, device="cpu")`` on the live network:
+    the engine moves the network it gets to its device (a GPU run's weights left the GPU under
+    its optimizer) and switches it to eval mode."""
+    from spiralray.train.worker_loop import _validate
+
+    net = SpiralNet.build(seed=0)
+    net.scorer.train()  # the scorer stays in train mode through the segmenter stage
+    net.segmenter.train()
+    live = [*net.scorer.parameters(), *net.segmenter.parameters()]
+    params = [(p, p.data_ptr(), p.device, p.detach().clone()) for p in live]
+    moved = []
+    real_to = torch.nn.Module.to
+
+    def spy(module, *args, **kwargs):
+        moved.append(module)
+        return real_to(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    val = [generate(SyntheticSpec(64, 72), seed=4)]
+    out = _validate(net, val, "segmenter")
+    assert np.isfinite(out["val_score_mse"]) and 0 <= out["val_object_f1_50"] <= 1
+    assert moved, "the engine should have been handed a network to move (a copy)"
+    modules = {id(m) for m in (*net.scorer.modules(), *net.segmenter.modules())}
+    assert not [m for m in moved if id(m) in modules], "validation called .to() on the live network"
+    assert net.scorer.training and net.segmenter.training
+    after = [*net.scorer.parameters(), *net.segmenter.parameters()]
+    for (p, ptr, device, before), now in zip(params, after, strict=True):
+        assert now is p and p.data_ptr() == ptr and p.device == device
+        assert torch.equal(p.detach(), before)
+
+
+def _border_nucleus(h=96, w=112):
+    """One nucleus cut by the top border (centre 3 px inside): ~13 rows x 25 cols, so every
+    region centred on one of its pixels holds all of it."""
+    labels = np.zeros((h, w), np.int32)
+    labels[ellipse((h, w), (3, 50), 12, 10)] = 7
+    image = np.where(labels > 0, 1.0, 0.1).astype(np.float32)
+    return image, labels
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_mirrored_border_nucleus_is_not_the_central_object(augment):
+    image, labels = _border_nucleus()
+    area = int((labels == 7).sum())
+    sampler = RegionSampler(
+        [image], [labels], SpiralNetConfig(), augment=augment, object_fraction=1.0, seed=1
+    )
+    labs = sampler.sample(24)[1]
+    for lb in labs:
+        target = three_channel_labels(lb)
+        assert target[0].sum() == area  # the real nucleus, whole, and nothing mirrored
+        assert target[1].sum() > 0  # its mirror image is there, as another object
+    # The U-Net's tiles keep the plain mirror: it never sees a mirror seam at inference.
+    tiles = sampler.sample_tiles(4, size=64)[1]
+    assert set(np.unique(tiles)) <= {0, 7}
+
+
+def test_mirrored_copies_get_ids_of_their_own():
+    from spiralray.train.sampling import _pad_labels
+
+    labels = np.array([[1, 0, 2], [0, 0, 0], [3, 0, 4]], np.int32)
+    padded = _pad_labels(labels, 2)
+    assert np.array_equal(padded[2:5, 2:5], labels)  # the image keeps its ids
+    bands = (slice(0, 2), slice(2, 5), slice(5, 7))
+    zones = [set(np.unique(padded[a, b])) - {0} for a in bands for b in bands]
+    assert zones[4] == {1, 2, 3, 4}
+    for i, zone in enumerate(zones):  # no id is shared by two zones (the image is zone 4)
+        assert zone and not [j for j, other in enumerate(zones) if j != i and zone & other]
+    assert np.array_equal(padded % 5, np.pad(labels, 2, mode="symmetric"))  # the plain mirror back
+
+
+def test_training_score_targets_equal_the_validation_truth():
+    """The scorer trains on the score validation measures it against: formula (2) of the whole
+    image's score label, not of each crop's (a crop cuts objects and moves their centre)."""
+    from spiralray.train.steps import score_truth
+
+    h, w = 120, 140
+    labels = np.zeros((h, w), np.int32)
+    labels[ellipse((h, w), (60, 70), 45, 30, 0.3)] = 1  # wider than a region: crops cut it
+    labels[ellipse((h, w), (60, 118), 14, 10)] = 2  # touching it
+    labels[ellipse((h, w), (4, 20), 10, 8)] = 3  # cut by the border
+    image = np.random.default_rng(0).random((h, w)).astype(np.float32)  # unique values: findable
+    for kind in ("centred", "thesis"):
+        cfg = SpiralNetConfig().replace(model={"score_label": kind})
+        cy, cx = cfg.region.centre
+        oy, ox = np.array(cfg.region.centre) - cfg.region.pad  # centre of stride-1 grid cell (0, 0)
+        truth = score_truth(labels, cfg, stride=1)
+        sampler = RegionSampler([image], [labels], cfg, augment=False, seed=3)
+        imgs, _, targets = next(batches(sampler, 256, kind))
+        checked = 0
+        for region, target in zip(imgs[:, 0], targets, strict=True):
+            (y, x), *_ = np.argwhere(image == region[cy, cx])
+            if 0 <= y - oy < truth.shape[0] and 0 <= x - ox < truth.shape[1]:
+                assert target == pytest.approx(truth[y - oy, x - ox], abs=1e-6), (kind, y, x)
+                checked += 1
+        assert checked > 200
+
+
+def test_calibration_chooses_on_validation_only():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from calibrate import choose
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    val_images = [np.full((4, 4), v) for v in (1, 2)]
+    seen = []
+
+    def segment(image, cfg):  # a fake segmenter: "good" only at central threshold 0.3
+        seen.append(image)
+        return np.ones((4, 4), np.int32) if cfg.spiral.threshold == 0.3 else np.zeros((4, 4), np.int32)
+
+    sets = {"native": [(im, np.ones((4, 4), np.int32)) for im in val_images]}
+    grid = {"score": [0.4], "central": [0.2, 0.3], "nms": [8.0], "min_area": [0]}
+    best, trials = choose(segment, sets, grid, SpiralNetConfig(), log=lambda t: None)
+    assert best["central"] == 0.3 and len(trials) == 2
+    assert all(any(im is v for v in val_images) for im in seen)  # nothing but validation images

@@ -220,6 +220,7 @@ class Output:
         labels.attrs.pop("ome", None)
         for name in LABELS:
             write_label_metadata(labels, name, fmt=fmt, source={"image": "../../"})
+        labels.attrs["ome"] = {**dict(labels.attrs["ome"]), "version": fmt.version}  # NGFF 0.5 asks for it
         self.write_table(table)
         root.attrs["spiralray"] = {**attrs, "complete": True}
 

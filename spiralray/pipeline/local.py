@@ -289,6 +289,21 @@ def run_plan(
     return summary
 
 
+def segment_array(image: np.ndarray, engine, opts: Options | None = None) -> dict:
+    """The tiled path on an image held in memory (``H x W``, or with ``opts.channel``):
+    its summary, with the label image under ``"labels"``."""
+    from ..io.readers import ImageReader, choose_plane
+
+    opts = opts or Options()
+    a = np.asarray(image)
+    reader = ImageReader(
+        "memory", a, choose_plane(a.shape, None, opts.channel, opts.plane), a.shape[-2:], True, "memory"
+    )
+    reader.chunks = reader.shape
+    plan = make_plan(reader, engine.cfg, opts.tile_size)
+    return run_plan(reader, plan, engine, opts, None, set())
+
+
 def _relabel(full: np.ndarray, seeds: np.ndarray, ids: np.ndarray, semantic: bool) -> np.ndarray:
     if semantic:
         return (full > 0).astype(np.uint8)

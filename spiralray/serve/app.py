@@ -1,0 +1,302 @@
+"""The Ray Serve application: an HTTP ingress (FastAPI) in front of a segmenter deployment.
+
+    client --HTTP--> proxy --> Ingress (decode, validate, encode; cheap, async)
+                                 --handle--> Segmenter (@serve.batch: images of concurrent
+                                             requests segmented together; CPU or GPU)
+
+- The ingress refuses bad requests with 4xx ``{"error": "..."}`` before any engine work and
+  answers 503 ``{"error": ...}`` at once when the segmenter's bounded queue is full; requests
+  beyond the ingress's own bound get Ray's 503 from the proxy. Memory is bounded by those limits
+  times ``max_bytes``, not by the offered load.
+- The segmenter's model, batch size and threads are its ``user_config``: changing them (e.g.
+  ``generation`` + 1 to pick up a new alias target) reconfigures the running replicas in place:
+  the new model loads beside the old one, which keeps serving until the swap.
+- ``build_app(args)`` is the Serve application builder (``import_path:
+  spiralray.serve.app:build_app`` in ``cluster/serve.yaml``); ``deploy.deploy`` runs it.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the route annotations at runtime
+# (through serve.ingress, where string annotations do not resolve).
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from starlette.exceptions import HTTPException
+
+from ..errors import SpiralrayError
+from . import codecs
+from .batching import Item, segment_many
+from .config import ServeConfig
+
+log = logging.getLogger("ray.serve")
+SEGMENT_PARAMS = {"format", "mode", "channel", "ids", "exclude_border"}
+
+api = FastAPI(
+    title="spiralray",
+    version="1",  # the HTTP API's version (the /v1/ routes), not the package's
+    description="SpiralNet nuclei segmentation. POST an image's bytes to /v1/segment; get its labels.",
+)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    e = exc.errors()[0]
+    where = ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0]
+    return _error(422, f"bad {e['loc'][0]} value {where}={e.get('input')!r}: {e['msg']}")
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("internal error")  # a bug, never a user mistake: keep the traceback in the log
+    return _error(500, f"internal error: {exc.__class__.__name__}: {exc}")
+
+
+IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+SEGMENT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "description": "The image's bytes: a TIFF, PNG or .npy file (2-D, or 3-D with ?channel=C).",
+        "content": dict.fromkeys(codecs.MEDIA_TYPES, IMAGE_BODY),
+    }
+}
+SEGMENT_RESPONSES = {
+    200: {
+        "description": "The labels (H x W: uint32 ids, or uint8 0/1 with mode=semantic), or the "
+        "per-object table with format=json.",
+        "content": {media: IMAGE_BODY for f, media in codecs.FORMATS.items() if f != "json"}
+        | {"application/json": {}},
+    },
+    400: {"description": "empty or undecodable body"},
+    413: {"description": "body or image over the configured limits"},
+    415: {"description": "missing or unsupported Content-Type"},
+    422: {"description": "unsupported dtype, dimensionality, image size or query value"},
+    503: {"description": "queue full: retry later (Retry-After)"},
+}
+
+
+@serve.deployment(name="Segmenter")
+class Segmenter:
+    """Holds the engine; ``run_batch`` segments the images of concurrent requests together."""
+
+    def __init__(self, defaults: dict):
+        self.defaults = defaults  # the builder's settings; a user_config may override some
+        self.engine = None
+        self.info: dict = {}
+        self.key = None
+        self.reload_error: dict | None = None
+
+    async def reconfigure(self, user_config: dict) -> None:
+        cfg = ServeConfig.from_dict({**self.defaults, **(user_config or {})})
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+        key = (cfg.model, cfg.tracking_uri, cfg.generation, cfg.device, cfg.engine_batch_size)
+        if key != self.key:
+            try:  # off the event loop: requests keep being served by the current engine
+                engine, info = await asyncio.to_thread(load_model, cfg)
+            except Exception as exc:
+                if self.engine is None:
+                    raise  # nothing to serve with: the replica must not start
+                # Keep serving the model that works; say why the new one is not served.
+                self.reload_error = {"model": cfg.model, "generation": cfg.generation, "error": str(exc)}
+                log.exception("model reload failed; still serving %s", self.info.get("source"))
+            else:
+                # One assignment each: a running batch keeps the engine it started with.
+                self.engine, self.info, self.key, self.reload_error = engine, info, key, None
+        self.run_batch.set_max_batch_size(cfg.max_batch_size)
+        self.run_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    async def segment(self, item: Item) -> dict:
+        return await self.run_batch(item)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def run_batch(self, items: list[Item]) -> list[dict]:
+        engine, info = self.engine, self.info
+        t0 = time.perf_counter()
+        results = await asyncio.to_thread(segment_many, engine, items)
+        seconds = time.perf_counter() - t0
+        return [_reply(r, len(items), seconds, info) for r in results]
+
+    def model(self) -> dict:
+        return {**self.info, "reload_error": self.reload_error, "pid": os.getpid()}
+
+
+def _reply(result, batch: int, seconds: float, info: dict) -> dict:
+    if isinstance(result, SpiralrayError):
+        return {"error": str(result), "status": getattr(result, "status", 422)}
+    if isinstance(result, Exception):
+        log.error("segmenting failed", exc_info=result)
+        return {"error": f"internal error: {result.__class__.__name__}: {result}", "status": 500}
+    seg = result.segmentation
+    return {
+        "labels": result.labels,
+        "table": result.table,
+        "objects": len(seg.objects),
+        "regions": seg.n_regions,
+        "batch": batch,
+        "seconds": seconds,
+        "version": info.get("version"),
+    }
+
+
+def load_model(cfg: ServeConfig):
+    """(engine, description) for ``cfg.model``; a registry alias is resolved to its version first
+    so the description names exactly the weights loaded."""
+    from .. import api as spiral_api
+    from .. import modelzoo
+    from ..io import storage
+
+    model = cfg.model
+    if model and model.startswith("models:/"):
+        from ..train import registry
+
+        if cfg.tracking_uri:  # the registry's only setting is this variable (registry.tracking_uri)
+            os.environ["MLFLOW_TRACKING_URI"] = cfg.tracking_uri
+
+        info = registry.describe(model)
+        path = info["pinned"]
+        info = {**info, "source": model}
+    else:
+        path = modelzoo.default_model_dir() if model in (None, "", "default") else model
+        meta = storage.load_model_dir(path)[1] if os.path.isdir(path) else {}
+        info = {
+            "name": os.path.basename(os.path.normpath(path)),
+            "version": None,
+            "source": model or "shipped",
+            "metrics": {k: v for k, v in meta.items() if k != "spiralnet"},
+        }
+    engine = spiral_api.load_engine(path, device=cfg.device, batch_size=cfg.engine_batch_size)
+    info.update(
+        config=engine.cfg.to_dict(), device=str(engine.device), requested=cfg.model, generation=cfg.generation
+    )
+    return engine, info
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, segmenter, limits: dict):
+        self.segmenter = segmenter
+        self.max_bytes = int(limits["max_bytes"])
+        self.max_pixels = int(limits["max_pixels"])
+
+    @api.get("/healthz", summary="200 when the model is loaded and the segmenter answers")
+    async def healthz(self):
+        try:
+            info = await asyncio.wait_for(self.segmenter.model.remote(), timeout=2)
+        except Exception as exc:
+            return _error(503, f"not ready: {exc.__class__.__name__}")
+        return {"status": "ok", "model": info.get("name"), "version": info.get("version")}
+
+    @api.get("/v1/model", summary="The served model: name, version, aliases, config, metrics")
+    async def model(self):
+        info = await self.segmenter.model.remote()
+        return {**info, "limits": {"max_bytes": self.max_bytes, "max_pixels": self.max_pixels}}
+
+    @api.post(
+        "/v1/segment",
+        summary="Segment one image",
+        openapi_extra=SEGMENT_OPENAPI,
+        responses=SEGMENT_RESPONSES,
+        response_class=Response,
+    )
+    async def segment(
+        self,
+        request: Request,
+        format: Literal["tiff", "png", "npy", "json"] = Query("tiff", description="response format"),
+        mode: Literal["instance", "semantic"] = Query("instance", description="ids or a 0/1 mask"),
+        channel: int | None = Query(None, ge=0, description="channel of a 3-D image"),
+        ids: Literal["sequential", "seed"] = Query("sequential", description="1..N or seed-pixel ids"),
+        exclude_border: bool = Query(False, description="drop objects touching the image border"),
+    ):
+        t0 = time.perf_counter()
+        try:
+            image = await self._read_image(request, channel)
+            if format == "png" and mode == "instance" and ids == "seed":
+                raise codecs.RequestError(422, "seed ids do not fit 16-bit PNG: use format=tiff or npy")
+        except codecs.RequestError as exc:
+            return _error(exc.status, str(exc))
+        try:
+            reply = await self.segmenter.segment.remote(Item(image, channel, ids, exclude_border))
+        except BackPressureError:
+            return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
+        if "error" in reply:
+            return _error(reply["status"], reply["error"])
+        labels = reply["labels"] if mode == "instance" else (reply["labels"] > 0).astype(np.uint8)
+        headers = {
+            "X-Objects": str(reply["objects"]),
+            "X-Batch-Images": str(reply["batch"]),
+            "X-Model-Version": str(reply["version"]),
+        }
+        try:
+            if format == "json":
+                body = json.dumps(codecs.table_json(reply["table"], labels.shape)).encode()
+            else:
+                body = await asyncio.to_thread(codecs.encode, labels, format)
+        except codecs.RequestError as exc:
+            return _error(exc.status, str(exc))
+        headers["X-Seconds"] = f"{time.perf_counter() - t0:.4f}"
+        return Response(body, media_type=codecs.FORMATS[format], headers=headers)
+
+    async def _read_image(self, request: Request, channel: int | None) -> np.ndarray:
+        unknown = sorted(set(request.query_params) - SEGMENT_PARAMS)
+        if unknown:
+            raise codecs.RequestError(
+                422, f"unknown query parameter(s) {unknown} (known: {', '.join(sorted(SEGMENT_PARAMS))})"
+            )
+        kind = codecs.media_kind(request.headers.get("content-type"))
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit():
+            codecs.check_length(int(declared), self.max_bytes)  # refuse before reading the body
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a chunked body is counted as it arrives
+            size += len(chunk)
+            codecs.check_length(size, self.max_bytes)
+            chunks.append(chunk)
+        image = await asyncio.to_thread(codecs.decode, b"".join(chunks), kind, self.max_pixels)
+        codecs.check_channel(image.shape, channel)
+        return image
+
+
+def build_app(args: dict | ServeConfig | None = None):
+    """The Serve application for a config (a ``ServeConfig`` or the Serve config's ``args``)."""
+    cfg = args if isinstance(args, ServeConfig) else ServeConfig.from_dict(args)
+    scale = {"autoscaling_config": cfg.autoscaling} if cfg.autoscaling else {"num_replicas": cfg.replicas}
+    # max_surge_percent: a restart (new code or args) starts replacements before stopping the
+    # old replicas, so it has no downtime either when the cluster has room for them.
+    segmenter = Segmenter.options(
+        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        max_ongoing_requests=cfg.segmenter_max_ongoing,
+        max_queued_requests=cfg.max_queued,
+        user_config=cfg.user_config(),
+        max_surge_percent=100,
+        **scale,
+    ).bind(cfg.user_config())
+    limits = {"max_bytes": cfg.max_bytes, "max_pixels": cfg.max_pixels}
+    return Ingress.options(
+        num_replicas=cfg.ingress_replicas,
+        ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+        max_ongoing_requests=cfg.ingress_max_ongoing,
+        max_queued_requests=cfg.ingress_max_queued,
+        backpressure_config={"retry_after_s": 1},
+        max_surge_percent=100,
+    ).bind(segmenter, limits)

@@ -1,0 +1,174 @@
+"""Request bodies to arrays and label images to response bodies: pure functions, no Ray.
+
+Every refusal is a ``RequestError`` carrying the HTTP status and a one-line message that names
+the problem. Sizes are checked before any decoding work: the body's length against
+``max_bytes``, then the array size the header *declares* against ``max_pixels``, so a small
+compressed body cannot expand into a huge array (a decompression bomb) before it is refused.
+Nothing here opens a file or a URL: the only input is the request's bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from ..core.objects import COLUMNS
+from ..errors import SpiralrayError
+
+# Content-Type of a request body -> decoder name.
+MEDIA_TYPES = {"image/tiff": "tiff", "image/png": "png", "application/x-npy": "npy"}
+# format query value -> Content-Type of the response.
+FORMATS = {"tiff": "image/tiff", "png": "image/png", "npy": "application/x-npy", "json": "application/json"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> decoded channels (palette -> RGB)
+
+
+class RequestError(SpiralrayError):
+    """A request the client must change: ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def media_kind(content_type: str | None) -> str:
+    """``tiff``/``png``/``npy`` for a request's Content-Type (parameters ignored), else 415."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if not media:
+        raise RequestError(415, f"missing Content-Type: send one of {', '.join(MEDIA_TYPES)}")
+    if media not in MEDIA_TYPES:
+        raise RequestError(415, f"unsupported Content-Type {media!r}: send one of {', '.join(MEDIA_TYPES)}")
+    return MEDIA_TYPES[media]
+
+
+def check_length(n_bytes: int, max_bytes: int) -> None:
+    if n_bytes > max_bytes:
+        raise RequestError(413, f"request body of {n_bytes} bytes exceeds the limit of {max_bytes} bytes")
+
+
+def decode(data: bytes, kind: str, max_pixels: int) -> np.ndarray:
+    """The image a body holds: ``H x W`` or ``C x H x W`` / ``H x W x C``, any numeric dtype.
+
+    kind: ``tiff`` (first series, as ``tifffile.imread`` reads a file), ``png`` (as
+    ``imageio.v3.imread``) or ``npy`` (no pickles). The declared size is checked first.
+    """
+    if not data:
+        raise RequestError(400, "empty request body: send the image's bytes")
+    decoder = {"tiff": _tiff, "png": _png, "npy": _npy}[kind]
+    try:
+        image = decoder(data, max_pixels)
+    except RequestError:
+        raise
+    except Exception as exc:  # whatever the codec library raises, the client sent bad bytes
+        raise RequestError(400, f"cannot decode the body as {kind}: {first_line(exc)}") from exc
+    check_array(image, max_pixels)
+    return image
+
+
+def check_array(image: np.ndarray, max_pixels: int) -> None:
+    """Refuse arrays the engine cannot segment: wrong dtype, dimensionality or size."""
+    if image.dtype.kind not in "uifb":
+        raise RequestError(422, f"unsupported dtype {image.dtype}: send integer, float or bool pixels")
+    if image.ndim not in (2, 3):
+        raise RequestError(
+            422, f"image has shape {image.shape}: send a 2-D image, or a 3-D one with ?channel=C"
+        )
+    _check_pixels(image.shape, max_pixels)
+
+
+def check_channel(shape: tuple[int, ...], channel: int | None) -> None:
+    """A 3-D image needs ?channel=C (which axis holds channels is the engine's rule); a 2-D image
+    has no channels to choose."""
+    if len(shape) == 3 and channel is None:
+        raise RequestError(422, f"image has shape {tuple(shape)}: choose a channel with ?channel=C")
+    if len(shape) == 2 and channel is not None:
+        raise RequestError(422, f"?channel={channel} given but the image is 2-D {tuple(shape)}")
+
+
+def _check_pixels(shape, max_pixels: int) -> None:
+    n = int(np.prod(shape, dtype=np.int64))
+    if n > max_pixels:
+        raise RequestError(
+            413, f"image of shape {tuple(shape)} has {n} values, over the limit of {max_pixels}"
+        )
+
+
+def _tiff(data: bytes, max_pixels: int) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        if not tif.series:
+            raise RequestError(400, "the TIFF holds no image")
+        _check_pixels(tif.series[0].shape, max_pixels)
+        return tif.asarray()
+
+
+def _png(data: bytes, max_pixels: int) -> np.ndarray:
+    import imageio.v3 as iio
+
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 26:
+        raise RequestError(400, "cannot decode the body as png: no PNG signature and header")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    _check_pixels((height, width, PNG_CHANNELS.get(data[25], 4)), max_pixels)
+    return np.asarray(iio.imread(data, extension=".png"))
+
+
+def _npy(data: bytes, max_pixels: int) -> np.ndarray:
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise RequestError(400, f"unsupported .npy format version {version[0]}.{version[1]}")
+    check_array(np.empty((0,) * len(shape), dtype), max_pixels)  # dtype and ndim, before any data
+    _check_pixels(shape, max_pixels)
+    f.seek(0)
+    return np.load(f, allow_pickle=False)
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+
+
+def encode(labels: np.ndarray, fmt: str) -> bytes:
+    """Body of a label image ``H x W`` in ``fmt`` (tiff, png or npy).
+
+    TIFF is written as ``spiralray segment`` writes it (zlib); PNG holds at most 16 bits, so
+    larger ids are refused (use tiff or npy for them)."""
+    buf = io.BytesIO()
+    if fmt == "tiff":
+        import tifffile
+
+        tifffile.imwrite(buf, labels, compression="zlib")
+    elif fmt == "npy":
+        np.save(buf, labels, allow_pickle=False)
+    elif fmt == "png":
+        import imageio.v3 as iio
+
+        if labels.dtype.itemsize > 2 and labels.size and int(labels.max()) >= 1 << 16:
+            raise RequestError(
+                422, f"ids up to {int(labels.max())} do not fit 16-bit PNG: use format=tiff or npy"
+            )
+        return iio.imwrite(
+            "<bytes>", labels.astype(np.uint16 if labels.dtype.itemsize > 1 else np.uint8), extension=".png"
+        )
+    else:
+        raise RequestError(422, f"unknown image format {fmt!r} (use {', '.join(FORMATS)})")
+    return buf.getvalue()
+
+
+def table_json(table: dict, shape: tuple[int, int]) -> dict:
+    """The per-object table (``core.objects.COLUMNS``) as JSON: one record per object, in id order.
+    seed ids are 64-bit integers: JavaScript clients should read them as strings or BigInt."""
+    columns = [np.asarray(table[c]).tolist() for c in COLUMNS]
+    objects = [dict(zip(COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
+    return {
+        "shape": [int(n) for n in shape],
+        "count": len(objects),
+        "columns": list(COLUMNS),
+        "objects": objects,
+    }

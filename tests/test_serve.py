@@ -1,0 +1,292 @@
+"""The Serve application end to end: ``spiralray serve`` (``cmd_serve``) on the session's real
+local Ray, real HTTP on 127.0.0.1, a model from a real MLflow sqlite registry by alias.
+
+Served labels equal the CLI's; every bad request answers 4xx JSON and the service keeps
+working; concurrent requests are batched without changing labels; an alias move is picked up by
+an in-place reconfigure (same replica process) while requests keep succeeding.
+"""
+
+import argparse
+import dataclasses
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+import tifffile
+from test_serve_codecs import npy_bytes, png_header, tiff_bytes
+
+from spiralray import api, modelzoo
+from spiralray.core.metrics import labels_equal
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.errors import SpiralrayError
+from spiralray.serve import codecs
+from spiralray.serve.cli import cmd_serve
+
+MODEL = "spiral-serve"
+MAX_BYTES = 1_000_000
+MAX_PIXELS = 512 * 512
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(mlflow_store, tmp_path_factory):
+    """Two registered versions: 1 = the shipped model (alias ``champion``), 2 = the same weights
+    with a larger minimum object area (different labels, so a switch is visible)."""
+    import mlflow
+
+    from spiralray.train import registry as reg
+
+    net = modelzoo.load(None)
+    variants = {
+        "1": net,
+        "2": dataclasses.replace(net, config=net.config.replace(candidates={"min_area": 400})),
+    }
+    mlflow.set_experiment("serve-tests")
+    for version, variant in variants.items():
+        d = tmp_path_factory.mktemp(f"model{version}") / "spiralnet"
+        modelzoo.save(variant, d)
+        with mlflow.start_run():
+            mlflow.log_metric("val_object_f1_50", 0.5 + int(version) / 10)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=reg.MODEL_CODE,
+                artifacts={"spiralnet": str(d)},
+                pip_requirements=[],
+            )
+        assert reg.register(info.model_uri, MODEL, "champion" if version == "1" else None) == version
+    return variants
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, registry):
+    """``cmd_serve`` in a thread (its ``wait`` is this fixture's lifetime); ``.reload`` is what
+    SIGHUP does."""
+    port = free_port()
+    args = argparse.Namespace(
+        host="127.0.0.1",
+        port=port,
+        model=f"models:/{MODEL}@champion",
+        address=None,
+        device="cpu",
+        num_gpus=0.0,
+        replicas=1,
+        max_batch_size=8,
+        max_queued=32,
+        max_bytes=MAX_BYTES,
+        max_pixels=MAX_PIXELS,
+        set=["num_cpus=0.5", "ingress_num_cpus=0.25", "batch_wait_timeout_s=0.05"],
+    )
+    stop, ready, state = threading.Event(), threading.Event(), {}
+
+    def wait(reload):
+        state["reload"] = reload
+        ready.set()
+        stop.wait()
+
+    def run():
+        try:
+            cmd_serve(args, wait=wait)
+        except BaseException as exc:  # surfaced by the fixture below
+            state["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(300), "serve did not start"
+    if "error" in state:
+        raise state["error"]
+    state["url"] = f"http://127.0.0.1:{port}"
+    yield argparse.Namespace(**state)
+    stop.set()
+    thread.join(120)
+
+
+def post(server, body, content_type="image/tiff", query="", timeout=120):
+    headers = {"Content-Type": content_type} if content_type else {}
+    return requests.post(f"{server.url}/v1/segment{query}", data=body, headers=headers, timeout=timeout)
+
+
+def served_labels(server, image, query=""):
+    r = post(server, tiff_bytes(image), query=query)
+    assert r.status_code == 200, r.text
+    return tifffile.imread(io.BytesIO(r.content)), r
+
+
+def test_health_model_and_openapi(server):
+    assert requests.get(f"{server.url}/healthz", timeout=30).json()["status"] == "ok"
+    info = requests.get(f"{server.url}/v1/model", timeout=30).json()
+    assert info["name"] == MODEL and info["version"] == "1" and "champion" in info["aliases"]
+    assert info["metrics"]["val_object_f1_50"] == pytest.approx(0.6)
+    assert info["config"]["candidates"]["min_area"] == 60
+    assert info["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS}
+    schema = requests.get(f"{server.url}/openapi.json", timeout=30).json()
+    documented = {(p, m) for p, ops in schema["paths"].items() for m in ops}
+    assert documented == {("/healthz", "get"), ("/v1/model", "get"), ("/v1/segment", "post")}
+    for path, method in documented:  # every documented route is served (a 4xx for no body is fine)
+        assert requests.request(method, server.url + path, timeout=60).status_code not in (404, 405)
+    op = schema["paths"]["/v1/segment"]["post"]
+    assert {p["name"] for p in op["parameters"]} == {"format", "mode", "channel", "ids", "exclude_border"}
+    assert set(op["requestBody"]["content"]) == set(codecs.MEDIA_TYPES)
+    assert {"200", "413", "415", "422", "503"} <= set(op["responses"])
+
+
+def test_served_labels_equal_the_cli(server, tmp_path):
+    image, _ = generate(SyntheticSpec(160, 200), seed=11)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    cli = subprocess.run(
+        [sys.executable, "-m", "spiralray", "segment", tmp_path / "in.tif", tmp_path / "out.tif"]
+        + ["--model", f"models:/{MODEL}@champion"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ,  # MLFLOW_TRACKING_URI: the test registry
+    )
+    assert cli.returncode == 0, cli.stderr
+    expected = tifffile.imread(tmp_path / "out.tif")
+    labels, r = served_labels(server, image)
+    assert labels.dtype == expected.dtype == np.uint32 and np.array_equal(labels, expected)
+    assert r.headers["X-Objects"] == str(expected.max()) and r.headers["X-Model-Version"] == "1"
+    as_npy = np.load(io.BytesIO(post(server, npy_bytes(image), "application/x-npy", "?format=npy").content))
+    assert np.array_equal(as_npy, expected)
+    import imageio.v3 as iio
+
+    semantic = post(server, tiff_bytes(image), query="?format=png&mode=semantic")
+    assert semantic.headers["content-type"] == "image/png"
+    assert np.array_equal(iio.imread(semantic.content, extension=".png"), (expected > 0).astype(np.uint8))
+    table = post(server, tiff_bytes(image), query="?format=json").json()
+    assert table["count"] == expected.max() and table["shape"] == list(expected.shape)
+    assert [o["area"] for o in table["objects"]] == np.bincount(expected.ravel())[1:].tolist()
+
+
+def test_options_match_the_api(server, registry):
+    """ids=seed, exclude_border and channel give what api.segment_image gives with them."""
+    engine = api.load_engine(f"models:/{MODEL}/1", device="cpu")
+    image, _ = generate(SyntheticSpec(128, 144), seed=5)
+    stack = np.stack([np.zeros_like(image), image])  # 2 x H x W: the nuclei are channel 1
+    seed_ids, _ = served_labels(server, image, "?ids=seed")
+    assert np.array_equal(seed_ids, api.segment_image(engine, image, ids="seed").labels)
+    from_channel, _ = served_labels(server, stack, "?channel=1")
+    assert np.array_equal(from_channel, api.segment_image(engine, image).labels)
+    inner, _ = served_labels(server, image, "?exclude_border=true")
+    engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
+    assert np.array_equal(inner, api.segment_image(engine, image).labels)
+
+
+def test_concurrent_requests_are_batched_with_the_same_labels(server, registry):
+    engine = api.load_engine(f"models:/{MODEL}/1", device="cpu")
+    images = [generate(SyntheticSpec(112, 128), seed=20 + k)[0] for k in range(6)]
+    results = [None] * len(images)
+
+    def client(k):
+        results[k] = post(server, tiff_bytes(images[k]))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.status_code == 200 for r in results), [r.text for r in results]
+    assert max(int(r.headers["X-Batch-Images"]) for r in results) > 1  # shared spiral passes
+    for image, r in zip(images, results, strict=True):
+        got, want = tifffile.imread(io.BytesIO(r.content)), api.segment_image(engine, image).labels
+        assert labels_equal(got, want)["equal"]  # DESIGN section 2; bitwise on one machine:
+        assert np.array_equal(got, want)
+
+
+def bad_requests():
+    image = generate(SyntheticSpec(96, 96), seed=1)[0]
+    good = tiff_bytes(image)
+    bomb = tiff_bytes(np.zeros((1024, 1024), np.uint8), compression="zlib")
+    return [
+        ("no content type", good, None, "", 415),
+        ("wrong content type", good, "text/plain", "", 415),
+        ("empty body", b"", "image/tiff", "", 400),
+        ("undecodable tiff", b"\x00garbage" * 10, "image/tiff", "", 400),
+        ("undecodable png", b"garbage", "image/png", "", 400),
+        ("truncated npy", npy_bytes(image)[:-10], "application/x-npy", "", 400),
+        ("body over the byte limit", b"\x00" * (MAX_BYTES + 1), "image/tiff", "", 413),
+        ("tiff over the pixel limit", bomb, "image/tiff", "", 413),
+        ("png header over the pixel limit", png_header(50_000, 50_000), "image/png", "", 413),
+        ("complex dtype", npy_bytes(image.astype(np.complex64)), "application/x-npy", "", 422),
+        ("object dtype", npy_bytes(np.array([None, 1], object), True), "application/x-npy", "", 422),
+        ("4-D image", npy_bytes(image[None, None]), "application/x-npy", "", 422),
+        ("3-D image without channel", npy_bytes(np.stack([image, image])), "application/x-npy", "", 422),
+        ("channel out of range", npy_bytes(np.stack([image, image])), "application/x-npy", "?channel=5", 422),
+        ("channel of a 2-D image", good, "image/tiff", "?channel=0", 422),
+        ("image smaller than a region", tiff_bytes(np.ones((30, 300), np.uint16)), "image/tiff", "", 422),
+        ("NaN pixels", npy_bytes(np.full((80, 80), np.nan, np.float32)), "application/x-npy", "", 422),
+        ("bad format", good, "image/tiff", "?format=bmp", 422),
+        ("bad mode", good, "image/tiff", "?mode=panoptic", 422),
+        ("bad channel", good, "image/tiff", "?channel=abc", 422),
+        ("negative channel", good, "image/tiff", "?channel=-1", 422),
+        ("bad ids", good, "image/tiff", "?ids=random", 422),
+        ("unknown parameter", good, "image/tiff", "?path=/etc/passwd", 422),
+        ("seed ids as png", good, "image/tiff", "?format=png&ids=seed", 422),
+    ]
+
+
+def test_bad_requests_answer_4xx_json_and_the_service_keeps_working(server):
+    for name, body, content_type, query, status in bad_requests():
+        r = post(server, body, content_type, query)
+        assert r.status_code == status, f"{name}: {r.status_code} {r.text}"
+        error = r.json()["error"]
+        assert isinstance(error, str) and error and "\n" not in error, name
+    assert requests.get(f"{server.url}/v1/segment", timeout=30).status_code == 405
+    missing = requests.get(f"{server.url}/v1/nothing", timeout=30)
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
+    labels, _ = served_labels(server, generate(SyntheticSpec(96, 96), seed=2)[0])
+    assert labels.max() > 0
+
+
+def test_alias_move_is_picked_up_by_reconfigure_without_downtime(server, registry):
+    import mlflow
+
+    image = generate(SyntheticSpec(128, 128), seed=8)[0]
+    before = requests.get(f"{server.url}/v1/model", timeout=30).json()
+    old = served_labels(server, image)[0]
+    statuses, stop = [], threading.Event()
+
+    def keep_asking():
+        while not stop.is_set():
+            r = post(server, tiff_bytes(image))
+            statuses.append((r.status_code, r.headers.get("X-Model-Version")))
+
+    client = threading.Thread(target=keep_asking)
+    client.start()
+    try:
+        time.sleep(1.0)
+        mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", "2")
+        info = server.reload()  # what SIGHUP does
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        client.join(120)
+    assert info["version"] == "2"
+    after = requests.get(f"{server.url}/v1/model", timeout=30).json()
+    assert after["version"] == "2" and after["generation"] == before["generation"] + 1
+    assert after["pid"] == before["pid"]  # the same replica: reconfigured in place, not restarted
+    assert after["config"]["candidates"]["min_area"] == 400
+    assert len(statuses) >= 2 and all(code == 200 for code, _ in statuses), statuses
+    assert {v for _, v in statuses} <= {"1", "2"} and statuses[-1][1] == "2"
+    new = served_labels(server, image)[0]
+    engine2 = api.load_engine(f"models:/{MODEL}/2", device="cpu")
+    assert np.array_equal(new, api.segment_image(engine2, image).labels) and not np.array_equal(new, old)
+
+    # A model that cannot load is refused; the working one keeps serving.
+    with pytest.raises(SpiralrayError, match="cannot load"):
+        server.reload(model=f"models:/{MODEL}/99")
+    assert requests.get(f"{server.url}/v1/model", timeout=30).json()["version"] == "2"
+    assert np.array_equal(served_labels(server, image)[0], new)

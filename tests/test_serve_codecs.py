@@ -1,0 +1,192 @@
+"""The Serve application's pure parts, without Ray: request decoding and its refusals, response
+encoding, the configuration, and several images segmented together (labels unchanged)."""
+
+import copy
+import io
+import zlib
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from spiralray import api
+from spiralray.core.objects import COLUMNS
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.errors import SpiralrayError
+from spiralray.serve import codecs
+from spiralray.serve.batching import Item, segment_many
+from spiralray.serve.config import ServeConfig
+from spiralray.serve.deploy import app_config
+
+LIMIT = 512 * 512
+
+
+def tiff_bytes(a, **kw):
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, a, **kw)
+    return buf.getvalue()
+
+
+def npy_bytes(a, allow_pickle=False):
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def png_header(width, height):
+    """A PNG signature and IHDR chunk declaring a width x height 8-bit grey image (no data)."""
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    chunk = b"IHDR" + ihdr
+    return codecs.PNG_SIGNATURE + len(ihdr).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_decode_round_trips_every_media_type(dtype):
+    a = (np.arange(60 * 70).reshape(60, 70) % 251).astype(dtype)
+    assert np.array_equal(codecs.decode(tiff_bytes(a), "tiff", LIMIT), a)
+    assert np.array_equal(codecs.decode(npy_bytes(a), "npy", LIMIT), a)
+    if dtype != np.float32:  # PNG holds integers only
+        assert np.array_equal(codecs.decode(iio.imwrite("<bytes>", a, extension=".png"), "png", LIMIT), a)
+
+
+@pytest.mark.parametrize(
+    "content_type,kind",
+    [("image/tiff", "tiff"), ("image/PNG", "png"), ("application/x-npy; charset=binary", "npy")],
+)
+def test_media_kind(content_type, kind):
+    assert codecs.media_kind(content_type) == kind
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/plain", "image/jpeg", "application/octet-stream"])
+def test_media_kind_refuses_415(content_type):
+    with pytest.raises(codecs.RequestError) as e:
+        codecs.media_kind(content_type)
+    assert e.value.status == 415 and "image/tiff" in str(e.value)
+
+
+BOMB = tiff_bytes(np.zeros((2048, 2048), np.uint8), compression="zlib")  # ~4 kB declaring 4 Mpx
+
+
+@pytest.mark.parametrize(
+    "body,kind,status,words",
+    [
+        (b"", "tiff", 400, "empty"),
+        (b"not an image", "tiff", 400, "cannot decode"),
+        (b"not an image", "png", 400, "cannot decode"),
+        (b"not an image", "npy", 400, "cannot decode"),
+        (npy_bytes(np.zeros((80, 80)))[:-100], "npy", 400, "cannot decode"),
+        (BOMB, "tiff", 413, "over the limit"),
+        (png_header(100_000, 100_000), "png", 413, "over the limit"),
+        (npy_bytes(np.zeros((1, 1)))[:10].ljust(128, b" "), "npy", 400, "cannot decode"),
+        (npy_bytes(np.zeros((80, 80), np.complex64)), "npy", 422, "dtype"),
+        (npy_bytes(np.array([{"a": 1}], dtype=object), allow_pickle=True), "npy", 422, "dtype"),
+        (npy_bytes(np.zeros((2, 3, 80, 80), np.uint16)), "npy", 422, "shape"),
+        (npy_bytes(np.zeros(80, np.uint16)), "npy", 422, "shape"),
+        (tiff_bytes(np.zeros((2, 3, 80, 80), np.uint16), photometric="minisblack"), "tiff", 422, "shape"),
+    ],
+)
+def test_decode_refusals(body, kind, status, words):
+    with pytest.raises(codecs.RequestError) as e:
+        codecs.decode(body, kind, LIMIT)
+    assert e.value.status == status and words in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_pixel_limit_is_read_from_the_header_before_decoding():
+    # The bomb is refused although its body is small; the same image under a larger limit decodes.
+    assert len(BOMB) < 64 << 10
+    assert codecs.decode(BOMB, "tiff", 2048 * 2048).shape == (2048, 2048)
+
+
+def test_length_and_channel_checks():
+    codecs.check_length(10, 10)
+    with pytest.raises(codecs.RequestError, match="exceeds") as e:
+        codecs.check_length(11, 10)
+    assert e.value.status == 413
+    codecs.check_channel((3, 80, 80), 1)
+    codecs.check_channel((80, 80), None)
+    for shape, channel in [((3, 80, 80), None), ((80, 80), 0)]:
+        with pytest.raises(codecs.RequestError, match="channel") as e:
+            codecs.check_channel(shape, channel)
+        assert e.value.status == 422
+
+
+def test_encode_formats_round_trip():
+    labels = np.zeros((64, 70), np.uint32)
+    labels[5:20, 5:20], labels[30:50, 40:60] = 1, 2
+    assert np.array_equal(tifffile.imread(io.BytesIO(codecs.encode(labels, "tiff"))), labels)
+    got = np.load(io.BytesIO(codecs.encode(labels, "npy")), allow_pickle=False)
+    assert got.dtype == np.uint32 and np.array_equal(got, labels)
+    png = iio.imread(codecs.encode(labels, "png"), extension=".png")
+    assert png.dtype == np.uint16 and np.array_equal(png, labels)
+    semantic = iio.imread(codecs.encode((labels > 0).astype(np.uint8), "png"), extension=".png")
+    assert semantic.dtype == np.uint8 and np.array_equal(semantic, labels > 0)
+    labels[0, 0] = 70_000
+    with pytest.raises(codecs.RequestError, match="16-bit PNG") as e:
+        codecs.encode(labels, "png")
+    assert e.value.status == 422
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return api.load_engine(None, device="cpu")
+
+
+def test_table_json_has_every_column(engine):
+    image, _ = generate(SyntheticSpec(128, 128), seed=4)
+    result = api.segment_image(engine, image)
+    out = codecs.table_json(result.table, image.shape)
+    assert out["count"] == int(result.labels.max()) > 0 and out["columns"] == list(COLUMNS)
+    assert [o["id"] for o in out["objects"]] == list(range(1, out["count"] + 1))
+    areas = np.bincount(result.labels.ravel())[1:]
+    assert [o["area"] for o in out["objects"]] == areas.tolist()
+
+
+def test_segment_many_equals_one_at_a_time(engine):
+    """Regions of several images share forward passes; every image's labels stay the per-image
+    ones (bitwise here: same machine, same code), and a bad image fails alone."""
+    images = [
+        generate(SyntheticSpec(h, w), seed=s)[0]
+        for s, (h, w) in enumerate([(128, 128), (96, 160), (128, 112)])
+    ]
+    items = [
+        Item(images[0]),
+        Item(images[1], ids="seed"),
+        Item(np.ones((30, 300))),
+        Item(images[2], exclude_border=True),
+    ]
+    got = segment_many(engine, items)
+    assert isinstance(got[2], SpiralrayError) and "smaller than one region" in str(got[2])
+    assert np.array_equal(got[0].labels, api.segment_image(engine, images[0]).labels)
+    assert np.array_equal(got[1].labels, api.segment_image(engine, images[1], ids="seed").labels)
+    border = copy.copy(engine)
+    border.cfg = border.cfg.replace(candidates={"exclude_border": True})
+    assert np.array_equal(got[3].labels, api.segment_image(border, images[2]).labels)
+    assert got[0].labels.max() > 0 and got[3].labels.max() > 0
+
+
+def test_config_from_strings_and_refusals():
+    cfg = ServeConfig.from_dict(
+        {"max_batch_size": "4", "num_gpus": "0.5", "model": "none", "autoscaling": "{}"}
+    )
+    assert cfg.max_batch_size == 4 and cfg.num_gpus == 0.5 and cfg.model is None
+    assert cfg.segmenter_max_ongoing == 8
+    for bad, words in [
+        ({"bogus": 1}, "unknown"),
+        ({"max_batch_size": 0}, "at least 1"),
+        ({"replicas": "x"}, "int"),
+    ]:
+        with pytest.raises(SpiralrayError, match=words):
+            ServeConfig.from_dict(bad)
+    with pytest.raises(SpiralrayError, match="batches never fill"):
+        ServeConfig(max_batch_size=8, max_ongoing=4)
+
+
+def test_app_config_splits_restart_args_from_user_config():
+    entry = app_config(ServeConfig(model="models:/m@a", max_bytes=100, num_cpus=1.0, generation=3))
+    assert entry["import_path"] == "spiralray.serve.app:build_app"
+    assert entry["args"] == {"max_bytes": 100, "num_cpus": 1.0}  # defaults left out
+    user = entry["deployments"][0]["user_config"]
+    assert entry["deployments"][0]["name"] == "Segmenter" and user["model"] == "models:/m@a"
+    assert user["generation"] == 3 and "max_bytes" not in user

@@ -64,7 +64,7 @@ def cmd_segment(args) -> int:
     from . import api
     from .core.engine import ReferenceEngine
     from .io import storage
-    from .pipeline.local import Options, Progress, segment_image_file
+    from .pipeline.local import Options, Progress, preflight, segment_image_file
 
     threads = _threads(args.threads)
     opts = Options(
@@ -77,6 +77,7 @@ def cmd_segment(args) -> int:
         strict=args.strict,
         semantic=args.semantic,
     )
+    preflight(args.input, args.output, opts)
     engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)
     if args.reference:
         engine = ReferenceEngine(engine.net, device=args.device, batch_size=args.batch_size)

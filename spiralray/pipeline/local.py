@@ -118,6 +118,18 @@ def check_tiff_output(path: str) -> None:
         raise SpiralrayError(f"output directory is not writable: {parent}")
 
 
+def preflight(input: str, output: str, opts: Options) -> str:
+    """The checks that need no model and no pixels, made before anything is loaded; returns
+    the output kind ("zarr" or "tiff")."""
+    check_tile_size(opts.tile_size)
+    kind = output_kind(output)
+    if _same_place(input, output):
+        raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
+    if kind == "tiff":
+        check_tiff_output(output)
+    return kind
+
+
 def segment_image_file(
     input: str,
     output: str,
@@ -131,10 +143,7 @@ def segment_image_file(
     """Segment one image on storage into ``output`` (OME-Zarr, or a TIFF for small images).
     Returns the run's summary."""
     t0 = time.perf_counter()
-    check_tile_size(opts.tile_size)
-    kind = output_kind(output)
-    if _same_place(input, output):
-        raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
+    kind = preflight(input, output, opts)
     reader = open_image(input, opts.channel, opts.plane, storage_options)
     if opts.strict and reader.missing_chunks:
         raise SpiralrayError(
@@ -152,7 +161,6 @@ def segment_image_file(
     }
     out, plan, done = None, None, set()
     if kind == "tiff":
-        check_tiff_output(output)
         if reader.shape[0] * reader.shape[1] > TIFF_MAX_PIXELS:
             raise SpiralrayError(
                 f"image is {reader.shape[0]} x {reader.shape[1]} px: too large for a TIFF output, write .zarr"

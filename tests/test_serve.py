@@ -32,6 +32,7 @@ from spiralray.serve.cli import cmd_serve
 MODEL = "spiral-serve"
 MAX_BYTES = 1_000_000
 MAX_PIXELS = 512 * 512
+ADMIT = 20
 
 
 def free_port() -> int:
@@ -83,7 +84,7 @@ def server(ray_cluster, registry):
         num_gpus=0.0,
         replicas=1,
         max_batch_size=8,
-        max_queued=32,
+        max_queued=4,  # admit = 2 x 8 running + 4 queued = 20 requests at once
         max_bytes=MAX_BYTES,
         max_pixels=MAX_PIXELS,
         set=["num_cpus=0.5", "ingress_num_cpus=0.25", "batch_wait_timeout_s=0.05"],
@@ -130,7 +131,7 @@ def test_health_model_and_openapi(server):
     assert info["name"] == MODEL and info["version"] == "1" and "champion" in info["aliases"]
     assert info["metrics"]["val_object_f1_50"] == pytest.approx(0.6)
     assert info["config"]["candidates"]["min_area"] == 60
-    assert info["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS}
+    assert info["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, "admit": ADMIT}
     schema = requests.get(f"{server.url}/openapi.json", timeout=30).json()
     documented = {(p, m) for p, ops in schema["paths"].items() for m in ops}
     assert documented == {("/healthz", "get"), ("/v1/model", "get"), ("/v1/segment", "post")}
@@ -251,11 +252,42 @@ def test_bad_requests_answer_4xx_json_and_the_service_keeps_working(server):
     assert labels.max() > 0
 
 
+def test_overload_is_refused_with_503_at_once_and_admitted_requests_succeed(server):
+    """More simultaneous requests than the segmenter can hold: the excess gets 503 JSON with
+    Retry-After before its body is read; every admitted request still gets correct labels."""
+    image = generate(SyntheticSpec(96, 96), seed=12)[0]
+    body, n = tiff_bytes(image), ADMIT + 16
+    start, results = threading.Barrier(n), [None] * n
+
+    def client(k):
+        start.wait()
+        t = time.perf_counter()
+        r = post(server, body)
+        results[k] = (r, time.perf_counter() - t)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [(r, s) for r, s in results if r.status_code == 200]
+    busy = [(r, s) for r, s in results if r.status_code == 503]
+    assert len(ok) + len(busy) == n and len(busy) >= n - ADMIT and ok, [r.status_code for r, _ in results]
+    assert all("busy" in r.json()["error"] and r.headers["Retry-After"] == "1" for r, _ in busy)
+    assert max(s for _, s in busy) < float(np.median([s for _, s in ok]))  # refused at once
+    want = tifffile.imread(io.BytesIO(ok[0][0].content))
+    assert all(np.array_equal(tifffile.imread(io.BytesIO(r.content)), want) for r, _ in ok)
+    assert post(server, body).status_code == 200  # and serving goes on
+
+
 def test_alias_move_is_picked_up_by_reconfigure_without_downtime(server, registry):
     import mlflow
 
     image = generate(SyntheticSpec(128, 128), seed=8)[0]
-    before = requests.get(f"{server.url}/v1/model", timeout=30).json()
+    from ray import serve
+
+    segmenter = serve.get_deployment_handle("Segmenter", "spiralray")
+    before = segmenter.model.remote().result()
     old = served_labels(server, image)[0]
     statuses, stop = [], threading.Event()
 
@@ -275,7 +307,8 @@ def test_alias_move_is_picked_up_by_reconfigure_without_downtime(server, registr
         stop.set()
         client.join(120)
     assert info["version"] == "2"
-    after = requests.get(f"{server.url}/v1/model", timeout=30).json()
+    assert requests.get(f"{server.url}/v1/model", timeout=30).json()["version"] == "2"
+    after = segmenter.model.remote().result()
     assert after["version"] == "2" and after["generation"] == before["generation"] + 1
     assert after["pid"] == before["pid"]  # the same replica: reconfigured in place, not restarted
     assert after["config"]["candidates"]["min_area"] == 400

@@ -4,10 +4,11 @@
                                  --handle--> Segmenter (@serve.batch: images of concurrent
                                              requests segmented together; CPU or GPU)
 
-- The ingress refuses bad requests with 4xx ``{"error": "..."}`` before any engine work and
-  answers 503 ``{"error": ...}`` at once when the segmenter's bounded queue is full; requests
-  beyond the ingress's own bound get Ray's 503 from the proxy. Memory is bounded by those limits
-  times ``max_bytes``, not by the offered load.
+- The ingress refuses bad requests with 4xx ``{"error": "..."}`` before any engine work. It
+  admits at most as many requests as the segmenter can hold (running + queued, ``admit``) and
+  answers the rest 503 ``{"error": ...}`` at once, before reading their bodies; requests beyond
+  the ingress's own bound get Ray's 503 from the proxy. Memory is bounded by ``admit x
+  max_bytes`` of request bodies, not by the offered load.
 - The segmenter's model, batch size and threads are its ``user_config``: changing them (e.g.
   ``generation`` + 1 to pick up a new alias target) reconfigures the running replicas in place:
   the new model loads beside the old one, which keeps serving until the swap.
@@ -198,6 +199,8 @@ class Ingress:
         self.segmenter = segmenter
         self.max_bytes = int(limits["max_bytes"])
         self.max_pixels = int(limits["max_pixels"])
+        self.admit = int(limits["admit"])  # requests the segmenter can hold, running + queued
+        self.admitted = 0  # one event loop: no lock needed
 
     @api.get("/healthz", summary="200 when the model is loaded and the segmenter answers")
     async def healthz(self):
@@ -210,7 +213,9 @@ class Ingress:
     @api.get("/v1/model", summary="The served model: name, version, aliases, config, metrics")
     async def model(self):
         info = await self.segmenter.model.remote()
-        return {**info, "limits": {"max_bytes": self.max_bytes, "max_pixels": self.max_pixels}}
+        info.pop("pid", None)  # the replica's process is the cluster's business, not a client's
+        limits = {"max_bytes": self.max_bytes, "max_pixels": self.max_pixels, "admit": self.admit}
+        return {**info, "limits": limits}
 
     @api.post(
         "/v1/segment",
@@ -228,6 +233,15 @@ class Ingress:
         ids: Literal["sequential", "seed"] = Query("sequential", description="1..N or seed-pixel ids"),
         exclude_border: bool = Query(False, description="drop objects touching the image border"),
     ):
+        if self.admitted >= self.admit:  # refuse before reading the body: fast, no memory
+            return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
+        self.admitted += 1
+        try:
+            return await self._segment(request, format, mode, channel, ids, exclude_border)
+        finally:
+            self.admitted -= 1
+
+    async def _segment(self, request, format, mode, channel, ids, exclude_border) -> Response:
         t0 = time.perf_counter()
         try:
             image = await self._read_image(request, channel)
@@ -237,7 +251,7 @@ class Ingress:
             return _error(exc.status, str(exc))
         try:
             reply = await self.segmenter.segment.remote(Item(image, channel, ids, exclude_border))
-        except BackPressureError:
+        except BackPressureError:  # the handle's own bound (several ingress replicas share it)
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
         if "error" in reply:
             return _error(reply["status"], reply["error"])
@@ -291,7 +305,7 @@ def build_app(args: dict | ServeConfig | None = None):
         max_surge_percent=100,
         **scale,
     ).bind(cfg.user_config())
-    limits = {"max_bytes": cfg.max_bytes, "max_pixels": cfg.max_pixels}
+    limits = {"max_bytes": cfg.max_bytes, "max_pixels": cfg.max_pixels, "admit": cfg.admit}
     return Ingress.options(
         num_replicas=cfg.ingress_replicas,
         ray_actor_options={"num_cpus": cfg.ingress_num_cpus},

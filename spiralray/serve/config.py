@@ -2,8 +2,8 @@
 ``args`` (``cluster/serve.yaml``), ``spiralray serve`` flags or Python.
 
 Defaults size the request queue so that 16 concurrent clients never see a refusal on one
-segmenter replica (``max_ongoing + max_queued`` = 48 requests), while memory stays bounded by
-``ingress_max_ongoing x max_bytes`` of request bodies whatever the offered load.
+segmenter replica (``admit`` = ``max_ongoing + max_queued`` = 48 requests), while memory stays
+bounded by ``admit x max_bytes`` of request bodies whatever the offered load.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ class ServeConfig:
     # Ingress (HTTP) deployment.
     ingress_num_cpus: float = 0.25
     ingress_replicas: int = 1
-    ingress_max_ongoing: int = 64  # above the segmenter's capacity, so its queue refuses first
-    ingress_max_queued: int = 64  # waiting in the HTTP proxy; beyond: Ray's own 503
+    # Above ``admit`` so that the excess reaches the ingress and gets its JSON 503 at once.
+    ingress_max_ongoing: int = 256
+    ingress_max_queued: int = 256  # waiting in the HTTP proxy; beyond: Ray's own 503
 
     # Request limits.
     max_bytes: int = 64 << 20  # request body
@@ -89,6 +90,15 @@ class ServeConfig:
     @property
     def segmenter_max_ongoing(self) -> int:
         return self.max_ongoing or 2 * self.max_batch_size
+
+    @property
+    def admit(self) -> int:
+        """Requests one ingress replica admits at once: what the segmenter replicas can run and
+        queue (at their autoscaling maximum); the rest are refused with 503 at once."""
+        replicas = (
+            (self.autoscaling or {}).get("max_replicas", self.replicas) if self.autoscaling else self.replicas
+        )
+        return self.segmenter_max_ongoing * int(replicas) + self.max_queued
 
     def user_config(self) -> dict:
         return {k: getattr(self, k) for k in USER_CONFIG}

@@ -43,6 +43,13 @@ def deploy(cfg: ServeConfig, name: str = APP_NAME, http_options: dict | None = N
     from ray.serve.schema import ServeDeploySchema
 
     client = serve_private.serve_start(http_options=http_options or {})
+    bound = client.http_config
+    for key, value in (http_options or {}).items():  # Serve keeps the options it started with
+        if getattr(bound, key) != value:
+            raise SpiralrayError(
+                f"Serve already runs on this cluster with {key}={getattr(bound, key)} (asked for {value}): "
+                f"use that, or shut Serve down first (serve shutdown)"
+            )
     details = ray.get(client._controller.get_serve_instance_details.remote())
     others = [
         a["deployed_app_config"]

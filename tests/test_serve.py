@@ -9,6 +9,7 @@ an in-place reconfigure (same replica process) while requests keep succeeding.
 import argparse
 import dataclasses
 import io
+import json
 import os
 import socket
 import subprocess
@@ -131,6 +132,7 @@ def test_health_model_and_openapi(server):
     assert info["name"] == MODEL and info["version"] == "1" and "champion" in info["aliases"]
     assert info["metrics"]["val_object_f1_50"] == pytest.approx(0.6)
     assert info["config"]["candidates"]["min_area"] == 60
+    assert "tracking_uri" not in json.dumps(info) and info["batching"]["max_batch_size"] == 8
     assert info["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, "admit": ADMIT}
     schema = requests.get(f"{server.url}/openapi.json", timeout=30).json()
     documented = {(p, m) for p, ops in schema["paths"].items() for m in ops}

@@ -190,3 +190,23 @@ def test_app_config_splits_restart_args_from_user_config():
     user = entry["deployments"][0]["user_config"]
     assert entry["deployments"][0]["name"] == "Segmenter" and user["model"] == "models:/m@a"
     assert user["generation"] == 3 and "max_bytes" not in user
+
+
+def test_serve_command_line():
+    import argparse
+
+    from spiralray.serve.cli import add_parser, cmd_serve, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["serve", "--max-batch-size", "4", "--set", "num_cpus=0.5", "--set", "threads=2"]
+    )
+    assert (args.host, args.port, args.func) == ("127.0.0.1", 8000, cmd_serve)  # loopback unless told
+    cfg = config_from_args(args)
+    assert cfg.max_batch_size == 4 and cfg.num_cpus == 0.5 and cfg.threads == 2 and cfg.model is None
+    with pytest.raises(SpiralrayError, match="KEY=VALUE"):
+        config_from_args(parser.parse_args(["serve", "--set", "threads"]))
+    # A wrong model fails in one line before any Ray is started.
+    with pytest.raises(SpiralrayError, match="model not found"):
+        cmd_serve(parser.parse_args(["serve", "--model", "/nonexistent/model"]))

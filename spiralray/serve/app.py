@@ -103,6 +103,7 @@ class Segmenter:
         self.info: dict = {}
         self.key = None
         self.reload_error: dict | None = None
+        self.applied: dict = {}
 
     async def reconfigure(self, user_config: dict) -> None:
         cfg = ServeConfig.from_dict({**self.defaults, **(user_config or {})})
@@ -125,6 +126,7 @@ class Segmenter:
                 self.engine, self.info, self.key, self.reload_error = engine, info, key, None
         self.run_batch.set_max_batch_size(cfg.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.applied = cfg.user_config()  # what deploy.wait_model waits for
 
     async def segment(self, item: Item) -> dict:
         return await self.run_batch(item)
@@ -138,7 +140,7 @@ class Segmenter:
         return [_reply(r, len(items), seconds, info) for r in results]
 
     def model(self) -> dict:
-        return {**self.info, "reload_error": self.reload_error, "pid": os.getpid()}
+        return {**self.info, "reload_error": self.reload_error, "applied": self.applied, "pid": os.getpid()}
 
 
 def _reply(result, batch: int, seconds: float, info: dict) -> dict:
@@ -186,9 +188,7 @@ def load_model(cfg: ServeConfig):
             "metrics": {k: v for k, v in meta.items() if k != "spiralnet"},
         }
     engine = spiral_api.load_engine(path, device=cfg.device, batch_size=cfg.engine_batch_size)
-    info.update(
-        config=engine.cfg.to_dict(), device=str(engine.device), requested=cfg.model, generation=cfg.generation
-    )
+    info.update(config=engine.cfg.to_dict(), device=str(engine.device), generation=cfg.generation)
     return engine, info
 
 
@@ -213,7 +213,11 @@ class Ingress:
     @api.get("/v1/model", summary="The served model: name, version, aliases, config, metrics")
     async def model(self):
         info = await self.segmenter.model.remote()
-        info.pop("pid", None)  # the replica's process is the cluster's business, not a client's
+        # The replica's process and the registry's address (it may hold credentials) are the
+        # cluster's business, not a client's.
+        info.pop("pid", None)
+        applied = info.pop("applied", {})
+        info["batching"] = {k: applied.get(k) for k in ("max_batch_size", "batch_wait_timeout_s")}
         limits = {"max_bytes": self.max_bytes, "max_pixels": self.max_pixels, "admit": self.admit}
         return {**info, "limits": limits}
 

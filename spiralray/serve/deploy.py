@@ -67,8 +67,9 @@ def deploy(cfg: ServeConfig, name: str = APP_NAME, http_options: dict | None = N
 
 
 def wait_model(name: str, cfg: ServeConfig, deadline: float) -> dict:
-    """Block until the segmenter serves ``cfg``'s model and generation (a reconfigure can finish
-    after the application reads RUNNING); a model that failed to load raises."""
+    """Block until the segmenter has applied ``cfg``'s user_config (model, generation, batching:
+    a reconfigure can finish after the application reads RUNNING); a model that failed to load
+    raises. Returns the model served."""
     handle = serve.get_deployment_handle("Segmenter", name)
     while True:
         info = handle.model.remote().result()
@@ -77,7 +78,7 @@ def wait_model(name: str, cfg: ServeConfig, deadline: float) -> dict:
             raise SpiralrayError(
                 f"cannot load {cfg.model}: {failed['error']} (still serving {info['source']})"
             )
-        if info.get("requested") == cfg.model and info.get("generation") == cfg.generation:
+        if info.get("applied") == cfg.user_config():
             return info
         if time.time() > deadline:
             raise SpiralrayError(f"the segmenter did not load {cfg.model or 'the shipped model'} in time")

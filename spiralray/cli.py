@@ -64,7 +64,10 @@ def cmd_segment(args) -> int:
     from . import api
     from .core.engine import ReferenceEngine
     from .io import storage
-    from .pipeline.local import Options, Progress, preflight, segment_image_file
+    from .pipeline.local import Progress
+    from .pipeline.ray_exec import RayOptions
+    from .pipeline.run import Options
+    from .pipeline.segment import check_output, segment
 
     threads = _threads(args.threads)
     opts = Options(
@@ -77,14 +80,25 @@ def cmd_segment(args) -> int:
         strict=args.strict,
         semantic=args.semantic,
     )
-    preflight(args.input, args.output, opts)
+    check_output(args.input, args.output, opts)  # before the model loads
     engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)
     if args.reference:
         engine = ReferenceEngine(engine.net, device=args.device, batch_size=args.batch_size)
-    if args.exclude_border:
-        engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
+    if args.exclude_border:  # the net's config travels to Ray actors; the engine's is used here
+        engine.cfg = engine.net.config = engine.cfg.replace(candidates={"exclude_border": True})
     progress = Progress(0)
-    summary = segment_image_file(args.input, args.output, engine, opts, args.model, progress)
+    ropts = RayOptions(
+        score_actors=args.score_actors,
+        segment_actors=args.segment_actors,
+        segment_cpus=args.actor_cpus,
+        segment_gpus=args.actor_gpus,
+        batch_regions=args.batch_regions,
+        engine_batch=args.batch_size,
+        device=args.device,
+    )
+    summary = segment(
+        args.input, args.output, engine, opts, args.model, args.executor, args.address, ropts, progress
+    )
     labels = summary.pop("labels", None)
     if labels is not None:
         storage.write_labels(args.output, labels)
@@ -224,6 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--overwrite", action="store_true", help="replace an existing spiralray output")
     s.add_argument("--strict", action="store_true", help="refuse an input with missing zarr chunks")
+    s.add_argument(
+        "--executor",
+        choices=["auto", "local", "ray"],
+        default="auto",
+        help="auto: Ray for archives, URLs, large images or a Ray address; else in this process",
+    )
+    s.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    s.add_argument("--segment-actors", type=int, default=2, help="segmenter actors at most (Ray)")
+    s.add_argument("--score-actors", type=int, default=1, help="scoring actors at most (Ray)")
+    s.add_argument("--actor-cpus", type=float, default=0.75, help="CPUs per segmenter actor (Ray)")
+    s.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per segmenter actor (Ray)")
+    s.add_argument("--batch-regions", type=int, default=256, help="candidates per segmenter batch (Ray)")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")
     s.add_argument(

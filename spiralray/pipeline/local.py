@@ -8,42 +8,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import SpiralrayError
 from ..io.output import Output
-from ..io.readers import TIFF, is_url, local, open_image, redact
 from .assemble import Assembler
-from .plan import VERSION, ImagePlan, check_tile_size, make_plan, mismatch, weights_hash
+from .plan import VERSION, ImagePlan, make_plan
+from .run import Options, check_image_run, finish_image_run, start_image_run
 from .tiles import WindowSource, encode, score_tile, segment_tiles
-
-TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
-
-
-@dataclass
-class Options:
-    """What a user chooses for a run; ``params()`` is what a resumed run must match."""
-
-    tile_size: int = 1024
-    channel: int | None = None
-    plane: object = None
-    ids: str = "sequential"
-    exclude_border: bool = False
-    overwrite: bool = False
-    strict: bool = False
-    semantic: bool = False  # TIFF output only: the foreground mask instead of ids
-    group: int = 8  # tiles segmented in one batched spiral
-
-    def params(self, cfg) -> dict:
-        return {
-            "tile_size": self.tile_size,
-            "ids": self.ids,
-            "exclude_border": self.exclude_border,
-            "candidates": asdict(cfg.candidates),
-            "spiral": asdict(cfg.spiral),
-        }
 
 
 def usable_cpus() -> int:
@@ -63,7 +35,7 @@ class Progress:
     """Tiles done / total, objects, regions per second on one updating stderr line (a terminal only)."""
 
     def __init__(self, total: int, enabled: bool | None = None):
-        self.total, self.done, self.objects, self.regions = total, 0, 0, 0
+        self.total, self.done, self.objects, self.regions = total, 0, 0, 0  # total grows per image
         self.t0 = time.perf_counter()
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
 
@@ -85,135 +57,6 @@ class Progress:
             print(file=sys.stderr)
 
 
-def _same_place(a: str, b: str) -> bool:
-    """Whether two paths/URLs are the same location or one lies inside the other."""
-    if is_url(a) != is_url(b):
-        return False
-    pa = redact(a).rstrip("/") if is_url(a) else os.path.realpath(local(a))
-    pb = redact(b).rstrip("/") if is_url(b) else os.path.realpath(local(b))
-    return pa == pb or pa.startswith(pb + "/") or pb.startswith(pa + "/")
-
-
-def output_kind(output: str) -> str:
-    s = local(output).rstrip("/").lower()
-    if s.endswith(TIFF):
-        return "tiff"
-    if s.endswith(".zarr") or is_url(output):
-        return "zarr"
-    suffix = os.path.splitext(s)[1]
-    raise SpiralrayError(
-        f"unsupported output format '{suffix or 'none'}' for {output} (use .zarr, a URL or .tif)"
-    )
-
-
-def check_tiff_output(path: str) -> None:
-    """Fail before any work on a TIFF output that cannot be written."""
-    p = local(path)
-    if os.path.isdir(p):
-        raise SpiralrayError(f"output {p} is a directory")
-    parent = os.path.dirname(os.path.abspath(p))
-    if not os.path.isdir(parent):
-        raise SpiralrayError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise SpiralrayError(f"output directory is not writable: {parent}")
-
-
-def preflight(input: str, output: str, opts: Options) -> str:
-    """The checks that need no model and no pixels, made before anything is loaded; returns
-    the output kind ("zarr" or "tiff")."""
-    check_tile_size(opts.tile_size)
-    kind = output_kind(output)
-    if _same_place(input, output):
-        raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
-    if kind == "tiff":
-        check_tiff_output(output)
-    return kind
-
-
-def segment_image_file(
-    input: str,
-    output: str,
-    engine,
-    opts: Options,
-    model: str | None = None,
-    progress=None,
-    storage_options: dict | None = None,
-    index: int = 0,
-) -> dict:
-    """Segment one image on storage into ``output`` (OME-Zarr, or a TIFF for small images).
-    Returns the run's summary."""
-    t0 = time.perf_counter()
-    kind = preflight(input, output, opts)
-    reader = open_image(input, opts.channel, opts.plane, storage_options)
-    if opts.strict and reader.missing_chunks:
-        raise SpiralrayError(
-            f"{redact(input)} has {reader.missing_chunks} missing chunks "
-            "(read as the fill value); --strict refuses"
-        )
-    cfg = engine.cfg
-    manifest = {
-        "version": VERSION,
-        "model": {"source": model or "shipped", "weights_sha256": weights_hash(engine.net)},
-        "params": opts.params(cfg),
-        "images": [
-            {"input": reader.describe()["url"], "shape": list(reader.shape), "source": reader.describe()}
-        ],
-    }
-    out, plan, done = None, None, set()
-    if kind == "tiff":
-        if reader.shape[0] * reader.shape[1] > TIFF_MAX_PIXELS:
-            raise SpiralrayError(
-                f"image is {reader.shape[0]} x {reader.shape[1]} px: too large for a TIFF output, write .zarr"
-            )
-    else:
-        out = Output(output, storage_options)
-        old = out.manifest() if out.exists() else None
-        if old is None and out.exists() and _nonempty(out):
-            raise SpiralrayError(
-                f"output {redact(output)} exists and is not a spiralray output: choose another path"
-            )
-        if old is not None:
-            differs = mismatch(old, manifest)
-            if differs and not opts.overwrite:
-                raise SpiralrayError(
-                    f"output {redact(output)} holds another run ({differs} differ): "
-                    "use --overwrite to replace it"
-                )
-            if differs or opts.overwrite:
-                out.remove()
-            else:
-                plan = ImagePlan.from_dict(old["images"][0])
-                done = out.done_tiles()
-                if old.get("complete"):
-                    return {**old.get("summary", {}), "resumed": "already complete"}
-    if plan is None:
-        plan = make_plan(reader, cfg, opts.tile_size, index)
-    manifest["images"] = [plan.to_dict()]
-    manifest["complete"] = False
-    if out is not None:
-        out.write_manifest(manifest)  # the writability check, before any work
-        out.mark({"version": VERSION, "complete": False, "manifest": ".spiralray/manifest.json"})
-    summary = run_plan(reader, plan, engine, opts, out, done, progress)
-    summary.update(
-        input=redact(input) if is_url(input) else input,
-        output=output,
-        seconds=round(time.perf_counter() - t0, 3),
-    )
-    if out is None:
-        return summary
-    manifest.update(complete=True, summary=summary)
-    out.write_manifest(manifest)
-    out.drop_scratch()
-    return summary
-
-
-def _nonempty(out: Output) -> bool:
-    try:
-        return bool(out.fs.ls(out.root, detail=False))
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-
-
 def run_plan(
     reader, plan: ImagePlan, engine, opts: Options, out: Output | None, done: set, progress=None
 ) -> dict:
@@ -223,7 +66,8 @@ def run_plan(
     cfg = engine.cfg
     H, W = plan.shape
     tiles = plan.tiles()
-    progress = progress or Progress(len(tiles), enabled=False)
+    progress = progress or Progress(0, enabled=False)
+    progress.total += len(tiles)
     if out is not None:
         scratch = out.open_scratch(plan.shape, plan.tile_size, resume=bool(done))
         sink = lambda tile, block: out.write_chunk(scratch, tile.y0, tile.x0, block)  # noqa: E731
@@ -295,6 +139,26 @@ def run_plan(
         return summary
     summary["labels"] = _relabel(full, table["seed_id"], ids, opts.semantic)
     return summary
+
+
+def segment_image_file(
+    input: str,
+    output: str,
+    engine,
+    opts: Options,
+    model: str | None = None,
+    progress=None,
+    storage_options: dict | None = None,
+    index: int = 0,
+) -> dict:
+    """Segment one image on storage into ``output`` (OME-Zarr, or a TIFF for small images), in
+    this process. Returns the run's summary (with ``labels`` for a TIFF output)."""
+    run = check_image_run(input, output, engine.net, opts, model, storage_options, index)
+    if run.finished is not None:
+        return run.finished
+    start_image_run(run, None if run.plan else make_plan(run.reader, engine.cfg, opts.tile_size, index))
+    summary = run_plan(run.reader, run.plan, engine, opts, run.out, run.done, progress)
+    return finish_image_run(run, summary)
 
 
 def segment_array(image: np.ndarray, engine, opts: Options | None = None) -> dict:

@@ -1,0 +1,119 @@
+"""Archives: many images under one path or URL.
+
+- a zarr group: every OME-Zarr image (a group with multiscales) and every plain numeric array
+  of two or more dimensions not inside an image, at any depth; this covers the
+  bioformats2raw layout (``0/``, ``1/``, ... image groups beside ``OME/``) and plates
+  (``A/1/0``: row / column / field); an image's own ``labels`` are skipped;
+- a folder or object-store prefix of TIFF / PNG files.
+
+Images are listed in sorted path order: an image's position in that list is its index in the
+archive, which its objects' seed ids carry (``core.objects``), so ids are unique across the
+archive with no counter. No torch here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import SpiralrayError
+from .readers import RASTER, TIFF, exists, is_url, is_zarr, local, one_line, redact
+
+LIMIT = 1 << 24  # images per archive (the seed ids' 24 index bits)
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative to the archive root, "/"-separated ("" for a single image)
+    url: str  # the image's full path or URL
+
+
+def is_archive(url: str, storage_options=None) -> bool:
+    """A zarr group that is not itself an image, or a folder / prefix that is not a zarr store."""
+    if is_zarr(url):
+        import zarr
+
+        try:
+            node = zarr.open(local(url), mode="r", storage_options=storage_options if is_url(url) else None)
+        except Exception:
+            return False
+        if not isinstance(node, zarr.Group):
+            return False
+        attrs = dict(node.attrs)
+        return not (attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"))
+    if is_url(url):
+        return str(url).endswith("/") or "." not in str(url).rstrip("/").rsplit("/", 1)[-1]
+    return os.path.isdir(local(url))
+
+
+def _zarr_images(group, prefix: str = "") -> list[str]:
+    import zarr
+
+    found = []
+    for name, node in sorted(group.members(), key=lambda m: m[0]):
+        path = f"{prefix}{name}"
+        if isinstance(node, zarr.Group):
+            attrs = dict(node.attrs)
+            if attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"):
+                found.append(path)  # an image: its levels and labels are not images of their own
+            elif name != "labels":
+                found += _zarr_images(node, path + "/")
+        elif len(node.shape) >= 2 and node.dtype.kind in "uifb":
+            found.append(path)
+    return found
+
+
+def list_images(url: str, storage_options=None) -> list[Entry]:
+    """The archive's images in sorted path order (see the module docstring)."""
+    url = str(url).rstrip("/")
+    if not exists(url, storage_options):
+        raise SpiralrayError(f"input not found: {redact(url) if is_url(url) else url}")
+    if is_zarr(url):
+        import zarr
+
+        try:
+            root = zarr.open_group(
+                local(url), mode="r", storage_options=storage_options if is_url(url) else None
+            )
+            paths = _zarr_images(root)
+        except SpiralrayError:
+            raise
+        except Exception as exc:
+            raise SpiralrayError(f"cannot list {redact(url)} as a zarr archive: {one_line(exc)}") from exc
+        entries = [Entry(p, f"{url}/{p}") for p in sorted(paths)]
+    else:
+        entries = [Entry(p, f"{url}/{p}") for p in sorted(_files(url, storage_options))]
+    if not entries:
+        raise SpiralrayError(
+            f"{redact(url)} holds no images (zarr arrays, OME-Zarr images, TIFF or PNG files)"
+        )
+    if len(entries) > LIMIT:
+        raise SpiralrayError(f"{redact(url)} holds {len(entries)} images: more than {LIMIT} per archive")
+    return entries
+
+
+def _files(url: str, storage_options=None) -> list[str]:
+    """Relative paths of the TIFF / PNG files under a folder or prefix (recursively)."""
+    import fsspec
+
+    suffixes = TIFF + RASTER
+    try:
+        fs, root = fsspec.core.url_to_fs(local(url), **(storage_options or {}))
+        names = fs.find(root)
+    except Exception as exc:
+        raise SpiralrayError(f"cannot list {redact(url)}: {one_line(exc)}") from exc
+    root = root.rstrip("/")
+    return [n[len(root) + 1 :] for n in names if n.lower().endswith(suffixes)]
+
+
+def output_for(out_root: str, entry: Entry) -> str:
+    """Where an archive image's labels go: the input's relative path mirrored under the output
+    (file suffixes become ``.zarr``)."""
+    if not entry.path:
+        return out_root
+    rel = entry.path
+    for suffix in TIFF + RASTER:
+        if rel.lower().endswith(suffix):
+            rel = rel[: -len(suffix)] + ".zarr"
+            break
+    return f"{str(out_root).rstrip('/')}/{rel}"

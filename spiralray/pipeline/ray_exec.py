@@ -1,0 +1,265 @@
+"""The Ray executor: Ray Data streams tiles of any number of images through scoring actors,
+rebatches their candidates into fixed-size batches sharded across the segmenter actor pool
+(evenly loaded however dense each tile is), and the driver assembles each image's objects by
+overlap components into its output chunks (one writer per chunk), as the in-process executor
+does: Ray only schedules the work, it does not change the answer.
+
+    tiles --ScoreActor--> markers + candidates --(batches of B rows)--> SegmentActor --> objects
+      --> driver: tile done when its marker's count of objects arrived -> tile record (resume)
+      --> tile rows in order -> Assembler -> chunk writes (a thread pool) -> finalize
+
+Only this module and ``actors`` import Ray. Memory: the driver holds the tiles that finished
+out of row order, the assembler's open components and the in-flight chunk writes; the actors
+hold one batch each.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.spiral import ObjectMask
+from .actors import CANDIDATE, ERROR, MARKER, STAT, ScoreActor, SegmentActor, model_payload
+from .assemble import Assembler
+from .plan import VERSION
+from .run import ImageRun, Options
+from .tiles import decode, encode
+
+
+@dataclass
+class RayOptions:
+    """The actor pools (sizes and resources) and batch sizes; from the CLI or a job's config."""
+
+    score_actors: int = 1
+    segment_actors: int = 2
+    score_cpus: float = 0.25
+    segment_cpus: float = 0.75  # fractional on small machines: Ray Data's own tasks need CPU too
+    segment_gpus: float = 0.0
+    threads: int | None = None  # torch threads per actor (default: the CPUs it holds, at least 1)
+    batch_regions: int = 256  # candidates per segmenter batch (a GPU wants thousands)
+    engine_batch: int = 256  # regions per forward pass
+    device: str = "auto"
+    write_threads: int = 4
+    segment_resources: dict | None = None  # custom resources per segmenter actor (e.g. a node type)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level="warning")
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
+
+
+def _quiet_data() -> None:
+    """Ray Data's own progress bars and INFO lines would bury ours: one progress line is enough."""
+    import logging
+
+    import ray
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+class _Image:
+    """The driver's state of one image: which tiles are done, its assembler and its writes."""
+
+    def __init__(self, run: ImageRun, cfg, opts: Options, pool: ThreadPoolExecutor):
+        self.run, self.plan, self.opts = run, run.plan, opts
+        self.tiles = {(t.ty, t.tx): t for t in self.plan.tiles()}
+        self.expected: dict = {}
+        self.got: dict = defaultdict(list)
+        self.done: dict = {}  # (ty, tx) -> objects, complete tiles not yet fed
+        self.candidates = self.regions = 0
+        self.failed: str | None = None
+        self.writes: list = []
+        self.pool = pool
+        out = run.out
+        if out is not None:
+            self.scratch = out.open_scratch(self.plan.shape, self.plan.tile_size, resume=bool(run.done))
+            write = self._write
+        else:
+            self.full = np.zeros(self.plan.shape, np.uint64)
+            write = self._paint
+        self.asm = Assembler(self.plan.shape, self.plan.tile_size, cfg, write, self.plan.index)
+        self.rows_left = {ty: sum(1 for t in self.tiles if t[0] == ty) for ty in {t[0] for t in self.tiles}}
+
+    def _write(self, tile, block) -> None:
+        while len(self.writes) > 2 * self.pool._max_workers:  # bound the blocks in flight
+            self.writes.pop(0).result()
+        self.writes.append(self.pool.submit(self.run.out.write_chunk, self.scratch, tile.y0, tile.x0, block))
+
+    def _paint(self, tile, block) -> None:
+        self.full[tile.y0 : tile.y1, tile.x0 : tile.x1] = block
+
+    def tile_done(self, key, objects, candidates: int, record: bool = True) -> None:
+        self.candidates += candidates
+        self.regions += sum(o.regions for o in objects)
+        if record and self.run.out is not None:
+            self.run.out.put_record(self.tiles[key].key, encode(objects, candidates))
+        self.done[key] = objects
+        self.rows_left[key[0]] -= 1
+        while self.asm.rows_fed in self.rows_left and self.rows_left[self.asm.rows_fed] == 0:
+            ty = self.asm.rows_fed
+            row = [k for k in sorted(self.done) if k[0] == ty]
+            self.asm.feed(ty, [o for k in row for o in self.done.pop(k)])
+
+    def flush(self) -> None:
+        for f in self.writes:
+            f.result()
+        self.writes.clear()
+
+
+def _object(row: dict) -> ObjectMask | None:
+    if row["h"] == 0:
+        return None
+    h, w = int(row["h"]), int(row["w"])
+    mask = np.unpackbits(np.frombuffer(row["bits"], np.uint8), count=h * w).astype(bool).reshape(h, w)
+    return ObjectMask(
+        (int(row["y"]), int(row["x"])),
+        float(row["score"]),
+        int(row["y0"]),
+        int(row["x0"]),
+        mask,
+        int(row["regions"]),
+    )
+
+
+def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, progress=None) -> dict:
+    """Segment the images of ``runs`` (checked and started: plans fixed, manifests written)."""
+    import ray
+
+    from .local import Progress
+
+    t0 = time.perf_counter()
+    progress = progress or Progress(0, enabled=False)
+    pool = ThreadPoolExecutor(ropts.write_threads)
+    images = {r.index: _Image(r, net.config, opts, pool) for r in runs}
+    todo = []
+    for img in images.values():  # resume: finished tiles come back from their records
+        for key, t in img.tiles.items():
+            rec = (
+                img.run.out.get_record(t.key) if (img.run.out is not None and t.key in img.run.done) else None
+            )
+            if rec is None:
+                todo.append({"image": img.plan.index, "ty": t.ty, "tx": t.tx})
+            else:
+                objs = decode(rec)
+                img.tile_done(key, objs, int(rec["candidates"][0]), record=False)
+                progress.update(1, len(objs), 0)
+    progress.total += len(todo)
+    busy: dict[str, float] = defaultdict(float)
+    if todo:
+        threads = ropts.threads
+        common = {
+            "model": ray.put(model_payload(net)),
+            "plans": ray.put([img.plan.to_dict() for img in images.values()]),
+            "device": ropts.device,
+            "batch_size": ropts.engine_batch,
+            "channel": opts.channel,
+            "plane": opts.plane,
+        }
+        from ray.data import ActorPoolStrategy
+
+        _quiet_data()
+        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 4 * ropts.score_actors * 4)))
+        ds = ds.map_batches(
+            ScoreActor,
+            batch_size=1,
+            compute=ActorPoolStrategy(min_size=1, max_size=ropts.score_actors),
+            num_cpus=ropts.score_cpus,
+            fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.score_cpus))},
+            batch_format="numpy",
+        )
+        ds = ds.map_batches(
+            SegmentActor,
+            batch_size=ropts.batch_regions,
+            # a fixed pool: every segmenter is up from the start, so batches spread at once
+            compute=ActorPoolStrategy(min_size=ropts.segment_actors, max_size=ropts.segment_actors),
+            num_cpus=ropts.segment_cpus,
+            num_gpus=ropts.segment_gpus or None,
+            **({"resources": ropts.segment_resources} if ropts.segment_resources else {}),
+            fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.segment_cpus))},
+            batch_format="numpy",
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            _consume(batch, images, progress, busy)
+    progress.close()
+    out = {"images": [], "failed": []}
+    for img in images.values():
+        img.flush()
+        if img.failed:
+            out["failed"].append({"input": img.run.input, "error": img.failed})
+            continue
+        out["images"].append(_finish(img, opts))
+    pool.shutdown()
+    out["busy_seconds"] = dict(busy)
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _consume(batch: dict, images: dict, progress, busy: dict) -> None:
+    kinds = batch["kind"]
+    for i in range(len(kinds)):
+        kind = int(kinds[i])
+        if kind == STAT:
+            busy[str(batch["msg"][i])] += float(batch["busy"][i])
+            continue
+        img = images[int(batch["image"][i])]
+        key = (int(batch["ty"][i]), int(batch["tx"][i]))
+        if img.failed:
+            continue
+        if kind == ERROR:
+            img.failed = str(batch["msg"][i])
+            continue
+        if kind == MARKER:
+            img.expected[key] = int(batch["n"][i])
+        elif kind == CANDIDATE:
+            img.got[key].append(_object({k: batch[k][i] for k in batch}))
+        if key in img.expected and len(img.got[key]) == img.expected[key]:
+            objs = [o for o in img.got.pop(key) if o is not None]
+            n = img.expected.pop(key)
+            img.tile_done(key, objs, n)
+            progress.update(1, len(objs), sum(o.regions for o in objs))
+
+
+def _finish(img: _Image, opts: Options) -> dict:
+    from .local import _relabel
+    from .run import finish_image_run
+
+    table = img.asm.finish()
+    img.flush()
+    plan = img.plan
+    ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
+    summary = {
+        "shape": list(plan.shape),
+        "tiles": len(img.tiles),
+        "tile_size": plan.tile_size,
+        "objects": int(len(table["id"])),
+        "candidates": img.candidates,
+        "regions": img.regions,
+        "missing_chunks": int(plan.source.get("missing_chunks", 0)),
+        "largest_component": img.asm.largest_component,
+        "stats": list(plan.stats) if plan.stats is not None else None,
+        "scale": plan.scale,
+        "ids": opts.ids,
+        "executor": "ray",
+    }
+    if img.run.out is not None:
+        attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
+        img.run.out.finalize(img.scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
+    else:
+        summary["labels"] = _relabel(img.full, table["seed_id"], ids, opts.semantic)
+    return finish_image_run(img.run, summary)

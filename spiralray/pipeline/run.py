@@ -1,0 +1,204 @@
+"""One image's run, whichever executor does the work: the checks made before any work, the
+plan (computed, or taken from the output's manifest to resume), the manifest written first
+(the writability check) and last (``complete``). The user's data is never written over: an
+output that is the input, or anything without a spiralray manifest, is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..errors import SpiralrayError
+from ..io.output import Output
+from ..io.readers import TIFF, is_url, local, open_image, redact
+from .plan import VERSION, ImagePlan, check_tile_size, make_plan, mismatch, weights_hash
+
+TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
+
+
+@dataclass
+class Options:
+    """What a user chooses for a run; ``params()`` is what a resumed run must match."""
+
+    tile_size: int = 1024
+    channel: int | None = None
+    plane: object = None
+    ids: str = "sequential"
+    exclude_border: bool = False
+    overwrite: bool = False
+    strict: bool = False
+    semantic: bool = False  # TIFF output only: the foreground mask instead of ids
+    group: int = 8  # tiles segmented in one batched spiral
+
+    def params(self, cfg) -> dict:
+        return {
+            "tile_size": self.tile_size,
+            "ids": self.ids,
+            "exclude_border": self.exclude_border,
+            "candidates": asdict(cfg.candidates),
+            "spiral": asdict(cfg.spiral),
+        }
+
+
+@dataclass
+class ImageRun:
+    """An image on its way through a run. ``plan`` is None until made; ``finished`` holds the
+    summary of an output that was already complete (nothing to do)."""
+
+    input: str
+    output: str
+    kind: str  # "zarr" or "tiff"
+    reader: object
+    out: Output | None
+    manifest: dict
+    index: int = 0
+    plan: ImagePlan | None = None
+    done: set = field(default_factory=set)
+    finished: dict | None = None
+    t0: float = field(default_factory=time.perf_counter)
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Whether two paths/URLs are the same location or one lies inside the other."""
+    if is_url(a) != is_url(b):
+        return False
+    pa = redact(a).rstrip("/") if is_url(a) else os.path.realpath(local(a))
+    pb = redact(b).rstrip("/") if is_url(b) else os.path.realpath(local(b))
+    return pa == pb or pa.startswith(pb + "/") or pb.startswith(pa + "/")
+
+
+def output_kind(output: str) -> str:
+    s = local(output).rstrip("/").lower()
+    if s.endswith(TIFF):
+        return "tiff"
+    if s.endswith(".zarr") or is_url(output):
+        return "zarr"
+    suffix = os.path.splitext(s)[1]
+    raise SpiralrayError(
+        f"unsupported output format '{suffix or 'none'}' for {output} (use .zarr, a URL or .tif)"
+    )
+
+
+def check_tiff_output(path: str) -> None:
+    """Fail before any work on a TIFF output that cannot be written."""
+    p = local(path)
+    if os.path.isdir(p):
+        raise SpiralrayError(f"output {p} is a directory")
+    parent = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(parent):
+        raise SpiralrayError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise SpiralrayError(f"output directory is not writable: {parent}")
+
+
+def preflight(input: str, output: str, opts: Options, kind: str | None = None) -> str:
+    """The checks that need no model and no pixels, made before anything is loaded; returns
+    the output kind ("zarr" or "tiff")."""
+    check_tile_size(opts.tile_size)
+    kind = kind or output_kind(output)
+    if _same_place(input, output):
+        raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
+    if kind == "tiff":
+        check_tiff_output(output)
+    return kind
+
+
+def check_image_run(
+    input: str,
+    output: str,
+    net,
+    opts: Options,
+    model: str | None = None,
+    storage_options: dict | None = None,
+    index: int = 0,
+    kind: str | None = None,
+) -> ImageRun:
+    """Everything checked and the output's state read; no pixels read, nothing written yet.
+    ``kind`` forces the output kind (an archive's images are OME-Zarr groups, whatever name)."""
+    kind = preflight(input, output, opts, kind)
+    reader = open_image(input, opts.channel, opts.plane, storage_options)
+    if opts.strict and reader.missing_chunks:
+        raise SpiralrayError(
+            f"{redact(input)} has {reader.missing_chunks} missing chunks "
+            "(read as the fill value); --strict refuses"
+        )
+    desc = reader.describe()
+    manifest = {
+        "version": VERSION,
+        "model": {"source": model or "shipped", "weights_sha256": weights_hash(net)},
+        "params": opts.params(net.config),
+        "images": [{"input": desc["url"], "shape": list(reader.shape), "source": desc}],
+    }
+    run = ImageRun(input, output, kind, reader, None, manifest, index)
+    if kind == "tiff":
+        if reader.shape[0] * reader.shape[1] > TIFF_MAX_PIXELS:
+            raise SpiralrayError(
+                f"image is {reader.shape[0]} x {reader.shape[1]} px: too large for a TIFF output, write .zarr"
+            )
+        return run
+    out = run.out = Output(output, storage_options)
+    old = out.manifest() if out.exists() else None
+    if old is None and out.exists() and _nonempty(out):
+        raise SpiralrayError(
+            f"output {redact(output)} exists and is not a spiralray output: choose another path"
+        )
+    if old is None:
+        return run
+    differs = mismatch(old, manifest)
+    if differs and not opts.overwrite:
+        raise SpiralrayError(
+            f"output {redact(output)} holds another run ({differs} differ): use --overwrite to replace it"
+        )
+    if differs or opts.overwrite:
+        out.remove()
+        return run
+    run.plan = ImagePlan.from_dict(old["images"][0])
+    run.done = out.done_tiles()
+    if old.get("complete"):
+        run.finished = {**old.get("summary", {}), "resumed": "already complete"}
+    return run
+
+
+def start_image_run(run: ImageRun, plan: ImagePlan | None = None) -> None:
+    """Fix the plan (given, kept from the manifest, or made here) and write the manifest: the
+    output's writability check, before any tile is computed."""
+    run.plan = (
+        run.plan
+        or plan
+        or make_plan(run.reader, _cfg_of(run), run.manifest["params"]["tile_size"], run.index)
+    )
+    run.manifest["images"] = [run.plan.to_dict()]
+    run.manifest["complete"] = False
+    if run.out is not None:
+        run.out.write_manifest(run.manifest)
+        run.out.mark({"version": VERSION, "complete": False, "manifest": ".spiralray/manifest.json"})
+
+
+def _cfg_of(run: ImageRun):
+    from ..core.config import SpiralNetConfig
+
+    p = run.manifest["params"]
+    return SpiralNetConfig().replace(candidates=p["candidates"], spiral=p["spiral"])
+
+
+def finish_image_run(run: ImageRun, summary: dict) -> dict:
+    """The summary completed; for OME-Zarr, the manifest marked complete and scratch dropped."""
+    summary.update(
+        input=redact(run.input) if is_url(run.input) else run.input,
+        output=run.output,
+        seconds=round(time.perf_counter() - run.t0, 3),
+    )
+    if run.out is not None:
+        run.manifest.update(complete=True, summary=summary)
+        run.out.write_manifest(run.manifest)
+        run.out.drop_scratch()
+    return summary
+
+
+def _nonempty(out: Output) -> bool:
+    try:
+        return bool(out.fs.ls(out.root, detail=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return False

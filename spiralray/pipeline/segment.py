@@ -1,0 +1,152 @@
+"""``spiralray segment`` for any input: one image or an archive, in this process or on Ray.
+
+The executor is a scheduling choice, never an answer-changing one. ``auto`` picks Ray for an
+archive, a URL, a large image (over ``RAY_PIXELS``) and whenever a Ray address is given (the
+``--address`` option or ``RAY_ADDRESS``), and stays in this process for one small local image
+(starting Ray costs ~5 s). In an archive, an image that cannot be read is reported and the
+others are finished.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import SpiralrayError
+from ..io.archive import Entry, is_archive, list_images, output_for
+from ..io.readers import is_url, redact
+from .run import Options, check_image_run, preflight, start_image_run
+
+RAY_PIXELS = 64 * 2**20
+EXECUTORS = ("auto", "local", "ray")
+
+
+def choose_executor(input: str, executor: str, address: str | None, shape=None) -> str:
+    if executor not in EXECUTORS:
+        raise SpiralrayError(f"unknown executor {executor!r} (use {', '.join(EXECUTORS)})")
+    if executor != "auto":
+        return executor
+    if address or os.environ.get("RAY_ADDRESS") or is_url(input) or is_archive(input):
+        return "ray"
+    if shape is not None and shape[0] * shape[1] > RAY_PIXELS:
+        return "ray"
+    return "local"
+
+
+def check_output(input: str, output: str, opts: Options) -> None:
+    """The checks that need no model: an image's output kind and place; an archive's output
+    never inside its input (nor the input inside the output)."""
+    if is_archive(input):
+        from .run import _same_place
+
+        if _same_place(input, output):
+            raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
+        return
+    preflight(input, output, opts)
+
+
+def segment(
+    input: str,
+    output: str,
+    engine,
+    opts: Options,
+    model: str | None = None,
+    executor: str = "auto",
+    address: str | None = None,
+    ropts=None,
+    progress=None,
+) -> dict:
+    """Segment ``input`` (an image or an archive) into ``output``; returns the summary."""
+    archive = is_archive(input)
+    entries = list_images(input) if archive else [Entry("", input)]
+    if not archive:
+        preflight(input, output, opts)
+    shape = None
+    if not archive and executor == "auto" and not is_url(input):
+        from ..io.readers import open_image
+
+        shape = open_image(input, opts.channel, opts.plane).shape
+    chosen = choose_executor(input, executor, address, shape)
+    if chosen == "local":
+        if archive:
+            raise SpiralrayError("an archive runs on Ray: use --executor ray (or auto)")
+        from .local import segment_image_file
+
+        return {**segment_image_file(input, output, engine, opts, model, progress), "executor": "local"}
+    return _on_ray(entries, archive, input, output, engine, opts, model, address, ropts, progress)
+
+
+def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts, progress) -> dict:
+    import ray
+
+    from .local import usable_cpus
+    from .ray_exec import RayOptions, init_ray, run_images
+
+    t0 = time.perf_counter()
+    ropts = ropts or RayOptions()
+    init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
+    runs, finished, failed = [], [], []
+    for index, e in enumerate(entries):
+        try:
+            if archive:
+                run = check_image_run(
+                    e.url, output_for(output, e), engine.net, opts, model, index=index, kind="zarr"
+                )
+            else:
+                run = check_image_run(e.url, output, engine.net, opts, model, index=index)
+        except SpiralrayError as exc:
+            if not archive:
+                raise
+            failed.append({"input": redact(e.url), "error": str(exc)})
+            continue
+        (finished if run.finished is not None else runs).append(run)
+    # per-image statistics are a pass over each image's chunks: one Ray task per image
+    plan_task = ray.remote(num_cpus=0.5)(_plan)
+    pending = {id(r): plan_task.remote(r.input, opts, engine.cfg, r.index) for r in runs if r.plan is None}
+    started = []
+    for r in runs:
+        try:
+            try:
+                plan = ray.get(pending[id(r)]) if id(r) in pending else None
+            except ray.exceptions.RayTaskError as exc:  # its cause is the one-line user error
+                if isinstance(exc.cause, SpiralrayError):
+                    raise exc.cause from None
+                raise
+            start_image_run(r, plan)
+            started.append(r)
+        except SpiralrayError as exc:
+            if not archive:
+                raise
+            failed.append({"input": redact(r.input), "error": str(exc)})
+    result = (
+        run_images(started, engine.net, opts, ropts, progress) if started else {"images": [], "failed": []}
+    )
+    if result["failed"] and not archive:
+        raise SpiralrayError(result["failed"][0]["error"])
+    images = [r.finished for r in finished] + result["images"]
+    failed += result["failed"]
+    summary = {
+        "executor": "ray",
+        "input": redact(input) if is_url(input) else input,
+        "output": output,
+        "images": len(images),
+        "failed": failed,
+        "objects": sum(i.get("objects", 0) for i in images),
+        "tiles": sum(i.get("tiles", 0) for i in images),
+        "regions": sum(i.get("regions", 0) for i in images),
+        "busy_seconds": result.get("busy_seconds", {}),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if not archive and images:
+        summary = {**images[0], **{k: summary[k] for k in ("executor", "busy_seconds", "seconds")}}
+    else:
+        summary["per_image"] = images
+    return summary
+
+
+def _plan(url: str, opts: Options, cfg, index: int):
+    """A Ray task: one image's plan (its exact statistics need a pass over all its chunks)."""
+    from ..io.readers import open_image
+    from .plan import make_plan
+
+    return make_plan(open_image(url, opts.channel, opts.plane), cfg, opts.tile_size, index)

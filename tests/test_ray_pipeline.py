@@ -1,0 +1,142 @@
+"""The Ray executor on a real local Ray: its output equals the in-process output (tiled ==
+whole), archives of several images, a segmenter actor killed mid-job, bad images in an archive."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from spiralray import api
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.pipeline.ray_exec import RayOptions
+from spiralray.pipeline.run import Options
+from spiralray.pipeline.segment import segment
+
+ROPTS = RayOptions(segment_actors=2, segment_cpus=0.5, score_cpus=0.25, batch_regions=64)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return api.load_engine(None)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scene")
+    image = generate(SyntheticSpec(520, 600, density=0.0009), seed=23)[0]
+    tifffile.imwrite(d / "img.tif", image)
+    return d / "img.tif", image
+
+
+def _labels(out):
+    return np.asarray(zarr.open_array(f"{out}/labels/instances/0", mode="r")[...])
+
+
+@pytest.mark.parametrize("tile", [256, 512])
+def test_ray_output_equals_in_process_output(ray_cluster, engine, scene, tmp_path, tile):
+    path, image = scene
+    s = segment(
+        str(path), str(tmp_path / "o.zarr"), engine, Options(tile_size=tile), executor="ray", ropts=ROPTS
+    )
+    assert s["executor"] == "ray" and s["objects"] > 20
+    whole = api.segment_image(engine, image).labels
+    assert np.array_equal(_labels(tmp_path / "o.zarr"), whole)
+    assert len(s["busy_seconds"]) == 2  # both segmenter actors did work
+
+
+def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, engine, tmp_path):
+    root = zarr.open_group(str(tmp_path / "arch.zarr"), mode="w")
+    imgs = {}
+    for i, name in enumerate(["plate/A/1", "plate/B/2", "solo"]):
+        im = generate(SyntheticSpec(300, 320, density=0.0009), seed=50 + i)[0]
+        arr = root.create_array(name, shape=im.shape, chunks=(128, 128), dtype=im.dtype)
+        arr[...] = im
+        imgs[name] = im
+    bad = root.create_array("broken", shape=(300, 320), chunks=(128, 128), dtype="u2")
+    bad[...] = 100
+    (tmp_path / "arch.zarr" / "broken" / "c" / "1" / "1").write_bytes(b"garbage!" * 8)
+    s = segment(
+        str(tmp_path / "arch.zarr"), str(tmp_path / "out"), engine, Options(tile_size=256), ropts=ROPTS
+    )
+    assert s["executor"] == "ray" and s["images"] == 3
+    assert (
+        len(s["failed"]) == 1 and "broken" in s["failed"][0]["input"] and "chunk" in s["failed"][0]["error"]
+    )
+    for name, im in sorted(imgs.items()):
+        got = _labels(tmp_path / "out" / name)
+        # per-image normalisation: each image as if segmented alone
+        assert np.array_equal(got, api.segment_image(engine, im).labels)
+    # the image index (which seed ids carry) is the image's position in the sorted path list
+    manifests = [
+        json.loads((tmp_path / "out" / n / ".spiralray" / "manifest.json").read_text()) for n in sorted(imgs)
+    ]
+    assert [m["images"][0]["index"] for m in manifests] == [1, 2, 3]  # "broken" sorts first: index 0
+
+
+def test_folder_of_tiffs(ray_cluster, engine, tmp_path):
+    for i in range(2):
+        tifffile.imwrite(tmp_path / f"f{i}.tif", generate(SyntheticSpec(260, 300), seed=70 + i)[0])
+    s = segment(
+        str(tmp_path),
+        str(tmp_path.parent / (tmp_path.name + "_out")),
+        engine,
+        Options(tile_size=256),
+        ropts=ROPTS,
+    )
+    assert s["images"] == 2 and not s["failed"]
+    assert (tmp_path.parent / (tmp_path.name + "_out") / "f1.zarr" / "labels" / "instances").exists()
+
+
+def _segmenter_pids():
+    """PIDs of this cluster's segmenter actor processes: children of the raylet whose command
+    line names this session's GCS (other Ray clusters may run on the machine)."""
+    import psutil
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    pids = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "raylet" in cmd and gcs in cmd:
+            for c in p.children(recursive=True):
+                try:
+                    if "SegmentActor" in " ".join(c.cmdline()):
+                        pids.append(c.pid)
+                except psutil.Error:
+                    pass
+    return pids
+
+
+def test_a_killed_segmenter_actor_is_replaced_and_the_output_is_equal(ray_cluster, engine, scene, tmp_path):
+    path, image = scene
+    killed = []
+
+    def killer():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            pids = _segmenter_pids()
+            if pids:
+                time.sleep(1.0)  # let it take a batch
+                try:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    ropts = RayOptions(segment_actors=1, segment_cpus=0.5, batch_regions=16)
+    s = segment(
+        str(path), str(tmp_path / "o.zarr"), engine, Options(tile_size=256), executor="ray", ropts=ropts
+    )
+    t.join(5)
+    assert killed, "the segmenter actor was never killed"
+    assert np.array_equal(_labels(tmp_path / "o.zarr"), api.segment_image(engine, image).labels)
+    assert s["objects"] > 20

@@ -236,3 +236,37 @@ def test_unreachable_endpoint_and_wrong_credentials_are_one_line(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+class _Flaky:
+    """An array whose reads fail ``fails`` times with ``exc`` first (a throttled store)."""
+
+    def __init__(self, a, fails, exc):
+        self.a, self.fails, self.exc, self.calls = a, fails, exc, 0
+        self.shape, self.dtype = a.shape, a.dtype
+
+    def __getitem__(self, idx):
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise self.exc
+        return self.a[idx]
+
+
+def test_transient_storage_errors_are_retried_permanent_ones_are_not(image, monkeypatch):
+    from spiralray.io.readers import ImageReader, Plane
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    plane = Plane("yx", (slice(None), slice(None)))
+    flaky = _Flaky(image, 3, OSError("503 SlowDown: Please reduce your request rate"))
+    r = ImageReader("s3://b/x.zarr", flaky, plane, (100, 100), False, "zarr")
+    assert np.array_equal(r.read(0, 50, 0, 60), image[:50, :60]) and flaky.calls == 4
+    r = ImageReader(
+        "s3://b/x.zarr", _Flaky(image, 99, TimeoutError("read timed out")), plane, (100, 100), False, "zarr"
+    )
+    with pytest.raises(SpiralrayError, match="cannot read s3://b/x.zarr"):
+        r.read(0, 50, 0, 60)
+    corrupt = _Flaky(image, 1, ValueError("zstd decompression failed"))
+    r = ImageReader("s3://b/x.zarr", corrupt, plane, (100, 100), False, "zarr")
+    with pytest.raises(SpiralrayError, match="decompression"):
+        r.read(0, 50, 0, 60)
+    assert corrupt.calls == 2  # one read, then one more to name the failing chunk: no retries

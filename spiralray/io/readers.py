@@ -14,6 +14,7 @@ object. No torch here.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,28 @@ def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+
+
+TRANSIENT = (
+    "slowdown",
+    "503",
+    "throttl",
+    "timeout",
+    "timed out",
+    "temporar",
+    "connection reset",
+    "serviceunavailable",
+    "requestlimitexceeded",
+    "internalerror",
+    "too many requests",
+    "429",
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Throttling, timeouts and dropped connections are worth retrying; a corrupt chunk is not."""
+    text = f"{exc.__class__.__name__} {exc}".lower()
+    return isinstance(exc, (TimeoutError, ConnectionError)) or any(t in text for t in TRANSIENT)
 
 
 def is_zarr(path) -> bool:
@@ -188,16 +211,23 @@ class ImageReader:
             out.append(slice(y0, y1) if a == "y" else slice(x0, x1) if a == "x" else k)
         return tuple(out)
 
+    retries = 5  # attempts at a transient failure, backing off 0.2 s, 0.4 s, ... in between
+
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         H, W = self.shape
         if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
             raise ValueError(f"window {(y0, y1, x0, x1)} outside the {H} x {W} image")
-        try:
-            return np.asarray(self.array[self._index(y0, y1, x0, x1)])
-        except SpiralrayError:
-            raise
-        except Exception as exc:
-            raise SpiralrayError(f"cannot read {self._where(y0, y1, x0, x1)}: {one_line(exc)}") from exc
+        for attempt in range(self.retries):
+            try:
+                return np.asarray(self.array[self._index(y0, y1, x0, x1)])
+            except SpiralrayError:
+                raise
+            except Exception as exc:
+                if transient(exc) and attempt + 1 < self.retries:
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                raise SpiralrayError(f"cannot read {self._where(y0, y1, x0, x1)}: {one_line(exc)}") from exc
+        raise AssertionError("unreachable")
 
     def _where(self, y0, y1, x0, x1) -> str:
         """The object a failed read names: the first chunk of the window that fails alone."""

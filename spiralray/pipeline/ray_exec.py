@@ -58,7 +58,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, logging_level="warning")
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
+        # "local": a new embedded cluster, never one that `ray start` left on this machine
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="warning",
+        )
 
 
 def _quiet_data() -> None:

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="benchmarks (write JSON to bench/results/)")
-    b.add_argument("which", choices=["engine", "compare", "train"])
+    b.add_argument("which", choices=["engine", "compare", "train", "tiles", "pipeline", "memory"])
     b.add_argument("--json", action="store_true", help="last line: one JSON object")
     b.add_argument("--data", default="../shared/data/hela")
     b.add_argument("--results", default="bench/results")

@@ -227,6 +227,18 @@ def run(which: str, args) -> dict:
         result = bench_engine(args)
     elif which == "train":
         result = bench_train(args)
+    elif which == "tiles":
+        from .tiles import bench_tiles
+
+        result = bench_tiles(args)
+    elif which == "pipeline":
+        from .pipeline import bench_pipeline
+
+        result = bench_pipeline(args)
+    elif which == "memory":
+        from .memory import bench_memory
+
+        result = bench_memory(args)
     else:
         from .compare import bench_compare
 

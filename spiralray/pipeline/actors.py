@@ -67,8 +67,7 @@ class _Worker:
         from .plan import ImagePlan
 
         torch.set_num_threads(max(1, int(threads)))
-        payload = ray.get(model) if isinstance(model, ray.ObjectRef) else model
-        plans = ray.get(plans) if isinstance(plans, ray.ObjectRef) else plans
+        payload, plans = ray.get(model[0]), ray.get(plans[0])
         net = SpiralNet.build(SpiralNetConfig.from_dict(payload["config"]), seed=None)
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in payload["tensors"].items()})
         self.engine = Engine(net, device=device, batch_size=batch_size)

@@ -171,8 +171,10 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
     if todo:
         threads = ropts.threads
         common = {
-            "model": ray.put(model_payload(net)),
-            "plans": ray.put([img.plan.to_dict() for img in images.values()]),
+            # refs nested in a tuple: the actors' constructor arguments stay small (inline), and
+            # each actor fetches the model once; the driver keeps the objects alive until the end
+            "model": (ray.put(model_payload(net)),),
+            "plans": (ray.put([img.plan.to_dict() for img in images.values()]),),
             "device": ropts.device,
             "batch_size": ropts.engine_batch,
             "channel": opts.channel,

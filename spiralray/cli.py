@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="benchmarks (write JSON to bench/results/)")
-    b.add_argument("which", choices=["engine", "compare", "train", "tiles", "pipeline", "memory"])
+    b.add_argument("which", choices=["engine", "compare", "train", "tiles", "pipeline", "memory", "serve"])
     b.add_argument("--json", action="store_true", help="last line: one JSON object")
     b.add_argument("--data", default="../shared/data/hela")
     b.add_argument("--results", default="bench/results")
@@ -302,7 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--unets", default="32", help="U-Net base widths to compare, e.g. 32,64 (compare)")
     b.add_argument("--dsb", default="bench/data/dsb2018", help="held-out DSB 2018 image (compare)")
     b.add_argument("--baseline-minutes", type=float, default=10, help="U-Net training budget if uncached")
+    b.add_argument("--seconds", type=float, default=60, help="load-test phase length (serve)")
+    b.add_argument("--clients", type=int, default=16, help="concurrent clients (serve)")
     b.set_defaults(func=cmd_bench)
+
+    from .serve.cli import add_parser as add_serve  # argparse only: Ray loads when serving
+
+    add_serve(sub)
     return p
 
 

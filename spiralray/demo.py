@@ -51,6 +51,7 @@ def run_demo(out: str = "demo_out") -> int:
 
     from . import api
     from .core.metrics import evaluate
+    from .io.readers import open_image
     from .pipeline.local import Progress
     from .pipeline.run import Options
     from .pipeline.segment import segment
@@ -69,7 +70,8 @@ def run_demo(out: str = "demo_out") -> int:
     for i, truth in enumerate(truths):
         got = np.asarray(zarr.open_array(f"{labels_out}/field_{i:02d}/labels/instances/0", mode="r")[...])
         scores.append(evaluate(got, truth))
-    first = np.asarray(zarr.open_array(f"{archive}/field_00/0", mode="r")[...])
+    reader = open_image(f"{archive}/field_00")
+    first = reader.read(0, SIZE, 0, SIZE)
     got0 = np.asarray(zarr.open_array(f"{labels_out}/field_00/labels/instances/0", mode="r")[...])
     overlay(first, got0, os.path.join(out, "overlay.png"))
     result = {

@@ -239,6 +239,10 @@ def run(which: str, args) -> dict:
         from .memory import bench_memory
 
         result = bench_memory(args)
+    elif which == "serve":
+        from .serve import bench_serve
+
+        result = bench_serve(args)
     else:
         from .compare import bench_compare
 

@@ -32,5 +32,8 @@ def load(model: str | None = None) -> SpiralNet:
     if not os.path.isdir(path):
         raise SpiralrayError(f"model not found: {path} (a model directory or models:/NAME@ALIAS)")
     tensors, config = storage.load_model_dir(path)
-    net = SpiralNet.build(SpiralNetConfig.from_dict(config["spiralnet"]), seed=None)
-    return net.load_state_dict(tensors)
+    try:
+        net = SpiralNet.build(SpiralNetConfig.from_dict(config["spiralnet"]), seed=None)
+        return net.load_state_dict(tensors)
+    except (KeyError, TypeError, RuntimeError) as exc:  # a config or weights of another model
+        raise SpiralrayError(f"broken model directory {path}: {exc.__class__.__name__}: {exc}") from exc

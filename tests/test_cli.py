@@ -110,3 +110,34 @@ def test_segment_exclude_border_drops_only_cut_objects(tmp_path):
     assert len(np.unique(inner[inner > 0])) == len(kept)
     for i in kept:  # every other object is unchanged, pixel for pixel
         assert np.array_equal(full == i, inner == inner[full == i][0])
+
+
+def test_user_fixable_problems_are_one_line_exit_2(tmp_path, capsys):
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    (broken / "config.json").write_text("{not json")
+    cases = [
+        (["--model", str(broken)], "model"),
+        (["--batch-size", "0"], "batch size"),
+        (["--threads", "0"], "--threads"),
+        (["--device", "tpu7"], "device"),
+        (["--tile-size", "100"], "tile size"),
+        (["--plane", "z=x"], "--plane"),
+    ]
+    for extra, expected in cases:
+        code = main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2, (extra, err)
+        assert expected in err and len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    assert main(["segment", "gcs://bucket/x.zarr", str(tmp_path / "o.tif")]) == 2
+    assert "gcs" in capsys.readouterr().err
+
+
+def test_constant_channels_last_image_keeps_its_shape(tmp_path):
+    tifffile.imwrite(tmp_path / "c.tif", np.full((90, 110, 3), 7, np.uint8))
+    assert main(["segment", str(tmp_path / "c.tif"), str(tmp_path / "o.tif"), "--channel", "1"]) == 0
+    out = tifffile.imread(tmp_path / "o.tif")
+    assert out.shape == (90, 110) and not out.any()

@@ -190,5 +190,9 @@ def load_model_dir(path) -> tuple[dict, dict]:
         raise SpiralrayError(
             f"not a spiralray model directory (needs {MODEL_WEIGHTS} and {MODEL_CONFIG}): {path}"
         )
-    with open(config) as f:
-        return load_file(weights), json.load(f)
+    try:
+        with open(config) as f:
+            return load_file(weights), json.load(f)
+    except Exception as exc:  # safetensors raises its own error type
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise SpiralrayError(f"broken model directory {path}: {exc.__class__.__name__}: {first}") from exc

@@ -32,28 +32,34 @@ def usable_cpus() -> int:
 
 
 class Progress:
-    """Tiles done / total, objects, regions per second on one updating stderr line (a terminal only)."""
+    """Tiles done / total, objects, regions per second on stderr: one updating line on a
+    terminal; otherwise (a job's log) a line every ``every`` seconds. ``enabled=False``: silent."""
 
-    def __init__(self, total: int, enabled: bool | None = None):
+    def __init__(self, total: int, enabled: bool | None = None, every: float = 30.0):
         self.total, self.done, self.objects, self.regions = total, 0, 0, 0  # total grows per image
-        self.t0 = time.perf_counter()
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.t0 = self.last = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self.enabled = True if enabled is None else enabled
+        self.every = every
+
+    def line(self) -> str:
+        rate = self.regions / max(time.perf_counter() - self.t0, 1e-9)
+        return f"tiles {self.done}/{self.total} | {self.objects} objects | {rate:.0f} regions/s"
 
     def update(self, tiles: int = 0, objects: int = 0, regions: int = 0) -> None:
         self.done += tiles
         self.objects += objects
         self.regions += regions
-        if self.enabled:
-            rate = self.regions / max(time.perf_counter() - self.t0, 1e-9)
-            print(
-                f"\rtiles {self.done}/{self.total} | {self.objects} objects | {rate:.0f} regions/s",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        if not self.enabled:
+            return
+        if self.tty:
+            print("\r" + self.line(), end="", file=sys.stderr, flush=True)
+        elif time.perf_counter() - self.last >= self.every:
+            self.last = time.perf_counter()
+            print(self.line(), file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             print(file=sys.stderr)
 
 

@@ -1,6 +1,7 @@
-"""Regenerate the README's performance and accuracy tables from bench/results/*.json.
+"""Regenerate the benchmark tables from bench/results/*.json.
 
-python bench/table.py        # rewrites the block between the BENCH markers in README.md
+python bench/table.py        # rewrites the BENCH blocks of docs/benchmarks.md (every table) and
+                             # README.md (the headline tables)
 """
 
 import json
@@ -10,6 +11,7 @@ import re
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 README = os.path.join(HERE, "..", "README.md")
+DOCS = os.path.join(HERE, "..", "docs", "benchmarks.md")
 
 
 def _load(name):
@@ -136,28 +138,131 @@ def train_table(t) -> list[str]:
     ]
 
 
-def main():
+def tiles_table(t) -> list[str]:
+    lines = [
+        f"Tiled == whole ({t['source']}, {t['shape'][0]} x {t['shape'][1]} px; `spiralray bench tiles`):",
+        "",
+        "| tile size | tiles | equal (DESIGN 2) | bit-identical, ids included | objects | seconds |",
+        "|---:|---:|---|---|---:|---:|",
+    ]
+    for size, r in t["tile_sizes"].items():
+        lines.append(
+            f"| {size} | {r['tiles']} | {r['equal']} ({r['differing_pixels']} px differ) | {r['identical']} | "
+            f"{r['objects'][0]} | {r['seconds']} |"
+        )
+    d = t["dense_components"]
+    lines += [
+        "",
+        f"Time of 512-px tiles vs one tile (median of {t['repeats']}, interleaved): "
+        f"**x{t['overhead_512_vs_one_tile']}** ({t['seconds_512']} s vs {t['seconds_one_tile']} s). "
+        f"Largest overlap component: {t['tile_sizes']['512']['largest_component']} objects on the mosaic, "
+        f"{d['largest_component']} on a confluent field ({d['field']}; {d['objects']} objects).",
+    ]
+    return lines
+
+
+def pipeline_table(p) -> list[str]:
+    lb, s3 = p["load_balance"], p["s3"]
+    eq = all(p["labels_equal"].values())
+    return [
+        f"Ray pipeline vs in-process ({p['source']}; {p['machine_info']['cpus']} CPUs; "
+        f"`spiralray bench pipeline`, median of {p['repeats']}, interleaved, each run a fresh process):",
+        "",
+        "| measure | ratio | target |",
+        "|---|---:|---:|",
+        f"| Ray (2 segmenter actors x 1 thread) / in-process (2 threads), wall clock | "
+        f"{p['ray_vs_local_overhead']} | <= 1.3 |",
+        f"| 1 segmenter actor / 2 actors (one thread each) | {p['two_vs_one_actor_speedup']} | >= 1.6 |",
+        f"| load balance, every nucleus in one tile: busy less-loaded / more-loaded actor | "
+        f"{lb['less_loaded_over_more_loaded']} | >= 0.7 |",
+        f"| input from S3 (moto on 127.0.0.1) / local disk | {s3['s3_over_local']} | <= 1.2 |",
+        "",
+        f"Labels of every run equal the in-process labels: {eq} "
+        f"(bit-identical: {all(p['labels_identical'].values())}; S3 run identical: {s3['labels_identical']}).",
+    ]
+
+
+def memory_table(m) -> list[str]:
+    lines = [
+        f"Memory (`spiralray bench memory`; {m['source']}; summed PSS of the whole process tree, "
+        "sampled every 0.5 s):",
+        "",
+        "| image | executor | objects | seconds | peak PSS (MiB) | peak /dev/shm (MiB) | 2nd half / 1st half peak |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in m["runs"].items():
+        side, ex = name.split("_")
+        lines.append(
+            f"| {side}^2 | {ex} | {r['objects']} | {r['seconds']} | {r['peak_pss_mib']} | {r['peak_shm_mib']} | "
+            f"{r['second_half_over_first_half']} |"
+        )
+    lines += [
+        "",
+        f"Peak 16384^2 / 8192^2: in-process **x{m['local_peak_16384_over_8192']}**, "
+        f"Ray **x{m['ray_peak_16384_over_8192']}** (target <= 1.25).",
+    ]
+    return lines
+
+
+def serve_table(v) -> list[str]:
+    b, u, o = v["batched"], v["unbatched"], v["overload"]
+    return [
+        f"Serving (`spiralray bench serve`; {v['source']}; {v['clients']} clients, {v['seconds_per_mode']:.0f} s "
+        f"per mode, {v['machine_info']['cpus']} CPUs):",
+        "",
+        "| mode | images/s | p50 ms | p99 ms | failed | 503 |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| batched | {b['images_per_s']} | {b['latency_p50_ms']} | {b['latency_p99_ms']} | {b['failed']} | "
+        f"{b['refused_503']} |",
+        f"| unbatched | {u['images_per_s']} | {u['latency_p50_ms']} | {u['latency_p99_ms']} | {u['failed']} | "
+        f"{u['refused_503']} |",
+        f"| overload, {o['clients']} clients | {o['images_per_s']} | {o['latency_p50_ms']} | "
+        f"{o['latency_p99_ms']} | {o['failed']} | {o['refused_503']} (p50 {o['refusal_p50_ms']} ms) |",
+        "",
+        f"Batched / unbatched throughput: **x{v['batched_vs_unbatched_images_per_s']}**; failed good requests: "
+        f"{v['failed_good_requests']}.",
+    ]
+
+
+NEW = (
+    ("tiles_cpu.json", tiles_table),
+    ("pipeline_cpu.json", pipeline_table),
+    ("memory_cpu.json", memory_table),
+    ("serve_cpu.json", serve_table),
+)
+OLD = (
+    ("engine_cpu.json", engine_table),
+    ("compare_cpu.json", compare_table),
+    ("train_cpu.json", train_table),
+    ("engine_gpu.json", engine_table),
+    ("compare_gpu.json", lambda c: compare_table(c, full=False)),
+    ("equal_budget/compare_cpu.json", equal_budget_table),
+)
+
+
+def _block(tables) -> str:
     parts = []
-    for name, fn in (
-        ("engine_cpu.json", engine_table),
-        ("compare_cpu.json", compare_table),
-        ("train_cpu.json", train_table),
-        ("engine_gpu.json", engine_table),
-        ("compare_gpu.json", lambda c: compare_table(c, full=False)),
-        ("equal_budget/compare_cpu.json", equal_budget_table),
-    ):
+    for name, fn in tables:
         data = _load(name)
         if data:
             parts += fn(data) + [""]
-    block = "\n".join(parts).strip() or "No benchmark results committed yet."
-    text = open(README).read()
+    return "\n".join(parts).strip() or "No benchmark results committed yet."
+
+
+def _write(path: str, block: str) -> None:
+    text = open(path).read()
     text = re.sub(
-        r"(<!-- BENCH:START -->\n).*?(\n<!-- BENCH:END -->)",
-        lambda m: m.group(1) + block + m.group(2),
+        r"(<!-- BENCH:START -->\n).*?(<!-- BENCH:END -->)",
+        lambda m: m.group(1) + block + "\n" + m.group(2),
         text,
         flags=re.S,
     )
-    open(README, "w").write(text)
+    open(path, "w").write(text)
+
+
+def main():
+    _write(DOCS, _block(NEW + OLD))
+    _write(README, _block(NEW + (("compare_cpu.json", compare_table),)))
 
 
 if __name__ == "__main__":

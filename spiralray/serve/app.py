@@ -304,7 +304,10 @@ def build_app(args: dict | ServeConfig | None = None):
     segmenter = Segmenter.options(
         ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
         max_ongoing_requests=cfg.segmenter_max_ongoing,
-        max_queued_requests=cfg.max_queued,
+        # A backstop only: the ingress admits at most ``admit`` requests. The handle also counts
+        # requests waiting while it probes a busy replica, so a bound of max_queued alone would
+        # refuse requests the replica has room for.
+        max_queued_requests=cfg.admit,
         user_config=cfg.user_config(),
         max_surge_percent=100,
         **scale,

@@ -2,7 +2,7 @@
 ``--address`` / ``RAY_ADDRESS``), on 127.0.0.1 unless told otherwise, until Ctrl-C.
 
 SIGHUP reloads the model (``generation`` + 1: a ``models:/NAME@ALIAS`` is resolved again) by an
-in-place reconfigure, without downtime.
+in-place reconfigure, without downtime; SIGTERM stops it as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ def cmd_serve(args, wait: Callable[[Callable[..., dict]], None] | None = None) -
         # directory and environment may differ).
         cfg = cfg.replace(tracking_uri=registry.tracking_uri())
     info = load_model(cfg)[1]  # a wrong --model fails here in one line, before Ray starts
-    started = not ray.is_initialized()
-    if started:
-        address = args.address or os.environ.get("RAY_ADDRESS") or "local"  # never a stray local cluster
+    connected = not ray.is_initialized()  # this call connects (and disconnects) the driver
+    address = args.address or os.environ.get("RAY_ADDRESS") or "local"  # never a stray local cluster
+    if connected:
         ray.init(address=address, log_to_driver=False)
+    embedded = connected and address == "local"  # Serve here is ours alone
     state = {"cfg": cfg}
 
     def reload(**changes) -> dict:
@@ -83,6 +84,10 @@ def cmd_serve(args, wait: Callable[[Callable[..., dict]], None] | None = None) -
         deploy(state["cfg"])
         return wait_model(APP_NAME, state["cfg"], time.time() + 300)
 
+    hangup = threading.Event()
+    if wait is None and threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: hangup.set())  # before deploying: an early HUP waits
+        signal.signal(signal.SIGTERM, _interrupt)  # a container's stop: shut down as on Ctrl-C
     try:
         deploy(cfg, http_options={"host": args.host, "port": args.port})
         version = f" version {info['version']}" if info.get("version") else ""
@@ -91,22 +96,27 @@ def cmd_serve(args, wait: Callable[[Callable[..., dict]], None] | None = None) -
             f"(docs: /docs; Ctrl-C stops, SIGHUP reloads the model)",
             flush=True,
         )
-        (wait or _until_interrupted)(reload)
+        if wait is None:
+            _until_interrupted(reload, hangup)
+        else:
+            wait(reload)
     except KeyboardInterrupt:
         pass
     finally:
-        if started:
+        if embedded:
             serve.shutdown()
-            ray.shutdown()
         else:
             serve.delete(APP_NAME)  # a shared cluster: leave the rest of Serve running
+        if connected:
+            ray.shutdown()
     return 0
 
 
-def _until_interrupted(reload: Callable[[], dict]) -> None:
-    hangup = threading.Event()
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, lambda *_: hangup.set())
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def _until_interrupted(reload: Callable[[], dict], hangup: threading.Event) -> None:
     while True:
         if hangup.wait(1.0):
             hangup.clear()

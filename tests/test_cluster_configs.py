@@ -132,7 +132,8 @@ def test_runtime_env_passes_mlflow_and_keeps_generated_outputs_out_of_the_upload
 
 
 @pytest.mark.xfail(
-    strict=True, reason=".gitignore lacks demo_out/, *.db, mlartifacts/: add them, then drop this mark"
+    strict=True,
+    reason=".gitignore lacks *.db and mlartifacts/ (MLflow stores): add them, then drop this mark",
 )
 def test_gitignore_alone_keeps_generated_outputs_out_of_working_dir_uploads(tmp_path):
     # `ray job submit --working-dir .` without a runtime env: only .gitignore filters the upload

@@ -304,10 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline-minutes", type=float, default=10, help="U-Net training budget if uncached")
     b.add_argument("--seconds", type=float, default=60, help="load-test phase length (serve)")
     b.add_argument("--clients", type=int, default=16, help="concurrent clients (serve)")
+    b.add_argument("--overload-clients", type=int, default=100, help="clients of the overload phase (serve)")
+    b.add_argument("--size", type=int, default=128, help="image side, px (serve)")
     b.set_defaults(func=cmd_bench)
 
-    from .serve.cli import add_parser as add_serve  # argparse only: Ray loads when serving
+    from .pipeline.ingest import add_parser as add_ingest  # argparse only: Ray loads when run
+    from .serve.cli import add_parser as add_serve
 
+    add_ingest(sub)
     add_serve(sub)
     return p
 

@@ -9,7 +9,6 @@ import shlex
 from pathlib import Path
 
 import jsonschema
-import pytest
 import ray
 import yaml
 
@@ -131,10 +130,6 @@ def test_runtime_env_passes_mlflow_and_keeps_generated_outputs_out_of_the_upload
     assert uploaded == sorted(CODE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=".gitignore lacks *.db and mlartifacts/ (MLflow stores): add them, then drop this mark",
-)
 def test_gitignore_alone_keeps_generated_outputs_out_of_working_dir_uploads(tmp_path):
     # `ray job submit --working-dir .` without a runtime env: only .gitignore filters the upload
     (tmp_path / ".gitignore").write_text((ROOT / ".gitignore").read_text())

@@ -60,6 +60,16 @@ def _plane(text: str | None):
         raise SpiralrayError(f"bad --plane '{text}' (use N, or e.g. z=3,t=0)") from None
 
 
+def _resources(text: str | None) -> dict | None:
+    """ "segmenter=1,fast_disk=0.5" -> {"segmenter": 1.0, "fast_disk": 0.5}."""
+    if not text:
+        return None
+    try:
+        return {k.strip(): float(v) for k, v in (part.split("=", 1) for part in text.split(","))}
+    except ValueError:
+        raise SpiralrayError(f"bad --actor-resources '{text}' (use e.g. segmenter=1)") from None
+
+
 def cmd_segment(args) -> int:
     from . import api
     from .core.engine import ReferenceEngine
@@ -95,6 +105,7 @@ def cmd_segment(args) -> int:
         batch_regions=args.batch_regions,
         engine_batch=args.batch_size,
         device=args.device,
+        segment_resources=_resources(args.actor_resources),
     )
     summary = segment(
         args.input, args.output, engine, opts, args.model, args.executor, args.address, ropts, progress
@@ -250,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--actor-cpus", type=float, default=0.75, help="CPUs per segmenter actor (Ray)")
     s.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per segmenter actor (Ray)")
     s.add_argument("--batch-regions", type=int, default=256, help="candidates per segmenter batch (Ray)")
+    s.add_argument(
+        "--actor-resources", default=None, help="custom resources per segmenter actor, e.g. segmenter=1 (Ray)"
+    )
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")
     s.add_argument(

@@ -23,7 +23,10 @@ IDS = ("sequential", "seed")
 class Result:
     labels: np.ndarray  # H x W instance ids: 1..N (uint32) or seed ids (uint32/uint64)
     table: dict  # per-object columns (core.objects.COLUMNS), in seed order
-    segmentation: Segmentation
+    segmentation: Segmentation | None  # the engine's own result (at scale 1), else None
+    regions: int = 0  # regions segmented, border continuations included
+    scale: float = 1.0  # the image was segmented resampled by this
+    diameter: dict | None = None  # how the scale was decided
 
     @property
     def semantic(self) -> np.ndarray:
@@ -42,20 +45,42 @@ def load_engine(model: str | None = None, device: str = "auto", batch_size: int 
 
 
 def segment_image(
-    engine, image: np.ndarray, channel: int | None = None, ids: str = "sequential", image_index: int = 0
+    engine,
+    image: np.ndarray,
+    channel: int | None = None,
+    ids: str = "sequential",
+    image_index: int = 0,
+    diameter: float | str | None = "auto",
 ) -> Result:
     """Segment one image held in memory. ``ids``: "sequential" (1..N in seed order) or "seed"
-    (the archive-unique seed ids, ``core.objects``)."""
+    (the archive-unique seed ids, ``core.objects``). ``diameter``: the nuclei's size in px, or
+    "auto" (estimated): an image whose nuclei are far from the model's size is segmented
+    resampled to it, and its labels come back at its own resolution."""
+    from .core.engine import select_plane
+    from .io.readers import ImageReader, choose_plane
+    from .pipeline.local import run_plan
+    from .pipeline.plan import make_plan
+    from .pipeline.run import Options
+
     if ids not in IDS:
         raise SpiralrayError(f"unknown id scheme {ids!r} (use {' or '.join(IDS)})")
-    seg = engine.segment(image, channel=channel)
+    plane = select_plane(image, channel)
+    reader = ImageReader(
+        "memory", plane, choose_plane(plane.shape, "yx", None, None), plane.shape, True, "memory"
+    )
+    opts = Options(tile_size=max(256, -(-max(plane.shape) // 256) * 256), ids=ids, diameter=diameter)
+    plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter)
+    if plan.scale != 1:  # the tiled path in one tile: resampling and the way back live there
+        s = run_plan(reader, plan, engine, opts, None, set())
+        return Result(s["labels"], s["table"], None, s["regions"], plan.scale, plan.diameter)
+    seg = engine.segment(plane)
     shape = seg.labels.shape
     table = object_table(seg.objects, shape, image_index)
     chosen = table["id"] if ids == "sequential" else table["seed_id"]
     dtype = np.uint32 if (len(chosen) == 0 or int(chosen.max()) < 2**32) else np.uint64
     order = np.argsort([_key(o, shape) for o in seg.objects], kind="stable")
     labels = paint([seg.objects[k] for k in order], chosen, shape, dtype)
-    return Result(labels, table, seg)
+    return Result(labels, table, seg, seg.n_regions, 1.0, plan.diameter)
 
 
 def _key(obj, shape) -> int:

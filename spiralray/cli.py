@@ -60,6 +60,18 @@ def _plane(text: str | None):
         raise SpiralrayError(f"bad --plane '{text}' (use N, or e.g. z=3,t=0)") from None
 
 
+def _diameter(text: str):
+    if text in (None, "auto"):
+        return "auto"
+    try:
+        d = float(text)
+    except ValueError:
+        raise SpiralrayError(f"bad --diameter '{text}' (a number of pixels, or auto)") from None
+    if not d > 0:
+        raise SpiralrayError(f"--diameter must be a positive number of pixels (or auto), got {text}")
+    return d
+
+
 def _resources(text: str | None) -> dict | None:
     """ "segmenter=1,fast_disk=0.5" -> {"segmenter": 1.0, "fast_disk": 0.5}."""
     if not text:
@@ -89,6 +101,7 @@ def cmd_segment(args) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         semantic=args.semantic,
+        diameter=_diameter(args.diameter),
     )
     check_output(args.input, args.output, opts)  # before the model loads
     engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)
@@ -111,6 +124,7 @@ def cmd_segment(args) -> int:
         args.input, args.output, engine, opts, args.model, args.executor, args.address, ropts, progress
     )
     labels = summary.pop("labels", None)
+    summary.pop("table", None)
     if labels is not None:
         storage.write_labels(args.output, labels)
     summary["threads"] = threads
@@ -237,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
     s.add_argument("--plane", default=None, help="plane of a stack: N, or e.g. z=3,t=0")
     s.add_argument("--tile-size", type=int, default=1024, help="tile core and output chunk size (>= 256)")
+    s.add_argument(
+        "--diameter",
+        default="auto",
+        help="nuclei's typical diameter in px, or auto (estimated per image); far from the model's "
+        "size, the image is segmented resampled and its labels come back at its resolution",
+    )
     s.add_argument("--semantic", action="store_true", help="TIFF output: the foreground mask instead of ids")
     s.add_argument(
         "--ids",

@@ -82,6 +82,9 @@ class ModelSpec:
     # NMS keeps one seed of two touching nuclei; "centred" weights formula (2) by each pixel's
     # distance to its object's border (1 at the object's centre), so each nucleus has its own peak.
     score_label: str = "thesis"
+    # The nucleus diameter (px, median equivalent diameter) the networks were trained at: an
+    # image whose nuclei differ by more than the dead band is resampled to it (core/scale.py).
+    diameter: float = 27.7
 
 
 @dataclass(frozen=True)

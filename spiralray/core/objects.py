@@ -36,6 +36,7 @@ COLUMNS = (
     "score",
     "touches_border",
     "regions",
+    "scale",
 )
 
 
@@ -73,17 +74,28 @@ def touches_border(obj: ObjectMask, image_shape: tuple[int, int]) -> bool:
     )
 
 
-def object_table(objects: list[ObjectMask], image_shape: tuple[int, int], image_index: int = 0) -> dict:
+def object_table(
+    objects: list[ObjectMask],
+    image_shape: tuple[int, int],
+    image_index: int = 0,
+    scale: float = 1.0,
+    id_shape: tuple[int, int] | None = None,
+) -> dict:
     """Columns (``COLUMNS``, NumPy arrays of length N) of resolved objects, sorted by seed id.
 
-    ``id`` is the sequential id; ``seed_id`` the archive-unique one. bbox is half-open
-    (y0, x0, y1, x1) of the object's pixels; centroid its pixel mean (float64).
+    ``id`` is the sequential id; ``seed_id`` the archive-unique one. Masks are at the image's
+    resolution (``image_shape``); bbox is half-open (y0, x0, y1, x1), centroid the pixel mean
+    (float64). Objects segmented at ``scale`` carry their seed in the scaled image
+    (``id_shape``), which their seed id is made of; ``seed_y``/``seed_x`` report it at the
+    image's resolution.
     """
     n = len(objects)
     seeds = np.array([o.seed for o in objects], np.int64).reshape(n, 2)
-    sid = seed_ids(seeds, image_shape, image_index)
+    sid = seed_ids(seeds, id_shape or image_shape, image_index)
     order = np.argsort(sid, kind="stable")
-    cols: dict[str, list] = {k: [] for k in COLUMNS if k not in ("id", "seed_id", "seed_y", "seed_x")}
+    cols: dict[str, list] = {
+        k: [] for k in COLUMNS if k not in ("id", "seed_id", "seed_y", "seed_x", "scale")
+    }
     for k in order:
         o = objects[k]
         ys, xs = np.nonzero(o.mask)
@@ -98,11 +110,15 @@ def object_table(objects: list[ObjectMask], image_shape: tuple[int, int], image_
         cols["touches_border"].append(touches_border(o, image_shape))
         cols["regions"].append(o.regions)
     sid = sid[order]
+    seeds = seeds[order]
+    if scale != 1:
+        seeds = np.floor((seeds + 0.5) / scale).astype(np.int64)
     out = {
         "id": sequential_ids(sid),
         "seed_id": sid,
-        "seed_y": seeds[order, 0],
-        "seed_x": seeds[order, 1],
+        "seed_y": seeds[:, 0],
+        "seed_x": seeds[:, 1],
+        "scale": np.full(n, scale, np.float64),
     }
     dtypes = {"area": np.int64, "touches_border": bool, "regions": np.int32, "score": np.float32}
     for k, v in cols.items():

@@ -78,15 +78,14 @@ class _Worker:
         self.name = f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
 
     def source(self, image: int):
-        """The image's window source, its reader opened once per actor."""
+        """The image's window source (resampled at its plan's scale), its reader opened once
+        per actor."""
         from ..io.readers import open_image
-        from .tiles import WindowSource
+        from .tiles import source_for
 
         if image not in self.sources:
             plan = self.plans[image]
-            self.sources[image] = WindowSource(
-                open_image(plan.input, self.channel, self.plane), plan.stats, self.cfg
-            )
+            self.sources[image] = source_for(open_image(plan.input, self.channel, self.plane), plan, self.cfg)
         return self.sources[image]
 
 
@@ -101,7 +100,7 @@ class ScoreActor(_Worker):
         out: list[dict] = []
         for image, ty, tx in zip(batch["image"], batch["ty"], batch["tx"], strict=True):
             plan = self.plans[int(image)]
-            size, (H, W) = plan.tile_size, plan.shape
+            size, (H, W) = plan.tile_size, plan.scaled_shape
             tile = Tile(
                 int(ty), int(tx), ty * size, min((ty + 1) * size, H), tx * size, min((tx + 1) * size, W)
             )
@@ -111,7 +110,7 @@ class ScoreActor(_Worker):
                     seeds, scores = np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
                 else:
                     source = self.source(int(image))
-                    seeds, scores = score_tile(self.engine, source, tile, plan.shape, self.cfg)
+                    seeds, scores = score_tile(self.engine, source, tile, plan.scaled_shape, self.cfg)
                     source.clear()
             except SpiralrayError as exc:
                 out.append({**key, "kind": ERROR, "msg": str(exc)})
@@ -143,7 +142,7 @@ class SegmentActor(_Worker):
             try:
                 source = self.source(int(image))
                 objects = segment_candidates(
-                    self.engine, source, seeds, batch["score"][idx], plan.shape, self.cfg
+                    self.engine, source, seeds, batch["score"][idx], plan.scaled_shape, self.cfg
                 )
                 source.clear()
             except SpiralrayError as exc:

@@ -19,24 +19,34 @@ import numpy as np
 from ..core.candidates import resolve_objects
 from ..core.config import SpiralNetConfig
 from ..core.objects import COLUMNS, object_table, seed_ids
+from ..core.resample import scaled_shape, to_input
 from ..core.tiling import OverlapComponents, Tile, object_reach
 
 
 class Assembler:
     """``feed(row_index, objects)`` once per tile row in order; ``write(tile, block)`` is
     called once per output chunk with its ``h x w`` uint64 seed ids; ``finish()`` returns the
-    per-object table columns (``core.objects.COLUMNS``, sequential ``id`` included)."""
+    per-object table columns (``core.objects.COLUMNS``, sequential ``id`` included).
 
-    def __init__(self, shape, tile_size: int, cfg: SpiralNetConfig, write, image_index: int = 0):
+    Tiles (and the objects fed) live in the image as segmented, resampled by ``scale``; output
+    chunks and the table are at the input's resolution (``shape``): each resolved object is
+    brought back by nearest neighbour (``resample.to_input``) before it is painted.
+    """
+
+    def __init__(
+        self, shape, tile_size: int, cfg: SpiralNetConfig, write, image_index: int = 0, scale: float = 1.0
+    ):
         self.shape, self.size, self.cfg, self.write = tuple(shape), tile_size, cfg, write
-        self.index = image_index
+        self.index, self.scale = image_index, scale
+        self.scaled = scaled_shape(self.shape, scale)
         self.reach = object_reach(cfg.region, cfg.spiral)[0]
         self.components = OverlapComponents()
         self.pending: dict[int, list] = defaultdict(list)  # chunk row -> resolved objects touching it
         self.next_row = 0  # first chunk row not yet written
         self.rows_fed = 0
         self.parts: list[dict] = []
-        self.n_rows = -(-self.shape[0] // tile_size)
+        self.n_rows = -(-self.scaled[0] // tile_size)  # tile rows (as segmented)
+        self.n_chunk_rows = -(-self.shape[0] // tile_size)  # output chunk rows (input resolution)
         self.n_cols = -(-self.shape[1] // tile_size)
 
     def feed(self, row: int, objects) -> None:
@@ -45,30 +55,34 @@ class Assembler:
         self.components.add(o for o in objects if o is not None)
         self.rows_fed += 1
         last = self.rows_fed == self.n_rows
-        frontier = min(self.rows_fed * self.size, self.shape[0])
+        frontier = min(self.rows_fed * self.size, self.scaled[0])
         limit = np.inf if last else frontier - self.reach
         for comp in self.components.pop_closed(limit):
-            self._resolved(resolve_objects(comp, self.shape, self.cfg.candidates))
+            self._resolved(resolve_objects(comp, self.scaled, self.cfg.candidates))
         self._flush(np.inf if last else limit)
 
     def _resolved(self, objects) -> None:
+        objects = [to_input(o, self.scale, self.shape, self.scaled) for o in objects]
         if self.cfg.candidates.exclude_border:
             from ..core.objects import touches_border
 
             objects = [o for o in objects if not touches_border(o, self.shape)]
+        objects = [o for o in objects if o.mask.any()]
         if not objects:
             return
-        self.parts.append(object_table(objects, self.shape, self.index))
+        self.parts.append(object_table(objects, self.shape, self.index, self.scale, self.scaled))
         for o in objects:
             for c in range(o.y0 // self.size, (o.y0 + o.mask.shape[0] - 1) // self.size + 1):
                 self.pending[c].append(o)
 
     def _flush(self, limit: float) -> None:
-        """Write every chunk row that nothing unseen (above ``limit``) or open can still touch."""
+        """Write every chunk row that nothing unseen (above ``limit``) or open can still touch
+        (both in rows of the image as segmented)."""
         open_top = min((o.y0 for o in self.components.objects.values()), default=np.inf)
-        while self.next_row < self.n_rows:
+        while self.next_row < self.n_chunk_rows:
             bottom = min((self.next_row + 1) * self.size, self.shape[0])
-            if bottom > limit or bottom > open_top:
+            reaches = int(np.floor((bottom - 0.5) * self.scale)) + 1  # scaled rows it samples
+            if reaches > limit or reaches > open_top:
                 return
             self._write_row(self.next_row)
             self.next_row += 1
@@ -77,7 +91,7 @@ class Assembler:
         objects = self.pending.pop(row, [])
         y0 = row * self.size
         y1 = min(y0 + self.size, self.shape[0])
-        ids = seed_ids(np.array([o.seed for o in objects], np.int64).reshape(-1, 2), self.shape, self.index)
+        ids = seed_ids(np.array([o.seed for o in objects], np.int64).reshape(-1, 2), self.scaled, self.index)
         for col in range(self.n_cols):
             x0 = col * self.size
             x1 = min(x0 + self.size, self.shape[1])
@@ -98,7 +112,7 @@ class Assembler:
         if self.rows_fed != self.n_rows:
             raise ValueError(f"{self.n_rows - self.rows_fed} tile rows were never fed")
         if not self.parts:
-            return object_table([], self.shape, self.index)
+            return object_table([], self.shape, self.index, self.scale, self.scaled)
         cols = {k: np.concatenate([p[k] for p in self.parts]) for k in COLUMNS}
         order = np.argsort(cols["seed_id"], kind="stable")
         cols = {k: v[order] for k, v in cols.items()}

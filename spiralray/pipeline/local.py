@@ -15,7 +15,7 @@ from ..io.output import Output
 from .assemble import Assembler
 from .plan import VERSION, ImagePlan, make_plan
 from .run import Options, check_image_run, finish_image_run, start_image_run
-from .tiles import WindowSource, encode, score_tile, segment_tiles
+from .tiles import encode, score_tile, segment_tiles, source_for
 
 
 def usable_cpus() -> int:
@@ -83,8 +83,8 @@ def run_plan(
         def sink(tile, block):
             full[tile.y0 : tile.y1, tile.x0 : tile.x1] = block
 
-    asm = Assembler(plan.shape, plan.tile_size, cfg, sink, plan.index)
-    source = WindowSource(reader, plan.stats, cfg) if plan.stats is not None else None
+    asm = Assembler(plan.shape, plan.tile_size, cfg, sink, plan.index, plan.scale)
+    source = source_for(reader, plan, cfg)
     stats = {"candidates": 0, "regions": 0, "tiles_reloaded": 0}
     rows = sorted({t.ty for t in tiles})
     for ty in rows:
@@ -107,9 +107,9 @@ def run_plan(
                 found = {t.key: [] for t in group}
                 cands = {t.key: 0 for t in group}
             else:
-                work = [(t, *score_tile(engine, source, t, plan.shape, cfg)) for t in group]
+                work = [(t, *score_tile(engine, source, t, plan.scaled_shape, cfg)) for t in group]
                 cands = {t.key: len(s) for t, s, _ in work}
-                found = segment_tiles(engine, source, work, plan.shape, cfg)
+                found = segment_tiles(engine, source, work, plan.scaled_shape, cfg)
                 source.clear()
             for t in group:
                 objs = found[t.key]
@@ -124,27 +124,34 @@ def run_plan(
         asm.feed(ty, objects)
     table = asm.finish()
     progress.close()
-    summary = {
-        "shape": list(plan.shape),
-        "tiles": len(tiles),
-        "tile_size": plan.tile_size,
-        "objects": int(len(table["id"])),
-        "candidates": stats["candidates"],
-        "regions": stats["regions"],
-        "tiles_reloaded": stats["tiles_reloaded"],
-        "missing_chunks": int(plan.source.get("missing_chunks", 0)),
-        "largest_component": asm.largest_component,
-        "stats": list(plan.stats) if plan.stats is not None else None,
-        "scale": plan.scale,
-        "ids": opts.ids,
-    }
+    summary = summarize(plan, asm, table, opts, len(tiles), stats)
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
     if out is not None:
         attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
         out.finalize(scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
         return summary
     summary["labels"] = _relabel(full, table["seed_id"], ids, opts.semantic)
+    summary["table"] = table
     return summary
+
+
+def summarize(plan: ImagePlan, asm: Assembler, table: dict, opts: Options, tiles: int, stats: dict) -> dict:
+    """One image's summary line (the CLI prints it; the manifest keeps it)."""
+    return {
+        "shape": list(plan.shape),
+        "tiles": tiles,
+        "tile_size": plan.tile_size,
+        "objects": int(len(table["id"])),
+        "candidates": stats["candidates"],
+        "regions": stats["regions"],
+        "tiles_reloaded": stats.get("tiles_reloaded", 0),
+        "missing_chunks": int(plan.source.get("missing_chunks", 0)),
+        "largest_component": asm.largest_component,
+        "stats": list(plan.stats) if plan.stats is not None else None,
+        "scale": plan.scale,
+        "diameter": plan.diameter,
+        "ids": opts.ids,
+    }
 
 
 def segment_image_file(
@@ -162,7 +169,9 @@ def segment_image_file(
     run = check_image_run(input, output, engine.net, opts, model, storage_options, index)
     if run.finished is not None:
         return run.finished
-    start_image_run(run, None if run.plan else make_plan(run.reader, engine.cfg, opts.tile_size, index))
+    start_image_run(
+        run, None if run.plan else make_plan(run.reader, engine.cfg, opts.tile_size, index, opts.diameter)
+    )
     summary = run_plan(run.reader, run.plan, engine, opts, run.out, run.done, progress)
     return finish_image_run(run, summary)
 
@@ -178,7 +187,7 @@ def segment_array(image: np.ndarray, engine, opts: Options | None = None) -> dic
         "memory", a, choose_plane(a.shape, None, opts.channel, opts.plane), a.shape[-2:], True, "memory"
     )
     reader.chunks = reader.shape
-    plan = make_plan(reader, engine.cfg, opts.tile_size)
+    plan = make_plan(reader, engine.cfg, opts.tile_size, diameter=opts.diameter)
     return run_plan(reader, plan, engine, opts, None, set())
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..core.config import SpiralNetConfig
+from ..core.resample import scaled_shape
 from ..core.tiling import MIN_TILE, Tile, tile_grid
 from ..data.normalize import streaming_stats
 from ..errors import SpiralrayError
@@ -28,11 +29,18 @@ class ImagePlan:
     source: dict  # the reader's description: kind, axes, plane, chunks, missing chunks
     stats: tuple[float, float] | None  # normalisation bounds; None: a constant image
     tile_size: int
-    scale: float = 1.0
+    scale: float = 1.0  # the image is segmented resampled by this (> 1 enlarges)
+    diameter: dict = field(default_factory=dict)  # how the scale was decided (given / estimated)
     extra: dict = field(default_factory=dict)
 
+    @property
+    def scaled_shape(self) -> tuple[int, int]:
+        """The shape the networks see (tiles and seeds live here)."""
+        return scaled_shape(self.shape, self.scale)
+
     def tiles(self) -> list[Tile]:
-        return tile_grid(self.shape, self.tile_size)
+        """Tiles of the image as segmented (at ``scale``)."""
+        return tile_grid(self.scaled_shape, self.tile_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,21 +73,79 @@ def image_stats_of(reader, cfg: SpiralNetConfig) -> tuple[float, float] | None:
     return (lo, hi) if hi > lo else None
 
 
-def make_plan(reader, cfg: SpiralNetConfig, tile_size: int, index: int = 0) -> ImagePlan:
+def check_diameter(diameter, shape) -> None:
+    """A clear error for a diameter that no image of ``shape`` can hold."""
+    if diameter in (None, "auto"):
+        return
+    d = float(diameter)
+    if not np.isfinite(d) or d <= 0:
+        raise SpiralrayError(f"--diameter must be a positive number of pixels (or auto), got {diameter}")
+    if d > min(shape):
+        raise SpiralrayError(f"--diameter {d:g} px is larger than the {shape[0]} x {shape[1]} px image")
+
+
+def sample_windows(shape, side: int = 1024, whole: int = 4 * 2**20) -> list[tuple[int, int, int, int]]:
+    """Where the diameter is measured: the whole image up to ``whole`` px, else one ``side``^2
+    window at the centre of each quadrant (a few reads, whatever the image's size)."""
+    H, W = shape
+    if H * W <= whole:
+        return [(0, H, 0, W)]
+    out = []
+    for cy in (H // 4, 3 * H // 4):
+        for cx in (W // 4, 3 * W // 4):
+            y0, x0 = max(0, cy - side // 2), max(0, cx - side // 2)
+            out.append((y0, min(H, y0 + side), x0, min(W, x0 + side)))
+    return out
+
+
+def decide_scale(reader, cfg: SpiralNetConfig, stats, diameter="auto") -> tuple[float, dict]:
+    """The scale an image is segmented at, once per image: its nuclei (``diameter`` px, or
+    estimated from a sample of the image) brought to the model's trained diameter."""
+    from ..core.scale import choose_scale, estimate_diameter, model_diameter
+
+    model = model_diameter(cfg.model)
+    if diameter in (None, "auto"):
+        if stats is None:
+            return 1.0, {"source": "estimated", "diameter": None, "reason": "constant image", "model": model}
+        est = estimate_diameter([reader.read(*w) for w in sample_windows(reader.shape)], stats)
+        d = est.diameter if est.confident else None  # a shaky estimate leaves the image as it is
+        info = {
+            "source": "estimated",
+            "diameter": est.diameter,
+            "confident": est.confident,
+            "objects": est.objects,
+            "reason": est.reason,
+        }
+    else:
+        d = float(diameter)
+        info = {"source": "given", "diameter": d}
+    return choose_scale(d, model), {**info, "model": model}
+
+
+def make_plan(reader, cfg: SpiralNetConfig, tile_size: int, index: int = 0, diameter="auto") -> ImagePlan:
     check_tile_size(tile_size)
     H, W = reader.shape
-    r = cfg.region
-    if H < r.height or W < r.width:
-        raise SpiralrayError(f"image is {H} x {W} px, smaller than one region ({r.height} x {r.width})")
+    check_diameter(diameter, (H, W))
     desc = reader.describe()
+    stats = image_stats_of(reader, cfg)
+    scale, info = decide_scale(reader, cfg, stats, diameter)
+    h, w = scaled_shape((H, W), scale)
+    r = cfg.region
+    if h < r.height or w < r.width:
+        raise SpiralrayError(
+            f"image is {H} x {W} px ({h} x {w} at scale {scale:g}), "
+            f"smaller than one region ({r.height} x {r.width})"
+        )
     return ImagePlan(
         input=desc["url"],
         index=index,
         shape=(H, W),
         dtype=desc["dtype"],
         source=desc,
-        stats=image_stats_of(reader, cfg),
+        stats=stats,
         tile_size=tile_size,
+        scale=scale,
+        diameter=info,
     )
 
 

@@ -89,7 +89,7 @@ class _Image:
         self.expected: dict = {}
         self.got: dict = defaultdict(list)
         self.done: dict = {}  # (ty, tx) -> objects, complete tiles not yet fed
-        self.candidates = self.regions = 0
+        self.candidates = self.regions = self.reloaded = 0
         self.failed: str | None = None
         self.writes: list = []
         self.pool = pool
@@ -100,7 +100,9 @@ class _Image:
         else:
             self.full = np.zeros(self.plan.shape, np.uint64)
             write = self._paint
-        self.asm = Assembler(self.plan.shape, self.plan.tile_size, cfg, write, self.plan.index)
+        self.asm = Assembler(
+            self.plan.shape, self.plan.tile_size, cfg, write, self.plan.index, self.plan.scale
+        )
         self.rows_left = {ty: sum(1 for t in self.tiles if t[0] == ty) for ty in {t[0] for t in self.tiles}}
 
     def _write(self, tile, block) -> None:
@@ -164,6 +166,7 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
                 todo.append({"image": img.plan.index, "ty": t.ty, "tx": t.tx})
             else:
                 objs = decode(rec)
+                img.reloaded += 1
                 img.tile_done(key, objs, int(rec["candidates"][0]), record=False)
                 progress.update(1, len(objs), 0)
     progress.total += len(todo)
@@ -245,30 +248,19 @@ def _consume(batch: dict, images: dict, progress, busy: dict) -> None:
 
 
 def _finish(img: _Image, opts: Options) -> dict:
-    from .local import _relabel
+    from .local import _relabel, summarize
     from .run import finish_image_run
 
     table = img.asm.finish()
     img.flush()
     plan = img.plan
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
-    summary = {
-        "shape": list(plan.shape),
-        "tiles": len(img.tiles),
-        "tile_size": plan.tile_size,
-        "objects": int(len(table["id"])),
-        "candidates": img.candidates,
-        "regions": img.regions,
-        "missing_chunks": int(plan.source.get("missing_chunks", 0)),
-        "largest_component": img.asm.largest_component,
-        "stats": list(plan.stats) if plan.stats is not None else None,
-        "scale": plan.scale,
-        "ids": opts.ids,
-        "executor": "ray",
-    }
+    stats = {"candidates": img.candidates, "regions": img.regions, "tiles_reloaded": img.reloaded}
+    summary = {**summarize(plan, img.asm, table, opts, len(img.tiles), stats), "executor": "ray"}
     if img.run.out is not None:
         attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
         img.run.out.finalize(img.scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
     else:
         summary["labels"] = _relabel(img.full, table["seed_id"], ids, opts.semantic)
+        summary["table"] = table
     return finish_image_run(img.run, summary)

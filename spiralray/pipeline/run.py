@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import SpiralrayError
 from ..io.output import Output
 from ..io.readers import TIFF, is_url, local, open_image, redact
-from .plan import VERSION, ImagePlan, check_tile_size, make_plan, mismatch, weights_hash
+from .plan import VERSION, ImagePlan, check_tile_size, mismatch, weights_hash
 
 TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
 
@@ -31,11 +31,13 @@ class Options:
     strict: bool = False
     semantic: bool = False  # TIFF output only: the foreground mask instead of ids
     group: int = 8  # tiles segmented in one batched spiral
+    diameter: float | str | None = "auto"  # nuclei px across, or "auto" (estimated per image)
 
     def params(self, cfg) -> dict:
         return {
             "tile_size": self.tile_size,
             "ids": self.ids,
+            "diameter": self.diameter,
             "exclude_border": self.exclude_border,
             "candidates": asdict(cfg.candidates),
             "spiral": asdict(cfg.spiral),
@@ -162,25 +164,16 @@ def check_image_run(
 
 
 def start_image_run(run: ImageRun, plan: ImagePlan | None = None) -> None:
-    """Fix the plan (given, kept from the manifest, or made here) and write the manifest: the
+    """Fix the plan (kept from the manifest, or the one given) and write the manifest: the
     output's writability check, before any tile is computed."""
-    run.plan = (
-        run.plan
-        or plan
-        or make_plan(run.reader, _cfg_of(run), run.manifest["params"]["tile_size"], run.index)
-    )
+    run.plan = run.plan or plan
+    if run.plan is None:
+        raise ValueError("start_image_run needs a plan (make_plan) when the output holds none")
     run.manifest["images"] = [run.plan.to_dict()]
     run.manifest["complete"] = False
     if run.out is not None:
         run.out.write_manifest(run.manifest)
         run.out.mark({"version": VERSION, "complete": False, "manifest": ".spiralray/manifest.json"})
-
-
-def _cfg_of(run: ImageRun):
-    from ..core.config import SpiralNetConfig
-
-    p = run.manifest["params"]
-    return SpiralNetConfig().replace(candidates=p["candidates"], spiral=p["spiral"])
 
 
 def finish_image_run(run: ImageRun, summary: dict) -> dict:

@@ -57,14 +57,15 @@ def segment(
     progress=None,
 ) -> dict:
     """Segment ``input`` (an image or an archive) into ``output``; returns the summary."""
+    from ..io.readers import check_protocol, open_image
+
+    check_protocol(input)
     archive = is_archive(input)
     entries = list_images(input) if archive else [Entry("", input)]
+    shape = None
     if not archive:
         preflight(input, output, opts)
-    shape = None
-    if not archive and executor == "auto" and not is_url(input):
-        from ..io.readers import open_image
-
+        # opened here, before any Ray starts: a missing or unreadable image is one line at once
         shape = open_image(input, opts.channel, opts.plane).shape
     chosen = choose_executor(input, executor, address, shape)
     if chosen == "local":
@@ -149,4 +150,4 @@ def _plan(url: str, opts: Options, cfg, index: int):
     from ..io.readers import open_image
     from .plan import make_plan
 
-    return make_plan(open_image(url, opts.channel, opts.plane), cfg, opts.tile_size, index)
+    return make_plan(open_image(url, opts.channel, opts.plane), cfg, opts.tile_size, index, opts.diameter)

@@ -11,6 +11,7 @@ from ..core.candidates import prepare_object
 from ..core.config import SpiralNetConfig
 from ..core.engine import SCORE_BLOCK, to_channels
 from ..core.regions import reflect_index
+from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects
 from ..core.tiling import Tile, core_candidates, score_window, tile_scoring
 from ..data.normalize import apply_stats
@@ -77,6 +78,26 @@ class WindowSource:
 
     def clear(self) -> None:
         self.windows.clear()
+
+
+class ScaledReader:
+    """The image resampled by ``scale`` (``core.resample``), read by window like the reader it
+    wraps: float32 ``h x w``, the whole image's numbers whatever the window."""
+
+    def __init__(self, reader, scale: float):
+        self.reader, self.scale = reader, scale
+        self.shape = scaled_shape(reader.shape, scale)
+        self.dtype = np.dtype(np.float32)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return resample_window(self.reader.read, self.reader.shape, self.scale, (y0, y1), (x0, x1))
+
+
+def source_for(reader, plan, cfg: SpiralNetConfig) -> WindowSource | None:
+    """Where an image's tiles read their pixels (None for a constant image: nothing to find)."""
+    if plan.stats is None:
+        return None
+    return WindowSource(reader if plan.scale == 1 else ScaledReader(reader, plan.scale), plan.stats, cfg)
 
 
 def score_tile(engine, source: WindowSource, tile: Tile, shape, cfg: SpiralNetConfig):

@@ -149,12 +149,11 @@ def _reply(result, batch: int, seconds: float, info: dict) -> dict:
     if isinstance(result, Exception):
         log.error("segmenting failed", exc_info=result)
         return {"error": f"internal error: {result.__class__.__name__}: {result}", "status": 500}
-    seg = result.segmentation
     return {
         "labels": result.labels,
         "table": result.table,
-        "objects": len(seg.objects),
-        "regions": seg.n_regions,
+        "objects": len(result.table["id"]),
+        "regions": result.regions,
         "batch": batch,
         "seconds": seconds,
         "version": info.get("version"),

@@ -227,26 +227,11 @@ def run(which: str, args) -> dict:
         result = bench_engine(args)
     elif which == "train":
         result = bench_train(args)
-    elif which == "tiles":
-        from .tiles import bench_tiles
+    else:  # the others live in their own modules: import only the one asked for
+        import importlib
 
-        result = bench_tiles(args)
-    elif which == "pipeline":
-        from .pipeline import bench_pipeline
-
-        result = bench_pipeline(args)
-    elif which == "memory":
-        from .memory import bench_memory
-
-        result = bench_memory(args)
-    elif which == "serve":
-        from .serve import bench_serve
-
-        result = bench_serve(args)
-    else:
-        from .compare import bench_compare
-
-        result = bench_compare(args)
+        module = importlib.import_module(f".{which}", __package__)
+        result = getattr(module, f"bench_{which}")(args)
     os.makedirs(args.results, exist_ok=True)
     tag = "gpu" if result.get("device", "cpu").startswith("cuda") else "cpu"
     with open(os.path.join(args.results, f"{which}_{tag}.json"), "w") as f:

@@ -1,4 +1,6 @@
-"""The only module that touches storage: TIFF / PNG / zarr, local paths or fsspec URLs.
+"""Whole files: training data and label images read whole (TIFF stacks, PNG, zarr), label TIFFs
+written atomically, model directories. Images read by window are ``readers``'s; OME-Zarr
+outputs ``output``'s.
 
 Readers return NumPy arrays and raise ``SpiralrayError`` with a one-line message naming the
 problem (missing file, unreadable format) so callers never show a traceback for bad input.
@@ -12,38 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpiralrayError
-
-TIFF = (".tif", ".tiff")
-RASTER = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def _is_url(path: str) -> bool:
-    return "://" in str(path) and not str(path).startswith("file://")
-
-
-def _local(path) -> str:
-    s = str(path)
-    return s[len("file://") :] if s.startswith("file://") else s
-
-
-def is_zarr(path) -> bool:
-    s = _local(path).rstrip("/")
-    if s.endswith(".zarr") or ".zarr/" in s:
-        return True
-    return (
-        not _is_url(s)
-        and os.path.isdir(s)
-        and (os.path.exists(os.path.join(s, "zarr.json")) or os.path.exists(os.path.join(s, ".zarray")))
-    )
-
-
-def exists(path) -> bool:
-    if _is_url(path):
-        import fsspec
-
-        fs, p = fsspec.core.url_to_fs(str(path))
-        return fs.exists(p)
-    return os.path.exists(_local(path))
+from .readers import RASTER, TIFF, exists, is_zarr
+from .readers import is_url as _is_url
+from .readers import local as _local
 
 
 def read_image(path, storage_options: dict | None = None) -> np.ndarray:

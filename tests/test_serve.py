@@ -140,7 +140,14 @@ def test_health_model_and_openapi(server):
     for path, method in documented:  # every documented route is served (a 4xx for no body is fine)
         assert requests.request(method, server.url + path, timeout=60).status_code not in (404, 405)
     op = schema["paths"]["/v1/segment"]["post"]
-    assert {p["name"] for p in op["parameters"]} == {"format", "mode", "channel", "ids", "exclude_border"}
+    assert {p["name"] for p in op["parameters"]} == {
+        "format",
+        "mode",
+        "channel",
+        "ids",
+        "exclude_border",
+        "diameter",
+    }
     assert set(op["requestBody"]["content"]) == set(codecs.MEDIA_TYPES)
     assert {"200", "413", "415", "422", "503"} <= set(op["responses"])
 
@@ -182,6 +189,9 @@ def test_options_match_the_api(server, registry):
     assert np.array_equal(seed_ids, api.segment_image(engine, image, ids="seed").labels)
     from_channel, _ = served_labels(server, stack, "?channel=1")
     assert np.array_equal(from_channel, api.segment_image(engine, image).labels)
+    big = generate(SyntheticSpec(300, 320, radius=(30, 40), density=0.0002), seed=6)[0]
+    resized, _ = served_labels(server, big, "?diameter=70")
+    assert np.array_equal(resized, api.segment_image(engine, big, diameter=70.0).labels)
     inner, _ = served_labels(server, image, "?exclude_border=true")
     engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
     assert np.array_equal(inner, api.segment_image(engine, image).labels)
@@ -239,6 +249,9 @@ def bad_requests():
         ("bad ids", good, "image/tiff", "?ids=random", 422),
         ("unknown parameter", good, "image/tiff", "?path=/etc/passwd", 422),
         ("seed ids as png", good, "image/tiff", "?format=png&ids=seed", 422),
+        ("zero diameter", good, "image/tiff", "?diameter=0", 422),
+        ("bad diameter", good, "image/tiff", "?diameter=big", 422),
+        ("diameter larger than the image", good, "image/tiff", "?diameter=500", 422),
     ]
 
 

@@ -79,9 +79,9 @@ def check_diameter(diameter, shape) -> None:
         return
     d = float(diameter)
     if not np.isfinite(d) or d <= 0:
-        raise SpiralrayError(f"--diameter must be a positive number of pixels (or auto), got {diameter}")
+        raise SpiralrayError(f"diameter must be a positive number of pixels (or auto), got {diameter}")
     if d > min(shape):
-        raise SpiralrayError(f"--diameter {d:g} px is larger than the {shape[0]} x {shape[1]} px image")
+        raise SpiralrayError(f"diameter {d:g} px is larger than the {shape[0]} x {shape[1]} px image")
 
 
 def sample_windows(shape, side: int = 1024, whole: int = 4 * 2**20) -> list[tuple[int, int, int, int]]:

@@ -39,7 +39,7 @@ from .batching import Item, segment_many
 from .config import ServeConfig
 
 log = logging.getLogger("ray.serve")
-SEGMENT_PARAMS = {"format", "mode", "channel", "ids", "exclude_border"}
+SEGMENT_PARAMS = {"format", "mode", "channel", "ids", "exclude_border", "diameter"}
 
 api = FastAPI(
     title="spiralray",
@@ -235,16 +235,22 @@ class Ingress:
         channel: int | None = Query(None, ge=0, description="channel of a 3-D image"),
         ids: Literal["sequential", "seed"] = Query("sequential", description="1..N or seed-pixel ids"),
         exclude_border: bool = Query(False, description="drop objects touching the image border"),
+        diameter: str = Query(
+            "auto",
+            pattern=r"^(auto|[0-9]*\.?[0-9]+)$",
+            description="nuclei's diameter in px, or auto (estimated): far from the model's size, "
+            "the image is segmented resampled and its labels come back at its resolution",
+        ),
     ):
         if self.admitted >= self.admit:  # refuse before reading the body: fast, no memory
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
         self.admitted += 1
         try:
-            return await self._segment(request, format, mode, channel, ids, exclude_border)
+            return await self._segment(request, format, mode, channel, ids, exclude_border, diameter)
         finally:
             self.admitted -= 1
 
-    async def _segment(self, request, format, mode, channel, ids, exclude_border) -> Response:
+    async def _segment(self, request, format, mode, channel, ids, exclude_border, diameter) -> Response:
         t0 = time.perf_counter()
         try:
             image = await self._read_image(request, channel)
@@ -253,7 +259,8 @@ class Ingress:
         except codecs.RequestError as exc:
             return _error(exc.status, str(exc))
         try:
-            reply = await self.segmenter.segment.remote(Item(image, channel, ids, exclude_border))
+            size = "auto" if diameter == "auto" else float(diameter)
+            reply = await self.segmenter.segment.remote(Item(image, channel, ids, exclude_border, size))
         except BackPressureError:  # the handle's own bound (several ingress replicas share it)
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
         if "error" in reply:

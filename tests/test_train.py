@@ -1,6 +1,8 @@
 """Distributed training end to end: Ray Train with 2 workers on a real local Ray cluster,
 a real MLflow sqlite store and registry, loading back by alias, resuming from checkpoints."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -9,6 +11,7 @@ from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
 from spiralray.train.ray_trainer import TrainJob, train
 
+SHIPPED = Path(__file__).resolve().parents[1] / "spiralray" / "weights" / "spiralnet"
 TINY = dict(epochs=1, workers=2, samples_per_epoch=128, scorer_batch=32, spiral_regions=8)
 
 
@@ -26,8 +29,14 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(ray_cluster, mlflow_store, dataset, tmp_path_factory):
     storage = tmp_path_factory.mktemp("ray_results")
+    # Two sources (a PATH:FRAMES one), validation data of its own, synthetic frames, and a
+    # fine-tune from the shipped model: the default model's recipe in miniature.
     job = TrainJob(
-        data=str(dataset),
+        data=[f"{dataset}:0", f"{dataset}:1"],
+        val_data=[f"{dataset}:2"],
+        synthetic=1,
+        synthetic_size=96,
+        init=str(SHIPPED),
         register="spiral-smoke",
         alias="champion",
         storage=str(storage),
@@ -64,6 +73,7 @@ def test_load_by_alias_and_version_then_segment(trained, tmp_path):
     job, out = trained
     by_alias = modelzoo.load("models:/spiral-smoke@champion")
     by_version = modelzoo.load(f"models:/spiral-smoke/{out['version']}")
+    assert by_alias.config == modelzoo.load(str(SHIPPED)).config  # --init: the model's settings too
     for a, b in zip(by_alias.state_dict().values(), by_version.state_dict().values(), strict=True):
         assert np.array_equal(a.numpy(), b.numpy())
     image, _ = generate(SyntheticSpec(96, 112), seed=9)
@@ -114,6 +124,66 @@ def test_split_never_validates_on_training_frames(dataset):
         _split(TrainJob(data=data, frames=[0, 1], val_frames=[1]))
     with pytest.raises(SpiralrayError, match="no training frames"):
         _split(TrainJob(data=data, val_frames=[0, 1, 2]))
+
+
+def test_several_sources_split_and_synthetic(dataset, tmp_path):
+    """PATH:FRAMES sources concatenate in order; --val-data validates and every data frame
+    trains; synthetic frames go to training only; one frame cannot be both."""
+    from spiralray.data.datasets import load_pairs, parse_source
+    from spiralray.train.ray_trainer import _split
+
+    other = tmp_path / "other"
+    other.mkdir()
+    pairs = [generate(SyntheticSpec(80, 72), seed=s) for s in (20, 21)]
+    tifffile.imwrite(other / "images.tif", np.stack([p[0] for p in pairs]))
+    tifffile.imwrite(other / "labels.tif", np.stack([p[1] for p in pairs]).astype(np.uint16))
+    a, b = load_pairs(str(dataset)), load_pairs(str(other))
+    assert parse_source(f"{dataset}:0,2") == (str(dataset), [0, 2])
+    assert parse_source("s3://bucket/set") == ("s3://bucket/set", None)  # a scheme is no frame list
+
+    def same(got, want):
+        if len(got) != len(want):
+            return False
+        return all(np.array_equal(g[0], w[0]) for g, w in zip(got, want, strict=True))
+
+    train, val = _split(TrainJob(data=[f"{dataset}:0,2", str(other)], val_data=[f"{dataset}:1"]))
+    assert same(train, [a[0], a[2], b[0], b[1]]) and same(val, [a[1]])
+    train, val = _split(TrainJob(data=[f"{dataset}:0-1", str(other)]))  # no --val-data: per source
+    assert same(train, [a[0], a[1], b[0]]) and same(val, [b[1]])
+    train, val = _split(
+        TrainJob(data=[f"{dataset}:0"], val_data=[str(other)], synthetic=2, synthetic_preset="diverse")
+    )
+    assert len(train) == 3 and same(train[:1], [a[0]]) and same(val, b)
+    assert train[1][0].shape == (384, 384) and train[2][1].max() > 0  # synthetic frames train
+    with pytest.raises(SpiralrayError, match="both training and validation"):
+        _split(TrainJob(data=[str(dataset), str(other)], val_data=[f"{dataset}:2"]))
+    with pytest.raises(SpiralrayError, match="both training and validation"):
+        _split(TrainJob(data=[f"{dataset}:0-1"], val_data=[f"{dataset}:1-2"]))
+    with pytest.raises(SpiralrayError, match="PATH:FRAMES"):
+        _split(TrainJob(data=[str(dataset), str(other)], frames=[0]))
+    with pytest.raises(SpiralrayError, match="no frame 5"):
+        _split(TrainJob(data=[f"{dataset}:5"]))
+
+
+def test_job_arguments_make_the_job():
+    """jobs/train.py's flags (spiralray.train.job_args) -> the TrainJob."""
+    import argparse
+
+    from spiralray.train.job_args import add_arguments, job_from_args
+
+    parse = add_arguments(argparse.ArgumentParser()).parse_args
+    job = job_from_args(
+        parse(
+            ["--data", "a:0-13", "--data", "b", "--val-data", "a:14-16", "--synthetic", "8"]
+            + ["--init", "m", "--zoom", "0.5,1", "--register", "n", "--alias", "champion"]
+        )
+    )
+    assert job.data == ["a:0-13", "b"] and job.val_data == ["a:14-16"] and job.synthetic == 8
+    assert job.init == "m" and job.zoom == (0.5, 1.0) and job.synthetic_preset == "diverse"
+    assert (job.register, job.alias) == ("n", "champion")
+    assert job_from_args(parse(["--data", "a", "--frames", "0-2"])).frames == [0, 1, 2]
+    with pytest.raises(SpiralrayError, match="--alias needs"):
+        job_from_args(parse(["--data", "a", "--alias", "x"]))
 
 
 def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_store, dataset, tmp_path):

@@ -10,6 +10,7 @@ All reading goes through ``storage``.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -93,6 +94,55 @@ def check_frames(n: int, frames, path: str) -> None:
     bad = [i for i in frames if not 0 <= i < n]
     if bad:
         raise SpiralrayError(f"{path} has {n} images; no frame {bad[0]}")
+
+
+def parse_frames(text: str | None) -> list[int] | None:
+    """ "0-13" or "14,15,16" (or "0-3,7") -> frame indices; None or "" -> None (all frames)."""
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise SpiralrayError(f"bad frame list '{text}' (use e.g. 0-13 or 14,15,16)") from None
+    return out
+
+
+# A frame list after the last colon: "PATH:0-13". Only digits, commas and dashes, so the colon
+# of a URL scheme ("s3://bucket/set") or of a drive letter is never read as one.
+_FRAMES_SUFFIX = re.compile(r"^(.+):([0-9][0-9,\-]*)$")
+
+
+def parse_source(spec: str) -> tuple[str, list[int] | None]:
+    """``PATH`` or ``PATH:FRAMES`` (e.g. ``../shared/data/hela:0-13``) -> (path, frames or None)."""
+    m = _FRAMES_SUFFIX.match(str(spec))
+    return (m.group(1), parse_frames(m.group(2))) if m else (str(spec), None)
+
+
+def load_sources(specs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pairs of several ``PATH[:FRAMES]`` sources, concatenated in the order given."""
+    pairs = []
+    for spec in specs:
+        pairs += load_pairs(*parse_source(spec))
+    return pairs
+
+
+SYNTHETIC_PRESETS = ("plain", "diverse")
+
+
+def synthetic_pairs(n: int, preset: str = "diverse", size: int = 384, seed: int = 1000):
+    """``n`` synthetic ``size x size`` (image, labels) pairs: ``"plain"`` is the original look
+    (``SyntheticSpec``), ``"diverse"`` every appearance feature (``SyntheticSpec.diverse``)."""
+    from .synthetic import SyntheticSpec, generate_many
+
+    if preset not in SYNTHETIC_PRESETS:
+        raise SpiralrayError(f"unknown synthetic preset '{preset}' (expected one of {SYNTHETIC_PRESETS})")
+    if n <= 0:
+        return []
+    spec = SyntheticSpec.diverse(size, size) if preset == "diverse" else SyntheticSpec(size, size)
+    return generate_many(n, spec, seed=seed)
 
 
 HELA_SPLIT = {"train": list(range(0, 14)), "validation": [14, 15, 16], "test": [17, 18, 19]}

@@ -24,13 +24,22 @@ from ..errors import SpiralrayError
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Everything a training run needs; stored as MLflow params."""
+    """Everything a training run needs; stored as MLflow params.
 
-    data: str
+    ``data``: one ``PATH[:FRAMES]`` source or a list of them (e.g. ``["bbbc039/train",
+    "hela:0-13"]``); ``synthetic`` frames of ``synthetic_preset`` are added to the training set.
+    """
+
+    data: str | list[str]
     images: int | None = None  # first N training images only (smoke runs)
-    val_images: int | None = None  # held-out images for validation (default: 15%, at least 1)
-    frames: list[int] | None = None  # explicit training frames (e.g. HeLa 0-13)
-    val_frames: list[int] | None = None  # explicit validation frames (e.g. HeLa 14-16)
+    val_images: int | None = None  # held-out images per source for validation (default: 15%, >= 1)
+    frames: list[int] | None = None  # explicit training frames of a single source (e.g. HeLa 0-13)
+    val_frames: list[int] | None = None  # explicit validation frames of a single source (HeLa 14-16)
+    val_data: list[str] | None = None  # validation sources PATH[:FRAMES]; then every data image trains
+    synthetic: int = 0  # synthetic training frames added
+    synthetic_preset: str = "diverse"  # "plain" or "diverse" (spiralray.data.datasets.synthetic_pairs)
+    synthetic_size: int = 384
+    init: str | None = None  # fine-tune from this model (directory or models:/ URI); its config too
     epochs: int = 3
     workers: int = 2
     use_gpu: bool = False
@@ -48,33 +57,87 @@ class TrainJob:
     resume: bool = False  # continue run ``name`` from its latest checkpoints
     config: dict = field(default_factory=dict)  # SpiralNetConfig overrides
 
+    @property
+    def sources(self) -> list[str]:
+        return [self.data] if isinstance(self.data, str) else list(self.data)
 
-def _split(job: TrainJob):
-    """(training pairs, validation pairs) of ``job.data``. Explicit frames: ``val_frames`` alone
+
+def _split_one(path: str, frames, val_frames, val_images):
+    """(training pairs, validation pairs) of one source. Explicit frames: ``val_frames`` alone
     trains on every other frame; ``frames`` alone has no validation (the frames left out may be
     the test set). Neither: the last 15% (``val_images``) validate. No validation data gives an
     empty list, never a training frame scored as "validation"."""
     from ..data.datasets import check_frames, load_pairs
 
-    pairs = load_pairs(job.data)
-    check_frames(len(pairs), (job.frames or []) + (job.val_frames or []), job.data)
-    if job.frames is not None or job.val_frames is not None:
-        val_idx = list(job.val_frames or [])
-        both = sorted(set(job.frames or []) & set(val_idx))
+    pairs = load_pairs(path)
+    check_frames(len(pairs), (frames or []) + (val_frames or []), path)
+    if frames is not None or val_frames is not None:
+        val_idx = list(val_frames or [])
+        both = sorted(set(frames or []) & set(val_idx))
         if both:
             raise SpiralrayError(f"frame {both[0]} is both a training and a validation frame")
-        train_idx = (
-            job.frames if job.frames is not None else [i for i in range(len(pairs)) if i not in val_idx]
-        )
+        train_idx = frames if frames is not None else [i for i in range(len(pairs)) if i not in val_idx]
         if not train_idx:
-            raise SpiralrayError(f"{job.data}: no training frames left besides the validation frames")
-        train, val = [pairs[i] for i in train_idx], [pairs[i] for i in val_idx]
-    else:
-        n_val = job.val_images if job.val_images is not None else max(1, round(0.15 * len(pairs)))
-        n_val = n_val if len(pairs) > n_val else 0
-        train, val = pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val :]
+            raise SpiralrayError(f"{path}: no training frames left besides the validation frames")
+        return [pairs[i] for i in train_idx], [pairs[i] for i in val_idx]
+    n_val = val_images if val_images is not None else max(1, round(0.15 * len(pairs)))
+    n_val = n_val if len(pairs) > n_val else 0
+    return pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val :]
+
+
+def _overlap(train_specs, val_specs) -> tuple[str, object] | None:
+    """A (path, frame) that is both training and validation data, or None; a source without
+    frames stands for all of its frames."""
+    from ..data.datasets import parse_source
+
+    def frames_by_path(specs):
+        out: dict = {}
+        for spec in specs:
+            path, frames = parse_source(spec)
+            key = os.path.normpath(path)
+            known = out.get(key, [])
+            out[key] = None if frames is None or known is None else known + frames  # None: all
+        return out
+
+    val = frames_by_path(val_specs)
+    for path, frames in frames_by_path(train_specs).items():
+        if path in val:
+            both = sorted(set(frames or []) & set(val[path] or [])) if frames and val[path] else ["all"]
+            if both:
+                return path, both[0]
+    return None
+
+
+def _split(job: TrainJob):
+    """(training pairs, validation pairs) of ``job``: each source split as ``_split_one`` (a
+    ``PATH:FRAMES`` source is ``--frames FRAMES`` of that path), or, with ``val_data``, every
+    source's images train and ``val_data``'s validate; then ``images`` caps the real training
+    images and ``synthetic`` frames are added (never to validation)."""
+    from ..data.datasets import load_sources, parse_source, synthetic_pairs
+
+    sources = job.sources
+    if not sources:
+        raise SpiralrayError("no training data: give at least one --data PATH[:FRAMES]")
+    if len(sources) > 1 and (job.frames is not None or job.val_frames is not None):
+        raise SpiralrayError("with several --data sources give frames as PATH:FRAMES, not --frames")
+    if job.val_data and job.val_frames is not None:
+        raise SpiralrayError("give validation frames either as --val-frames or in --val-data, not both")
+    if job.val_data:
+        clash = _overlap(sources, job.val_data)
+        if clash:
+            path, frame = clash
+            raise SpiralrayError(f"{path} frame {frame} is both training and validation data")
+    train, val = [], []
+    held_out = (None, 0) if job.val_data else (job.val_frames, job.val_images)  # val_data: all train
+    for spec in sources:
+        path, frames = parse_source(spec)
+        t, v = _split_one(path, frames if frames is not None else job.frames, *held_out)
+        train, val = train + t, val + v
+    if job.val_data:
+        val = load_sources(job.val_data)
     if job.images:
         train = train[: job.images]
+    train += synthetic_pairs(job.synthetic, job.synthetic_preset, job.synthetic_size, seed=1000 + job.seed)
     return train, val
 
 
@@ -137,10 +200,19 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from . import registry
     from .worker_loop import train_loop
 
-    cfg = SpiralNetConfig.from_dict({**SpiralNetConfig().to_dict(), **job.config})
+    cfg, weights = SpiralNetConfig(), None
+    if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
+        from .. import modelzoo
+
+        base = modelzoo.load(job.init)
+        cfg, weights = base.config, {k: v.numpy() for k, v in base.state_dict().items()}
+    cfg = SpiralNetConfig.from_dict({**cfg.to_dict(), **job.config})
     train_pairs, val_pairs = _split(job)
     if not val_pairs:
-        log("no validation data (give --val-frames or more images): no validation metrics are reported")
+        log(
+            "no validation data (give --val-data, --val-frames or more images):"
+            " no validation metrics are reported"
+        )
     m = cfg.model
     norm = [normalize(im, m.norm, m.norm_low, m.norm_high) for im, _ in train_pairs]
     labels = [lb for _, lb in train_pairs]
@@ -157,7 +229,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         "val": ray.put([(im, lb) for im, lb in val_pairs]),
         "threads": max(1, int(cpus)),
     }
-    results, weights = {}, None
+    results = {}
     for stage, rows in (
         ("scorer", job.samples_per_epoch),
         ("segmenter", max(job.spiral_regions * 2, job.samples_per_epoch // 8)),

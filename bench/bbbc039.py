@@ -1,0 +1,168 @@
+"""The thesis's table on BBBC039 validation: SpiralNet models (each with its calibrated settings)
+and the watershed baseline, per-image means with pooled figures beside them, and time per image.
+
+    python bench/bbbc039.py spiralray/weights/spiralnet /tmp/v7 --watershed \\
+        --json bench/results/bbbc039_val.json
+    python bench/bbbc039.py /tmp/v7/s2 --fields 10        # a quick 10-field subset between stages
+
+Per-image means weight every field alike (the issue's headline figures); pooled figures sum the
+counts over fields first, so dense fields weigh more. Merges and splits: per-image mean and total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from spiralray.core.metrics import evaluate, evaluate_many
+
+BBBC039 = "../shared/data/bbbc039"
+KEYS = (
+    "pixel_f1",
+    "pixel_precision",
+    "pixel_recall",
+    "object_f1_50",
+    "object_f1_mean_50_90",
+    "merges",
+    "splits",
+)
+
+
+def subset(n_total: int, fields: int | None) -> list[int]:
+    """``fields`` indices spread evenly over ``n_total`` (all of them when None)."""
+    if not fields or fields >= n_total:
+        return list(range(n_total))
+    return sorted({int(i) for i in np.linspace(0, n_total - 1, fields).round()})
+
+
+def score_labels(preds, truths) -> dict:
+    """Per-image means and pooled figures of ``KEYS`` for predicted vs true label images."""
+    pairs = list(zip(preds, truths, strict=True))
+    per = [evaluate(p, t) for p, t in pairs]
+    pooled = evaluate_many(pairs)
+    out = {"per_image_mean": {k: round(float(np.mean([r[k] for r in per])), 4) for k in KEYS}}
+    out["pooled"] = {k: round(pooled[k], 4) if isinstance(pooled[k], float) else pooled[k] for k in KEYS}
+    out["pooled"].update(n_pred=pooled["n_pred"], n_truth=pooled["n_truth"])
+    return out
+
+
+def run_method(fn, pairs) -> dict:
+    """Segment every image with ``fn(image) -> labels``; the figures, the median wall-clock
+    seconds per image and the median CPU seconds (all threads of this process: on a shared,
+    busy machine the wall clock measures the neighbours as much as the method)."""
+    preds, times, cpu = [], [], []
+    for im, _ in pairs:
+        t0, c0 = time.perf_counter(), time.process_time()
+        preds.append(np.asarray(fn(im)))
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {
+        "seconds_per_image": round(statistics.median(times), 3),
+        "cpu_seconds_per_image": round(statistics.median(cpu), 3),
+        **score_labels(preds, [lb for _, lb in pairs]),
+    }
+
+
+def scorer_rates(path: str, pairs) -> dict:
+    """The thesis's scorer figures at the model's score threshold t, over every stride-16 region
+    centred inside the fields: error rate (regions passing t without an object at the centre
+    pixel / regions passing) and stability error rate as the issue defines it (|regions passing
+    t on predicted scores - regions passing t on true scores| / regions); true scores are the
+    model's own score label (``train.steps.score_truth``)."""
+    from spiralray import modelzoo
+    from spiralray.core.engine import Engine, prepare_image
+    from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
+    from spiralray.train.steps import score_truth
+
+    net = modelzoo.load(path)
+    engine, cfg, t = Engine(net, device="cpu"), net.config, net.config.candidates.threshold
+    passed = wrong = true_passed = regions = 0
+    for im, lb in pairs:
+        x = prepare_image(im, cfg)
+        pad = crop_pad(cfg.region)
+        pred = engine.score_map(pad_image(x, pad), pad, x.shape[1:], stride=16)
+        inside = inside_image(grid_centres(*lb.shape, cfg.region, 16), *lb.shape)
+        c = grid_centres(*lb.shape, cfg.region, 16)[inside]
+        p, truth = pred[inside] >= t, score_truth(lb, cfg, 16)[inside] >= t
+        passed, wrong = passed + p.sum(), wrong + (p & (lb[c[:, 0], c[:, 1]] == 0)).sum()
+        true_passed, regions = true_passed + truth.sum(), regions + p.size
+    return {
+        "threshold": t,
+        "error_rate": round(float(wrong / max(passed, 1)), 4),
+        "stability_error_rate": round(float(abs(int(passed) - int(true_passed)) / max(regions, 1)), 4),
+        "regions": int(regions),
+    }
+
+
+def methods(models: list[str], watershed: bool) -> dict:
+    """name -> (image -> labels) for each model directory and, optionally, the watershed."""
+    from spiralray import modelzoo
+    from spiralray.core.engine import Engine
+
+    out = {}
+    for path in models:
+        engine = Engine(modelzoo.load(path), device="cpu")
+        out[path] = lambda im, e=engine: e.segment(im).labels
+    if watershed:
+        from spiralray.bench.baselines import watershed_baseline
+        from spiralray.data.normalize import normalize
+
+        out["watershed"] = lambda im: watershed_baseline(normalize(im))
+    return out
+
+
+def print_table(rows: dict) -> None:
+    head = "pixel F1 / P / R | obj F1@0.5 | mean F1 | merges | splits | s/image (CPU s)"
+    print(f"per-image mean (pooled) of {'method':30s} {head}")
+    for name, r in rows.items():
+        m, p = r["per_image_mean"], r["pooled"]
+        cells = " ".join(f"{m[k]:.3f} ({p[k]:.3f})" for k in KEYS[:5])
+        ms = f"{m['merges']:.2f} ({p['merges']}) {m['splits']:.2f} ({p['splits']})"
+        secs = f"{r['seconds_per_image']:6.2f} ({r.get('cpu_seconds_per_image', float('nan')):.2f} CPU)"
+        print(f"{name[-40:]:40s} {cells} {ms} {secs}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*", help="model directories (each with its calibrated settings)")
+    ap.add_argument("--data", default=f"{BBBC039}/val")
+    ap.add_argument("--watershed", action="store_true", help="add the Otsu + distance watershed")
+    ap.add_argument("--fields", type=int, default=None, help="an evenly spread subset of N fields")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the table here")
+    args = ap.parse_args()
+    from spiralray.data.datasets import load_pairs
+
+    torch.set_num_threads(args.threads)
+    pairs = load_pairs(args.data)
+    idx = subset(len(pairs), args.fields)
+    pairs = [pairs[i] for i in idx]
+    rows = {}
+    for name, fn in methods(args.models, args.watershed).items():
+        rows[name] = run_method(fn, pairs)
+        if name != "watershed":
+            rows[name]["scorer"] = scorer_rates(name, pairs)
+        print(json.dumps({name: rows[name]}), flush=True)
+    print_table(rows)
+    result = {
+        "benchmark": "bbbc039 validation",
+        "data": f"{args.data}: {len(idx)} fields" + ("" if len(idx) > 49 else f" {idx}"),
+        "threads": args.threads,
+        "device": "cpu",
+        "figures": "per-image means, pooled counts beside them",
+        "methods": rows,
+    }
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

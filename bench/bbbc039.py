@@ -136,6 +136,7 @@ def main():
     ap.add_argument("--fields", type=int, default=None, help="an evenly spread subset of N fields")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the table here")
+    ap.add_argument("--names", default=None, help="display names of the models, comma-separated")
     args = ap.parse_args()
     from spiralray.data.datasets import load_pairs
 
@@ -157,6 +158,7 @@ def main():
         "device": "cpu",
         "figures": "per-image means, pooled counts beside them",
         "methods": rows,
+        "names": dict(zip(args.models, args.names.split(","), strict=True)) if args.names else {},
     }
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

@@ -224,7 +224,32 @@ def serve_table(v) -> list[str]:
     ]
 
 
+def bbbc039_table(b) -> list[str]:
+    """The thesis's table on BBBC039 validation (bench/bbbc039.py): per-image means, pooled beside."""
+    lines = [
+        f"BBBC039 validation ({b['data']}; {b['figures']}; {b['threads']} threads, {b['device']};"
+        " thesis: pixel F1 0.965, U-Net 0.960):",
+        "",
+        "| method | pixel F1 | precision | recall | object F1@0.5 | mean F1@0.5:0.9 | merges | splits "
+        "| s / image (CPU s) | scorer error / stability |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = ("pixel_f1", "pixel_precision", "pixel_recall", "object_f1_50", "object_f1_mean_50_90")
+    for name, r in b["methods"].items():
+        m, p = r["per_image_mean"], r["pooled"]
+        cells = " | ".join(f"{m[k]:.3f} ({p[k]:.3f})" for k in keys)
+        sc = r.get("scorer")
+        rates = f"{sc['error_rate']:.3f} / {sc['stability_error_rate']:.3f}" if sc else "-"
+        lines.append(
+            f"| {b.get('names', {}).get(name, name)} | {cells} | {m['merges']:.2f} ({p['merges']}) | "
+            f"{m['splits']:.2f} ({p['splits']}) | {r['seconds_per_image']:.2f} ({r['cpu_seconds_per_image']:.2f}) "
+            f"| {rates} |"
+        )
+    return lines
+
+
 NEW = (
+    ("bbbc039_val.json", bbbc039_table),
     ("tiles_cpu.json", tiles_table),
     ("pipeline_cpu.json", pipeline_table),
     ("memory_cpu.json", memory_table),

@@ -23,8 +23,10 @@ def _padded(image, cfg):
     return x, torch.from_numpy(pad_image(x, pad)), pad
 
 
-def test_region_probabilities_equal_reference_for_any_batch_size():
+@pytest.mark.parametrize("layout", ["centred", "fewest"])
+def test_region_probabilities_equal_reference_for_any_batch_size(layout):
     net = SpiralNet.build(seed=3)  # random weights: probabilities spread around 0.5
+    net.config = net.config.replace(spiral={"layout": layout})
     image, _ = generate(SyntheticSpec(120, 150), seed=4)
     x, padded, pad = _padded(image, net.config)
     H, W = x.shape[1:]

@@ -12,9 +12,10 @@ from spiralray.data.synthetic import SyntheticSpec, generate
 REGION, SPIRAL = RegionSpec(), SpiralSpec()
 
 
+@pytest.mark.parametrize("fewest", [False, True])
 @pytest.mark.parametrize("shape,n", [((52, 58), 8), ((52, 58), 6), ((40, 40), 8), ((33, 47), 5)])
-def test_spiral_covers_region_exactly_once(shape, n):
-    g = spiral_geometry(*shape, n)
+def test_spiral_covers_region_exactly_once(shape, n, fewest):
+    g = spiral_geometry(*shape, n, fewest)
     hits = np.zeros(shape, int)
     for k in range(len(g.blocks)):
         rows, cols = g.clipped(k)
@@ -30,6 +31,22 @@ def test_spiral_order_is_counter_clockwise_from_centre():
     steps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(g.blocks[:8], g.blocks[1:9], strict=True)]
     # up, left, down, down, right, right, up, up
     assert steps == [(-8, 0), (0, -8), (8, 0), (8, 0), (0, 8), (0, 8), (-8, 0), (-8, 0)]
+
+
+def test_fewest_layout_takes_56_steps_and_keeps_the_centre_first():
+    """Issue 11 item 6: shifting the block grid a column covers 52 x 58 with 7 x 8 blocks; the
+    first block still holds the centre pixel and every field of view is centred on its block."""
+    centred, fewest = spiral_geometry(52, 58, 8), spiral_geometry(52, 58, 8, True)
+    assert len(fewest.blocks) == 56 < len(centred.blocks)
+    y, x = fewest.blocks[0]
+    assert y <= 26 < y + 8 and x <= 29 < x + 8
+    assert fewest.fov_offset == centred.fov_offset == (22, 25)
+
+    def widths(g):
+        return [g.clipped(k)[1].stop - g.clipped(k)[1].start for k in range(len(g.blocks))]
+
+    assert min(widths(fewest)) == 2  # no step writes a single column any more
+    assert widths(centred).count(1) == 14
 
 
 def _truth_scene():

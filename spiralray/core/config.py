@@ -45,6 +45,9 @@ class SpiralSpec:
     threshold: float = 0.5  # central-channel threshold applied after the last step
     max_hops: int = 8  # border continuation: extra regions per object at most
     continuation: bool = True
+    # "centred": the first block centred on the region (63 steps for 52 x 58, n = 8);
+    # "fewest": the block grid shifted so the fewest blocks cover the region (56 steps).
+    layout: str = "centred"
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,31 @@ class SpiralGeometry:
         return slice(max(y, 0), min(y + n, self.height)), slice(max(x, 0), min(x + n, self.width))
 
 
+def _origin(size: int, n: int, fewest: bool) -> int:
+    """Origin of the centre block on an axis of ``size`` px: the block centred on the region
+    (``size // 2 - n // 2``), or, with ``fewest``, of the origins whose block still holds the
+    centre pixel ``size // 2``, the one needing the fewest blocks to cover the axis (ties: the
+    closest to centred). 58 px with n = 8: origin 25 needs 9 block columns (two of them write a
+    single column), origin 26 needs 8."""
+    centred = size // 2 - n // 2
+    if not fewest:
+        return centred
+
+    def count(o):  # blocks [o + k n, o + (k + 1) n) meeting [0, size)
+        return (o + n - 1) // n + (size - 1 - o) // n + 1
+
+    candidates = range(size // 2 - n + 1, size // 2 + 1)  # blocks holding the centre pixel
+    return min(candidates, key=lambda o: (count(o), abs(o - centred), o))
+
+
 @functools.lru_cache(maxsize=16)
-def spiral_geometry(height: int, width: int, block: int) -> SpiralGeometry:
+def spiral_geometry(height: int, width: int, block: int, fewest: bool = False) -> SpiralGeometry:
     """Counter-clockwise spiral of n x n blocks from the centre: up, left, down, right, with run
     lengths 1, 1, 2, 2, 3, 3, ...; blocks wholly outside the region are skipped. A 52 x 58 region
-    with n = 8 takes 63 steps (the thesis quotes 48)."""
+    with n = 8 and the centre block centred takes 63 steps (the thesis quotes 48); ``fewest``
+    shifts the block grid (the centre pixel stays in the first block) to 56 steps."""
     n = block
-    oy, ox = height // 2 - n // 2, width // 2 - n // 2
+    oy, ox = _origin(height, n, fewest), _origin(width, n, fewest)
     # Every block that intersects the region, indexed relative to the centre block.
     a_lo, a_hi = -((oy + n - 1) // n), (height - 1 - oy) // n
     b_lo, b_hi = -((ox + n - 1) // n), (width - 1 - ox) // n
@@ -74,6 +92,8 @@ def spiral_geometry(height: int, width: int, block: int) -> SpiralGeometry:
             k += 1
         run += 1
     blocks = tuple((oy + a * n, ox + b * n) for a, b in order)
+    # Every step's field of view is centred on the block it writes (the network's output centre),
+    # whatever the layout: with "fewest" the first one sits a pixel off the region's centre.
     fov = ((height - n) // 2, (width - n) // 2)
     ys = [y - fov[0] for y, _ in blocks]
     xs = [x - fov[1] for _, x in blocks]
@@ -83,7 +103,7 @@ def spiral_geometry(height: int, width: int, block: int) -> SpiralGeometry:
 
 
 def geometry_for(region: RegionSpec, spiral: SpiralSpec) -> SpiralGeometry:
-    return spiral_geometry(region.height, region.width, spiral.block)
+    return spiral_geometry(region.height, region.width, spiral.block, spiral.layout == "fewest")
 
 
 def reference_region(image: np.ndarray, predict: Predict, geom: SpiralGeometry) -> np.ndarray:

@@ -62,9 +62,13 @@ def test_ray_start_and_job_submit_as_the_readme_shows(image_file, reference, tmp
 
     (tmp_path / "auth_token").write_text(secrets.token_hex(32))  # this cluster's own token
     env = _env(RAY_AUTH_TOKEN_PATH=str(tmp_path / "auth_token"))
+    # The dashboard agent's own HTTP port too: its default (52365) belongs to the test session's
+    # Ray, and an agent that cannot bind it leaves the head unable to take jobs ("No available
+    # agent to submit job").
     head = subprocess.Popen(
         [BIN / "ray", "start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dash), "--num-cpus", "2", "--block"],
+         "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(_port()),
+         "--num-cpus", "2", "--block"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -81,13 +85,16 @@ def test_ray_start_and_job_submit_as_the_readme_shows(image_file, reference, tmp
             "--",
             *job,
         ]
-        for _ in range(60):  # the head's job server takes a few seconds to come up
+        deadline = time.monotonic() + 180  # the head's job server takes a few seconds to come up
+        while True:
             p = subprocess.run(
                 cmd, cwd=ROOT, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True
             )
             # retry only while the head is not ready to take jobs ("No available agent ...",
             # connection refused); once a job ran, its outcome is the answer
             if p.returncode == 0 or re.search(r"Job '\S+' (succeeded|failed|stopped)", p.stdout):
+                break
+            if time.monotonic() > deadline:
                 break
             time.sleep(2)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

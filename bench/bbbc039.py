@@ -34,6 +34,13 @@ KEYS = (
 )
 
 
+def write_json(path: str, result: dict) -> None:
+    """A benchmark's result as indented JSON at ``path`` (its folder made if missing)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+
+
 def subset(n_total: int, fields: int | None) -> list[int]:
     """``fields`` indices spread evenly over ``n_total`` (all of them when None)."""
     if not fields or fields >= n_total:
@@ -161,9 +168,7 @@ def main():
         "names": dict(zip(args.models, args.names.split(","), strict=True)) if args.names else {},
     }
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import torch
 
@@ -25,7 +24,7 @@ KEYS = ("object_f1_50", "object_f1_mean_50_90", "pixel_f1")
 
 
 def main():
-    from bbbc039 import subset
+    from bbbc039 import subset, write_json
     from scale import zoomed
 
     ap = argparse.ArgumentParser()
@@ -64,9 +63,7 @@ def main():
             rows[key]["object_f1_minus_native"] = round(rows[key]["object_f1_50"] - native["object_f1_50"], 4)
     result = {"benchmark": "scale segment", "model": args.model or "shipped", "rows": rows, "note": HELA_NOTE}
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

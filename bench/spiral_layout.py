@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
@@ -37,7 +36,7 @@ def main():
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from bbbc039 import subset
+    from bbbc039 import subset, write_json
 
     b = load_pairs(args.bbbc039)
     sets = {
@@ -89,9 +88,7 @@ def main():
     }
     print(json.dumps(result, indent=1))
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The Ray executor on a real local Ray: its output equals the in-process output (tiled ==
 whole), archives of several images, a segmenter actor killed mid-job, bad images in an archive."""
 
-import dataclasses
 import json
 import os
 import signal
@@ -49,24 +48,6 @@ def test_ray_output_equals_in_process_output(ray_cluster, engine, scene, tmp_pat
     whole = api.segment_image(engine, image).labels
     assert np.array_equal(_labels(tmp_path / "o.zarr"), whole)
     assert len(s["busy_seconds"]) == 2  # both segmenter actors did work
-
-
-def test_nuclei_in_one_tile_are_spread_over_every_segmenter(ray_cluster, engine, tmp_path):
-    """Load balance: every nucleus lies in the first of four tiles, yet both segmenter actors
-    segment regions (candidates, not tiles, are the unit of work), and the labels are exact."""
-    image = generate(SyntheticSpec(512, 512, density=0.0), seed=3)[0]
-    nuclei = generate(SyntheticSpec(256, 256, density=0.0012), seed=4)[0]
-    image[:256, :256] = nuclei
-    path = tmp_path / "one_tile.tif"
-    tifffile.imwrite(path, image)
-    s = segment(
-        str(path), str(tmp_path / "o.zarr"), engine, Options(tile_size=256, diameter=27.7),
-        executor="ray", ropts=dataclasses.replace(ROPTS, batch_regions=8),
-    )  # fmt: skip
-    counts = sorted(s["regions_by_actor"].values())
-    assert len(counts) == 2 and counts[0] > 0, s["regions_by_actor"]
-    whole = api.segment_image(engine, image, diameter=27.7).labels
-    assert np.array_equal(_labels(tmp_path / "o.zarr"), whole)
 
 
 def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, engine, tmp_path):

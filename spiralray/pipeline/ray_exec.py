@@ -171,7 +171,6 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
                 progress.update(1, len(objs), 0)
     progress.total += len(todo)
     busy: dict[str, float] = defaultdict(float)
-    regions_by_actor: dict[str, int] = defaultdict(int)
     if todo:
         threads = ropts.threads
         common = {
@@ -196,10 +195,6 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
             fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.score_cpus))},
             batch_format="numpy",
         )
-        # Blocks of one segmenter batch (a streaming repartition): Ray Data gives a whole block to
-        # one actor, and a tile's candidates leave its ScoreActor as one block, so a tile holding
-        # every nucleus would otherwise keep a single segmenter busy.
-        ds = ds.repartition(target_num_rows_per_block=ropts.batch_regions)
         ds = ds.map_batches(
             SegmentActor,
             batch_size=ropts.batch_regions,
@@ -212,7 +207,7 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
             batch_format="numpy",
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            _consume(batch, images, progress, busy, regions_by_actor)
+            _consume(batch, images, progress, busy)
     progress.close()
     out = {"images": [], "failed": []}
     for img in images.values():
@@ -223,18 +218,16 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
         out["images"].append(_finish(img, opts))
     pool.shutdown()
     out["busy_seconds"] = dict(busy)
-    out["regions_by_actor"] = dict(regions_by_actor)
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
 
-def _consume(batch: dict, images: dict, progress, busy: dict, regions: dict) -> None:
+def _consume(batch: dict, images: dict, progress, busy: dict) -> None:
     kinds = batch["kind"]
     for i in range(len(kinds)):
         kind = int(kinds[i])
         if kind == STAT:
             busy[str(batch["msg"][i])] += float(batch["busy"][i])
-            regions[str(batch["msg"][i])] += int(batch["regions"][i])
             continue
         img = images[int(batch["image"][i])]
         key = (int(batch["ty"][i]), int(batch["tx"][i]))

@@ -41,6 +41,24 @@ def write_json(path: str, result: dict) -> None:
         json.dump(result, f, indent=1)
 
 
+def add_validation_args(ap: argparse.ArgumentParser, model_default: str | None) -> None:
+    """The flags of the scripts that segment HeLa 14-16 and a BBBC039 validation subset."""
+    ap.add_argument("--model", default=model_default, help="model directory (default: the shipped model)")
+    ap.add_argument("--hela", default="../shared/data/hela")
+    ap.add_argument("--bbbc039", default=f"{BBBC039}/val")
+    ap.add_argument("--fields", type=int, default=10, help="BBBC039: an evenly spread subset of N fields")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the result here")
+
+
+def validation_pairs(args) -> tuple[list, list]:
+    """(HeLa validation frames 14-16, ``args.fields`` evenly spread BBBC039 validation fields)."""
+    from spiralray.data.datasets import HELA_SPLIT, load_pairs
+
+    b = load_pairs(args.bbbc039)
+    return load_pairs(args.hela, HELA_SPLIT["validation"]), [b[i] for i in subset(len(b), args.fields)]
+
+
 def subset(n_total: int, fields: int | None) -> list[int]:
     """``fields`` indices spread evenly over ``n_total`` (all of them when None)."""
     if not fields or fields >= n_total:

@@ -18,29 +18,24 @@ import torch
 
 from spiralray import api
 from spiralray.core.metrics import evaluate_many
-from spiralray.data.datasets import HELA_NOTE, HELA_SPLIT, load_pairs
+from spiralray.data.datasets import HELA_NOTE
 
 KEYS = ("object_f1_50", "object_f1_mean_50_90", "pixel_f1")
 
 
 def main():
-    from bbbc039 import subset, write_json
+    from bbbc039 import add_validation_args, validation_pairs, write_json
     from scale import zoomed
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None, help="default: the shipped model")
-    ap.add_argument("--hela", default="../shared/data/hela")
-    ap.add_argument("--bbbc039", default="../shared/data/bbbc039/val")
-    ap.add_argument("--fields", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
+    add_validation_args(ap, None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = api.load_engine(args.model)
-    b = load_pairs(args.bbbc039)
+    hela, bbbc = validation_pairs(args)
     data = {
-        "hela 14-16": (load_pairs(args.hela, HELA_SPLIT["validation"]), (0.5, 2.5)),
-        f"bbbc039 val, {args.fields} fields": ([b[i] for i in subset(len(b), args.fields)], (3.0,)),
+        "hela 14-16": (hela, (0.5, 2.5)),
+        f"bbbc039 val, {args.fields} fields": (bbbc, (3.0,)),
     }
     rows = {}
     for name, (pairs, zooms) in data.items():

@@ -21,28 +21,20 @@ import torch
 from spiralray import modelzoo
 from spiralray.core.engine import Engine
 from spiralray.core.metrics import evaluate_many
-from spiralray.data.datasets import HELA_NOTE, HELA_SPLIT, load_pairs
+from spiralray.data.datasets import HELA_NOTE
 
 LAYOUTS = ("centred", "fewest")
 
 
 def main():
+    from bbbc039 import add_validation_args, validation_pairs, write_json
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="spiralray/weights/spiralnet")
-    ap.add_argument("--hela", default="../shared/data/hela")
-    ap.add_argument("--bbbc039", default="../shared/data/bbbc039/val")
-    ap.add_argument("--fields", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
+    add_validation_args(ap, "spiralray/weights/spiralnet")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from bbbc039 import subset, write_json
-
-    b = load_pairs(args.bbbc039)
-    sets = {
-        "hela 14-16": load_pairs(args.hela, HELA_SPLIT["validation"]),
-        f"bbbc039 val ({args.fields} fields)": [b[i] for i in subset(len(b), args.fields)],
-    }
+    hela, bbbc = validation_pairs(args)
+    sets = {"hela 14-16": hela, f"bbbc039 val ({args.fields} fields)": bbbc}
     base = modelzoo.load(args.model)
     engines = {}
     for layout in LAYOUTS:

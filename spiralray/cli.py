@@ -302,6 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_teardown() -> None:
+    """After a failure, send 'Exception ignored in ...' reports to the log, not the terminal.
+
+    Why: when an S3 read fails, the storage client's other in-flight coroutines are dropped
+    and garbage-collected at exit, and Python prints their tracebacks after our one-line error
+    (aiobotocore: "Token ... was created in a different Context"). They are teardown noise of
+    an error already reported, so they go to the log file.
+    """
+
+    def hook(unraisable) -> None:
+        log.debug(
+            "ignored during teardown: %s",
+            unraisable.err_msg or unraisable.object,
+            exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+        )
+
+    sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -309,13 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SpiralrayError as exc:
         log.debug("user error", exc_info=True)
+        _quiet_teardown()
         print(f"spiralray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _quiet_teardown()
         print("spiralray: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user mistake: one line here, the traceback in the log
         log.exception("internal error")
+        _quiet_teardown()
         print(
             f"spiralray: internal error: {exc.__class__.__name__}: {exc} (details: {_log_path()})",
             file=sys.stderr,

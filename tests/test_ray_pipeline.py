@@ -50,6 +50,28 @@ def test_ray_output_equals_in_process_output(ray_cluster, engine, scene, tmp_pat
     assert len(s["busy_seconds"]) == 2  # both segmenter actors did work
 
 
+def test_one_dense_tile_is_spread_over_every_segmenter(ray_cluster, engine, tmp_path):
+    """Every nucleus in one tile: its candidates still reach both segmenter actors in
+    batches (a tile's candidates are not one unit of work), and the answer is unchanged."""
+    nuclei = generate(SyntheticSpec(256, 256, density=0.0012), seed=5)[0]
+    image = np.full((768, 768), int(np.percentile(nuclei, 5)), nuclei.dtype)
+    image[:256, :256] = nuclei
+    tifffile.imwrite(tmp_path / "one.tif", image)
+    ropts = RayOptions(segment_actors=2, segment_cpus=0.5, score_cpus=0.25, batch_regions=8)
+    s = segment(
+        str(tmp_path / "one.tif"),
+        str(tmp_path / "o.zarr"),
+        engine,
+        Options(tile_size=256),
+        executor="ray",
+        ropts=ropts,
+    )
+    by_actor = sorted(s["regions_by_actor"].values())
+    assert len(by_actor) == 2 and s["candidates"] >= 40, s
+    assert by_actor[0] >= 0.2 * sum(by_actor), s
+    assert np.array_equal(_labels(tmp_path / "o.zarr"), api.segment_image(engine, image).labels)
+
+
 def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, engine, tmp_path):
     root = zarr.open_group(str(tmp_path / "arch.zarr"), mode="w")
     imgs = {}

@@ -204,7 +204,11 @@ def test_unreachable_endpoint_and_wrong_credentials_are_one_line(tmp_path):
         tmp_path / "o.tif",
         # keys set so the client gets as far as connecting (its dropped coroutines then print
         # teardown tracebacks unless the CLI routes them to the log)
-        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+        env={
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+        },
     )
     assert code == 2 and "cannot reach s3://bkt/a.zarr" in err and len(err.strip().splitlines()) == 1
     # a server that checks credentials (moto with authentication on): unknown keys are refused

@@ -149,6 +149,7 @@ def _load_balance(tmp: str, env: dict) -> dict:
     return {
         "image": "4096 x 4096, every nucleus in the first 1024-px tile",
         "busy_seconds": s["busy_seconds"],
+        "regions_by_actor": s.get("regions_by_actor", {}),
         "less_loaded_over_more_loaded": round(busy[0] / busy[-1], 3) if len(busy) == 2 else 0.0,
         "objects": s["objects"],
     }

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.spiral import ObjectMask
-from .actors import CANDIDATE, ERROR, MARKER, STAT, ScoreActor, SegmentActor, model_payload
+from .actors import CANDIDATE, ERROR, MARKER, STAT, ScoreActor, SegmentActor, model_payload, rows
 from .assemble import Assembler
 from .plan import VERSION
 from .run import ImageRun, Options
@@ -171,6 +171,7 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
                 progress.update(1, len(objs), 0)
     progress.total += len(todo)
     busy: dict[str, float] = defaultdict(float)
+    regions: dict[str, int] = defaultdict(int)
     if todo:
         threads = ropts.threads
         common = {
@@ -186,6 +187,12 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
         from ray.data import ActorPoolStrategy
 
         _quiet_data()
+        # Why: a tile's candidates leave its ScoreActor call as one block, and Ray Data hands a
+        # whole block to one segmenter; blocks of ~batch_regions candidates spread a dense tile
+        # over the pool. The context is captured by the dataset when it is built, then restored.
+        ctx = ray.data.DataContext.get_current()
+        saved_block_size = ctx.target_max_block_size
+        ctx.target_max_block_size = candidate_block_bytes(ropts.batch_regions)
         ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 4 * ropts.score_actors * 4)))
         ds = ds.map_batches(
             ScoreActor,
@@ -206,8 +213,11 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
             fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.segment_cpus))},
             batch_format="numpy",
         )
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            _consume(batch, images, progress, busy)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                _consume(batch, images, progress, busy, regions)
+        finally:
+            ctx.target_max_block_size = saved_block_size
     progress.close()
     out = {"images": [], "failed": []}
     for img in images.values():
@@ -218,16 +228,28 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
         out["images"].append(_finish(img, opts))
     pool.shutdown()
     out["busy_seconds"] = dict(busy)
+    out["regions_by_actor"] = dict(regions)
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
 
-def _consume(batch: dict, images: dict, progress, busy: dict) -> None:
+def candidate_block_bytes(batch_regions: int) -> int:
+    """Bytes of a Ray Data block of ``batch_regions`` candidate rows (measured on a sample, as
+    Ray Data sizes blocks: Arrow bytes)."""
+    from ray.data.block import BlockAccessor
+
+    sample = rows([{"kind": CANDIDATE, "y": i, "x": i, "score": 0.5} for i in range(64)])
+    per_row = BlockAccessor.for_block(BlockAccessor.batch_to_block(sample)).size_bytes() / 64
+    return max(1024, int(per_row * batch_regions))
+
+
+def _consume(batch: dict, images: dict, progress, busy: dict, regions: dict) -> None:
     kinds = batch["kind"]
     for i in range(len(kinds)):
         kind = int(kinds[i])
         if kind == STAT:
             busy[str(batch["msg"][i])] += float(batch["busy"][i])
+            regions[str(batch["msg"][i])] += int(batch["regions"][i])
             continue
         img = images[int(batch["image"][i])]
         key = (int(batch["ty"][i]), int(batch["tx"][i]))

@@ -136,10 +136,14 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
         "tiles": sum(i.get("tiles", 0) for i in images),
         "regions": sum(i.get("regions", 0) for i in images),
         "busy_seconds": result.get("busy_seconds", {}),
+        "regions_by_actor": result.get("regions_by_actor", {}),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if not archive and images:
-        summary = {**images[0], **{k: summary[k] for k in ("executor", "busy_seconds", "seconds")}}
+        summary = {
+            **images[0],
+            **{k: summary[k] for k in ("executor", "busy_seconds", "regions_by_actor", "seconds")},
+        }
     else:
         summary["per_image"] = images
     return summary

@@ -142,6 +142,48 @@ def methods(models: list[str], watershed: bool) -> dict:
     return out
 
 
+def unet_method(path: str, hela: str, fields: int, log=print):
+    """(image -> labels, chosen settings) of the U-Net at ``path``: its post-processing (minimum
+    seed area, growth) chosen on the validation sets and objective SpiralNet's thresholds are
+    chosen on (``calibrate.validation_sets``, ``calibrate.choose``'s weighted objective)."""
+    import itertools
+
+    from calibrate import validation_sets
+
+    from spiralray.bench.baselines import unet_instances
+    from spiralray.core.metrics import evaluate_many
+    from spiralray.core.models import UNet
+    from spiralray.data.normalize import normalize
+    from spiralray.io import storage
+
+    tensors, cfg = storage.load_model_dir(path)
+    net = UNet(base=int(cfg["base"]))
+    net.load_state_dict(tensors)
+    net.eval()
+
+    @torch.inference_mode()
+    def logits(im):
+        x = torch.from_numpy(np.ascontiguousarray(normalize(im), np.float32))[None, None]
+        return net(x)[0]
+
+    sets, weights = validation_sets(hela, f"{BBBC039}/val", fields)
+    cached = {k: [(logits(im), lb) for im, lb in v] for k, v in sets.items()}
+    trials = []
+    for min_area, grow in itertools.product((12, 30, 60, 120), (1, 2, 3, 5)):
+        per = {
+            k: evaluate_many((unet_instances(z, min_area, grow), lb) for z, lb in v)
+            for k, v in cached.items()
+        }
+        objective = sum(
+            weights[k] * (p["object_f1_50"] + p["object_f1_mean_50_90"]) / 2 for k, p in per.items()
+        ) / sum(weights.values())
+        trials.append({"min_area": min_area, "grow": grow, "objective": round(objective, 4)})
+        log(json.dumps(trials[-1]))
+    best = max(trials, key=lambda t: t["objective"])
+    best["trained"] = cfg.get("trained")
+    return (lambda im: unet_instances(logits(im), best["min_area"], best["grow"])), best
+
+
 def print_table(rows: dict) -> None:
     head = "pixel F1 / P / R | obj F1@0.5 | mean F1 | merges | splits | s/image (CPU s)"
     print(f"per-image mean (pooled) of {'method':30s} {head}")
@@ -162,6 +204,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the table here")
     ap.add_argument("--names", default=None, help="display names of the models, comma-separated")
+    ap.add_argument("--unet", default=None, help="a U-Net model directory (train_baselines.py --out)")
+    ap.add_argument("--hela", default="../shared/data/hela", help="HeLa, for the U-Net's calibration")
+    ap.add_argument("--calibration-fields", type=int, default=20, help="BBBC039 fields (as calibrate.py)")
     args = ap.parse_args()
     from spiralray.data.datasets import load_pairs
 
@@ -170,9 +215,14 @@ def main():
     idx = subset(len(pairs), args.fields)
     pairs = [pairs[i] for i in idx]
     rows = {}
-    for name, fn in methods(args.models, args.watershed).items():
-        rows[name] = run_method(fn, pairs)
-        if name != "watershed":
+    todo = methods(args.models, args.watershed)
+    if args.unet:
+        fn, chosen = unet_method(args.unet, args.hela, args.calibration_fields)
+        todo[args.unet] = fn
+        rows[args.unet] = {"postprocessing": chosen}
+    for name, fn in todo.items():
+        rows[name] = {**rows.get(name, {}), **run_method(fn, pairs)}
+        if name not in ("watershed", args.unet):
             rows[name]["scorer"] = scorer_rates(name, pairs)
         print(json.dumps({name: rows[name]}), flush=True)
     print_table(rows)

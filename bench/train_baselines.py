@@ -1,36 +1,46 @@
-"""Pre-train the U-Net baselines into the ``bench compare`` cache (bench/weights/unet{B}).
+"""Pre-train the U-Net baselines into the ``bench compare`` cache (bench/weights/unet{B}), or
+into ``--out`` for an equal-budget comparison with a SpiralNet trained by train_default.py.
 
 python bench/train_baselines.py --base 32 --minutes 15 --threads 1
 python bench/train_baselines.py --base 32 --minutes 60 --more        # continue the cached one
 python bench/train_baselines.py --base 32 --minutes 5.5 --device cuda   # the GPU equal-budget run
+python bench/train_baselines.py --base 32 --out /tmp/eb/unet32 --minutes 30 --clock cpu --threads 1 \\
+    --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \\
+    --synthetic 64 --synthetic-preset diverse         # v7's data (docs/training.md, equal budget)
 """
 
 import argparse
 import json
 import os
+import time
 
 import torch
 
 from spiralray.bench.compare import SCALES, SYNTHETIC, save_unet, train_unet
 from spiralray.core.engine import resolve_device
 from spiralray.core.models import UNet
+from spiralray.data.datasets import SYNTHETIC_PRESETS
 from spiralray.io import storage
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="../shared/data/hela")
+    ap.add_argument("--hela", default="../shared/data/hela", help="HeLa frames 0-13 when no --data")
+    ap.add_argument("--data", action="append", default=None, help="PATH[:FRAMES], repeatable")
     ap.add_argument("--weights", default="bench/weights")
+    ap.add_argument("--out", default=None, help="model directory (default: WEIGHTS/unet{BASE})")
     ap.add_argument("--base", type=int, default=32, help="U-Net base width (32 or 64)")
     ap.add_argument("--minutes", type=float, default=15)
+    ap.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="as train_default.py's")
     ap.add_argument("--more", action="store_true", help="continue the cached U-Net of this width")
     ap.add_argument("--synthetic", type=int, default=SYNTHETIC)
+    ap.add_argument("--synthetic-preset", default="plain", choices=SYNTHETIC_PRESETS)
     ap.add_argument("--scales", default=",".join(map(str, SCALES)))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    path = os.path.join(args.weights, f"unet{args.base}")
+    path = args.out or os.path.join(args.weights, f"unet{args.base}")
     net, cfg = UNet(base=args.base), {"base": args.base}
     if args.more:
         tensors, cfg = storage.load_model_dir(path)
@@ -43,13 +53,16 @@ def main():
     scales = tuple(float(v) for v in args.scales.split(","))
     note = train_unet(
         net,
-        args.data,
+        args.hela,
         args.minutes,
         resolve_device(args.device),
         seed=args.base + int(args.more),
         log=log,
+        clock=time.process_time if args.clock == "cpu" else time.time,
         synthetic=args.synthetic,
         scales=scales,
+        sources=args.data,
+        preset=args.synthetic_preset,
     )
     cfg["trained"] = f"{cfg['trained']}; then {note}" if args.more else f"trained here: {note}"
     save_unet(path, net, cfg)

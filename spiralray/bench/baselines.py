@@ -43,13 +43,14 @@ def unet_targets(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def unet_instances(logits: torch.Tensor, min_area: int = 12) -> np.ndarray:
-    """logits ``3 x H x W`` -> instance labels: components of the interior, grown back over the
-    predicted foreground (interior + boundary)."""
+def unet_instances(logits: torch.Tensor, min_area: int = 12, grow: int = 3) -> np.ndarray:
+    """logits ``3 x H x W`` -> instance labels: components of the interior (those over
+    ``min_area`` px), grown by up to ``grow`` px back over the predicted foreground (interior +
+    boundary). ``bench/bbbc039.py --unet`` calibrates both on validation data."""
     cls = logits.argmax(0).cpu().numpy()
     seeds = cc_label(cls == 1, connectivity=1)
     seeds = remove_small_objects(seeds, max_size=min_area)
-    grown = expand_labels(seeds, distance=3)
+    grown = expand_labels(seeds, distance=grow)
     return (grown * (cls > 0)).astype(np.int32)
 
 
@@ -82,16 +83,18 @@ def fit_unet(
     lr_final: float | None = None,
     device="cpu",
     log=None,
+    clock=time.time,
 ) -> UNet:
-    """Train on ``sampler.sample_tiles(batch)`` patches for a wall-clock budget; with ``lr_final``
-    the rate decays on SpiralNet's cosine schedule (``training.cosine_lr``)."""
+    """Train on ``sampler.sample_tiles(batch)`` patches for a budget of ``clock`` seconds
+    (``time.time``: wall clock; ``time.process_time``: this process's CPU time, as SpiralNet's
+    ``--clock cpu``); with ``lr_final`` the rate decays on SpiralNet's cosine schedule."""
     net.train().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     spec = TrainSpec(lr=lr, lr_final=lr if lr_final is None else lr_final)
-    t0, it = time.time(), 0
-    while time.time() - t0 < seconds:
+    t0, it = clock(), 0
+    while clock() - t0 < seconds:
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(spec, (time.time() - t0) / seconds)
+            group["lr"] = cosine_lr(spec, (clock() - t0) / seconds)
         images, labels = sampler.sample_tiles(batch)
         classes = np.stack([unet_targets(lb) for lb in labels])
         loss = unet_step(net, opt, images, classes, device)

@@ -31,14 +31,22 @@ from .baselines import fit_unet, unet_segment, watershed_baseline
 SYNTHETIC, SCALES = 48, (0.5, 0.75, 1.0, 1.33)
 
 
-def baseline_sampler(data: str, seed: int, synthetic: int = SYNTHETIC, scales=SCALES):
-    """The U-Net's training tiles: HeLa 0-13 + ``synthetic`` frames at ``scales``, with the
-    sampler and augmentation SpiralNet trains with."""
+def baseline_sampler(
+    data: str, seed: int, synthetic: int = SYNTHETIC, scales=SCALES, sources=None, preset: str = "plain"
+):
+    """The U-Net's training tiles: HeLa 0-13 (or the annotated ``sources``, ``PATH[:FRAMES]``
+    each, as ``train_default.py --data`` takes them) + ``synthetic`` frames of ``preset`` at
+    ``scales``, with the sampler and augmentation SpiralNet trains with."""
     from ..core.config import SpiralNetConfig
+    from ..data.datasets import load_sources, synthetic_pairs
     from ..train.sampling import RegionSampler
 
-    pairs = load_pairs(data, HELA_SPLIT["train"])
-    pairs += generate_many(synthetic, SyntheticSpec(384, 384), seed=1000)
+    if sources:
+        pairs = load_sources(list(sources))
+        pairs += synthetic_pairs(synthetic, preset, 384, seed=1000)
+    else:
+        pairs = load_pairs(data, HELA_SPLIT["train"])
+        pairs += generate_many(synthetic, SyntheticSpec(384, 384), seed=1000)
     return RegionSampler(
         [normalize(i) for i, _ in pairs],
         [lb for _, lb in pairs],
@@ -48,9 +56,11 @@ def baseline_sampler(data: str, seed: int, synthetic: int = SYNTHETIC, scales=SC
     )
 
 
-def train_unet(net: UNet, data: str, minutes: float, device, seed: int, log=None, **data_options) -> str:
-    """Train ``net`` on ``baseline_sampler`` data for ``minutes`` on ``device`` (cosine lr);
-    returns how, for the weight cache's note."""
+def train_unet(
+    net: UNet, data: str, minutes: float, device, seed: int, log=None, clock=time.time, **data_options
+) -> str:
+    """Train ``net`` on ``baseline_sampler`` data for ``minutes`` of ``clock`` on ``device``
+    (cosine lr); returns how, for the weight cache's note."""
     steps = [0]
 
     def counting(name, it, loss):
@@ -62,13 +72,16 @@ def train_unet(net: UNet, data: str, minutes: float, device, seed: int, log=None
     synthetic, scales = data_options.get("synthetic", SYNTHETIC), data_options.get("scales", SCALES)
     device = torch.device(device)
     t0 = time.time()
-    fit_unet(net, sampler, minutes * 60, lr_final=3e-5, device=device, log=counting)
+    fit_unet(net, sampler, minutes * 60, lr_final=3e-5, device=device, log=counting, clock=clock)
     where = (
         f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     )
+    kind = "CPU min" if clock is time.process_time else "min"
+    data_note = " + ".join(data_options.get("sources") or ["HeLa 0-13"])
+    preset = data_options.get("preset", "plain")
     return (
-        f"{minutes:g} min on {where}, cosine lr 1e-3 -> 3e-5, {steps[0]} steps of 8 tiles"
-        f" ({time.time() - t0:.0f} s); data HeLa 0-13 + {synthetic} synthetic at zoom "
+        f"{minutes:g} {kind} on {where}, cosine lr 1e-3 -> 3e-5, {steps[0]} steps of 8 tiles"
+        f" ({time.time() - t0:.0f} s wall); data {data_note} + {synthetic} {preset} synthetic at zoom "
         + ",".join(map(str, scales))
     )
 

@@ -209,7 +209,7 @@ def memory_table(m) -> list[str]:
 
 def serve_table(v) -> list[str]:
     b, u, o = v["batched"], v["unbatched"], v["overload"]
-    return [
+    lines = [
         f"Serving (`spiralray bench serve`; {v['source']}; {v['clients']} clients, {v['seconds_per_mode']:.0f} s "
         f"per mode, {v['machine_info']['cpus']} CPUs):",
         "",
@@ -225,6 +225,15 @@ def serve_table(v) -> list[str]:
         f"Batched / unbatched throughput: **x{v['batched_vs_unbatched_images_per_s']}**; failed good requests: "
         f"{v['failed_good_requests']}.",
     ]
+    curve = v.get("engine_ms_per_region_by_pass_size")
+    if curve:
+        cells = ", ".join(f"{k}: {ms}" for k, ms in curve.items())
+        lines += [
+            "",
+            f"Spiral cost per region by regions per forward pass on this device (ms; {cells}): what "
+            "batching requests can gain is the gap between a round's few regions and a full pass.",
+        ]
+    return lines
 
 
 def bbbc039_table(b) -> list[str]:

@@ -156,7 +156,10 @@ def test_segment_many_equals_one_at_a_time(engine):
         Item(np.ones((30, 300))),
         Item(images[2], exclude_border=True),
     ]
-    got = segment_many(engine, items)
+    stats = {}
+    got = segment_many(engine, items, stats, share=True)  # the accelerators' default, forced
+    # rounds of different images ran in shared passes (the resampled path's too)
+    assert stats["passes"] < stats["requests"], stats
     assert isinstance(got[2], SpiralrayError) and "smaller than one region" in str(got[2])
     assert np.array_equal(got[0].labels, api.segment_image(engine, images[0]).labels)
     assert np.array_equal(got[1].labels, api.segment_image(engine, images[1], ids="seed").labels)
@@ -164,6 +167,10 @@ def test_segment_many_equals_one_at_a_time(engine):
     border.cfg = border.cfg.replace(candidates={"exclude_border": True})
     assert np.array_equal(got[3].labels, api.segment_image(border, images[2]).labels)
     assert got[0].labels.max() > 0 and got[3].labels.max() > 0
+    # a CPU engine's default: the images in turn, the same labels
+    turn = segment_many(engine, items)
+    assert isinstance(turn[2], SpiralrayError)
+    assert all(np.array_equal(turn[k].labels, got[k].labels) for k in (0, 1, 3))
 
 
 def test_config_from_strings_and_refusals():

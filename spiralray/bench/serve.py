@@ -50,6 +50,7 @@ def bench_serve(args) -> dict:
         bodies.append(buf.getvalue())
     engine = api.load_engine(getattr(args, "model", None), device="cpu")
     expected = [api.segment_image(engine, im).labels for im in images]  # before Ray competes for CPU
+    curve = pass_cost(engine)
     del engine
 
     started = not ray.is_initialized()
@@ -90,6 +91,7 @@ def bench_serve(args) -> dict:
         "unbatched": unbatched,
         "batched_vs_unbatched_images_per_s": round(batched["images_per_s"] / unbatched["images_per_s"], 3),
         "failed_good_requests": batched["failed"] + unbatched["failed"],
+        "engine_ms_per_region_by_pass_size": curve,
         "overload": {
             "clients": overload,
             **_summary(flood),
@@ -99,6 +101,24 @@ def bench_serve(args) -> dict:
         "config": cfg.to_dict(),
         "machine_info": machine(),
     }
+    return out
+
+
+def pass_cost(engine, sizes=(1, 4, 16, 64, 256), regions: int = 256) -> dict:
+    """Milliseconds per region of the spiral (``Engine.probs_of``) by regions per forward pass,
+    on this device: what batching requests can gain (a round of one image often holds a few
+    regions; batching fills passes)."""
+    import torch
+
+    r = engine.cfg.region
+    x = torch.rand(max(sizes), engine.cfg.model.in_channels, r.height, r.width)
+    out = {}
+    for b in sizes:
+        engine.probs_of(x[:b])  # warm
+        t0 = time.perf_counter()
+        for _ in range(max(1, regions // b)):
+            engine.probs_of(x[:b])
+        out[str(b)] = round((time.perf_counter() - t0) * 1000 / (max(1, regions // b) * b), 2)
     return out
 
 

@@ -1,14 +1,14 @@
 """Several images through the engine together: their regions share spiral passes.
 
-``api.segment_image`` runs one image; the spiral's border continuation then calls
-``region_masks(centres)`` once per round with that image's few regions, which leaves a forward
-pass mostly empty. Here every image runs the unchanged per-image code (``api.segment_image`` ->
-``Engine.segment`` -> ``segment.segment_with`` -> ``spiral.segment_objects`` -> resolve) in its
-own thread, on a shallow copy of the engine whose ``region_masks`` is a rendezvous: when every
-still-running image has asked for its next round, the rounds of all of them are computed in one
-``Engine.region_masks`` call over the images placed side by side. Candidates, continuation,
-resolve and ids are therefore exactly the per-image rules (DESIGN section 2: batching never
-changes the labels); only the number of regions per forward pass changes.
+``api.segment_image`` runs one image; each round of the spiral's border continuation then runs
+``Engine.probs_of`` on that image's few regions, which leaves a forward pass mostly empty. Here
+every image runs the unchanged per-image code (``api.segment_image``: the whole-image path, or
+the resampled one-tile path when its nuclei are far from the model's size) in its own thread, on
+a shallow copy of the engine whose ``probs_of`` is a rendezvous: when every still-running image
+has asked for its next round, the regions of all of them (``M_k x C x h x w`` each, cut from
+their own images) go through the spiral in one ``Engine.probs_of`` call. Candidates,
+continuation, resolve and ids are therefore exactly the per-image rules (DESIGN section 2:
+batching never changes the labels); only the number of regions per forward pass changes.
 """
 
 from __future__ import annotations
@@ -34,20 +34,31 @@ class Item:
     diameter: float | str = "auto"  # px, or "auto" (as ``api.segment_image`` takes it)
 
 
-def segment_many(engine, items: list[Item]) -> list[api.Result | Exception]:
+def segment_many(
+    engine, items: list[Item], stats: dict | None = None, share: bool | None = None
+) -> list[api.Result | Exception]:
     """``api.segment_image`` for every item, with their spiral rounds batched together.
 
     Returns one ``Result`` per item, or the exception that item raised (a bad image fails alone;
-    the others are unaffected).
+    the others are unaffected). ``stats`` (optional) receives ``requests`` (per-image rounds)
+    and ``passes`` (batched ``probs_of`` calls that served them).
+
+    ``share``: batch the rounds (default: on accelerators only). On a CPU a pass of ~16 regions
+    already costs the same per region as one of 256 (``bench serve``'s pass-cost curve), and a
+    single image's rounds mostly hold that many; sharing then only adds the images' waiting for
+    each other (measured x0.86-0.95 of one image at a time), so a CPU runs them in turn.
     """
-    if len(items) == 1:  # nothing to share: the plain per-image path
-        return [_guarded(lambda: _segment(engine, items[0]))]
+    if share is None:
+        share = torch.device(engine.device).type != "cpu"
+    if len(items) == 1 or not share:  # the plain per-image path
+        return [_guarded(lambda it=it: _segment(engine, it)) for it in items]
     step = _Lockstep(engine, len(items))
     out: list = [None] * len(items)
 
     def work(k: int) -> None:
-        view = copy.copy(engine)  # shares the networks; only region_masks (and cfg) differ
-        view.region_masks = lambda padded, pad, centres: step.submit(k, padded, pad, centres)
+        view = copy.copy(engine)  # shares the networks; only probs_of (and cfg) differ
+        view.probs_of = lambda regions: step.submit(k, regions)
+        view._score_window = step.serialized(engine._score_window)
         try:
             out[k] = _guarded(lambda: _segment(view, items[k]))
         finally:
@@ -58,6 +69,8 @@ def segment_many(engine, items: list[Item]) -> list[api.Result | Exception]:
         t.start()
     for t in threads:
         t.join()
+    if stats is not None:
+        stats.update(requests=step.requests, passes=step.passes)
     return out
 
 
@@ -76,21 +89,35 @@ def _guarded(fn):
 
 
 class _Lockstep:
-    """The rendezvous: collects one ``region_masks`` request per running image, then computes all
-    of them in one call. Every running image is blocked in ``submit`` when the batch runs, so it
+    """The rendezvous: collects one ``probs_of`` request per running image, then computes all of
+    them in one call. Every running image is blocked in ``submit`` when the batch runs, so it
     runs under the lock without holding anyone up."""
 
     def __init__(self, engine, running: int):
         self.engine = engine
         self.running = running
-        self.pending: dict[int, tuple] = {}
+        self.pending: dict[int, torch.Tensor] = {}
         self.results: dict[int, object] = {}
         self.cond = threading.Condition()
-        self.passes = 0  # batched region_masks calls (for tests and the benchmark)
+        # One torch call at a time: concurrent calls from the images' threads would each start
+        # a full intra-op thread team (oversubscribed spinning threads on a small CPU).
+        self.torch_lock = threading.Lock()
+        self.requests = 0  # per-image rounds
+        self.passes = 0  # batched probs_of calls (for tests and the benchmark)
 
-    def submit(self, k: int, padded: torch.Tensor, pad: int, centres: np.ndarray) -> np.ndarray:
+    def serialized(self, fn):
+        """``fn`` run under the torch lock (the images' scoring)."""
+
+        def call(*args, **kwargs):
+            with self.torch_lock:
+                return fn(*args, **kwargs)
+
+        return call
+
+    def submit(self, k: int, regions: torch.Tensor) -> torch.Tensor:
         with self.cond:
-            self.pending[k] = (padded, pad, centres)
+            self.pending[k] = regions
+            self.requests += 1
             self._run_if_complete()
             while k not in self.results:
                 self.cond.wait()
@@ -108,36 +135,13 @@ class _Lockstep:
         if not self.pending or len(self.pending) < self.running:
             return
         batch, self.pending = self.pending, {}
+        keys = sorted(batch)
         try:
-            masks = side_by_side_masks(self.engine, [batch[k] for k in sorted(batch)])
-            self.results.update(zip(sorted(batch), masks, strict=True))
+            # regions are independent: concatenated, each sees exactly its own pixels
+            with self.torch_lock:
+                probs = self.engine.probs_of(torch.cat([batch[k] for k in keys]))
+            self.results.update(zip(keys, torch.split(probs, [len(batch[k]) for k in keys]), strict=True))
         except Exception as exc:  # every waiting image gets the failure, none hangs
             self.results.update(dict.fromkeys(batch, exc))
         self.passes += 1
         self.cond.notify_all()
-
-
-def side_by_side_masks(engine, requests: list[tuple[torch.Tensor, int, np.ndarray]]) -> list[np.ndarray]:
-    """``Engine.region_masks`` for several images in one call.
-
-    requests: ``(padded C x Hp x Wp, pad, centres M x 2)`` per image, all with the same ``pad``
-    (the engine's). The padded images are placed side by side on one canvas (``C x max Hp x
-    sum Wp``) and each image's centres shifted by its column offset: every region is cut from
-    inside its own image's padded extent (as it must be for the single image), so each region
-    sees exactly the pixels it sees alone. Returns each image's masks ``M x h x w`` (bool).
-    """
-    pads = {pad for _, pad, _ in requests}
-    if len(pads) != 1:
-        raise ValueError(f"images padded differently: {sorted(pads)}")
-    heights = [p.shape[1] for p, _, _ in requests]
-    widths = [p.shape[2] for p, _, _ in requests]
-    first = requests[0][0]
-    canvas = first.new_zeros((first.shape[0], max(heights), sum(widths)))
-    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
-    centres = []
-    for (padded, _, c), off in zip(requests, offsets, strict=True):
-        canvas[:, : padded.shape[1], off : off + padded.shape[2]] = padded
-        centres.append(np.asarray(c, np.int64).reshape(-1, 2) + np.array([0, off], np.int64))
-    masks = engine.region_masks(canvas, pads.pop(), np.concatenate(centres))
-    bounds = np.cumsum([len(c) for c in centres])[:-1]
-    return np.split(masks, bounds)

@@ -204,6 +204,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the table here")
     ap.add_argument("--names", default=None, help="display names of the models, comma-separated")
+    ap.add_argument("--note", default=None, help="how the models were trained (stored as 'budget')")
     ap.add_argument("--unet", default=None, help="a U-Net model directory (train_baselines.py --out)")
     ap.add_argument("--hela", default="../shared/data/hela", help="HeLa, for the U-Net's calibration")
     ap.add_argument("--calibration-fields", type=int, default=20, help="BBBC039 fields (as calibrate.py)")
@@ -235,6 +236,10 @@ def main():
         "methods": rows,
         "names": dict(zip(args.models, args.names.split(","), strict=True)) if args.names else {},
     }
+    if args.unet:
+        result["names"].setdefault(args.unet, f"U-Net ({os.path.basename(os.path.normpath(args.unet))})")
+    if args.note:
+        result["budget"] = args.note
     if args.json:
         write_json(args.json, result)
 

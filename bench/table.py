@@ -260,8 +260,25 @@ def bbbc039_table(b) -> list[str]:
     return lines
 
 
+def equal_budget_bbbc039_table(b) -> list[str]:
+    """SpiralNet and a U-Net, each trained from scratch for the same CPU minutes on the same
+    data, each post-processing chosen on the same validation sets (bench/bbbc039.py --unet)."""
+    lines = bbbc039_table(b)
+    lines[0] = "Equal budget: " + lines[0]
+    notes = [r["postprocessing"] for r in b["methods"].values() if "postprocessing" in r]
+    lines += [""] + [
+        f"U-Net: {n.get('trained', '')}; post-processing chosen on validation: seeds over "
+        f"{n['min_area']} px grown {n['grow']} px."
+        for n in notes
+    ]
+    if b.get("budget"):
+        lines += ["", b["budget"]]
+    return lines
+
+
 NEW = (
     ("bbbc039_val.json", bbbc039_table),
+    ("equal_budget/bbbc039_val.json", equal_budget_bbbc039_table),
     ("tiles_cpu.json", tiles_table),
     ("pipeline_cpu.json", pipeline_table),
     ("memory_cpu.json", memory_table),
@@ -331,7 +348,7 @@ def _write(path: str, block: str, marker: str = "BENCH") -> None:
 
 def main():
     _write(DOCS, _block(NEW + OLD))
-    _write(README, _block(NEW[:1] + (("compare_cpu.json", compare_table), ("serve_cpu.json", serve_table))))
+    _write(README, _block(NEW[:2] + (("compare_cpu.json", compare_table), ("serve_cpu.json", serve_table))))
     pipe = _load("pipeline_cpu.json")
     if pipe:
         gpu_name = ((_load("engine_gpu.json") or {}).get("machine_info") or {}).get("cuda") or "one GPU"

@@ -236,6 +236,22 @@ def serve_table(v) -> list[str]:
     return lines
 
 
+def sharing_table(v) -> list[str]:
+    """bench/serve_sharing.py: a batch's images sharing spiral passes vs run in turn."""
+    lines = [
+        f"Sharing spiral passes between a batch's images vs running them in turn ({v['device']}, "
+        "`bench/serve_sharing.py`, median of 3, interleaved; the CPU default is in turn):",
+        "",
+        "| requests | rounds | shared passes | scale | shared speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in v["sets"].items():
+        lines.append(
+            f"| {name} | {r['rounds']} | {r['shared_passes']} | {r['scale']} | x{r['shared_speedup']} |"
+        )
+    return lines
+
+
 def bbbc039_table(b) -> list[str]:
     """The thesis's table on BBBC039 validation (bench/bbbc039.py): per-image means, pooled beside."""
     lines = [
@@ -283,6 +299,7 @@ NEW = (
     ("pipeline_cpu.json", pipeline_table),
     ("memory_cpu.json", memory_table),
     ("serve_cpu.json", serve_table),
+    ("serve_sharing_cpu.json", sharing_table),
 )
 OLD = (
     ("engine_cpu.json", engine_table),
@@ -348,7 +365,10 @@ def _write(path: str, block: str, marker: str = "BENCH") -> None:
 
 def main():
     _write(DOCS, _block(NEW + OLD))
-    _write(README, _block(NEW[:2] + (("compare_cpu.json", compare_table), ("serve_cpu.json", serve_table))))
+    _write(
+        README,
+        _block(NEW[:2] + (("compare_cpu.json", compare_table),) + NEW[-2:]),
+    )
     pipe = _load("pipeline_cpu.json")
     if pipe:
         gpu_name = ((_load("engine_gpu.json") or {}).get("machine_info") or {}).get("cuda") or "one GPU"

@@ -148,40 +148,29 @@ def unet_method(path: str, hela: str, fields: int, log=print):
     chosen on (``calibrate.validation_sets``, ``calibrate.choose``'s weighted objective)."""
     import itertools
 
-    from calibrate import validation_sets
+    from calibrate import validation_sets, weighted_objective
 
-    from spiralray.bench.baselines import unet_instances
+    from spiralray.bench.baselines import unet_instances, unet_logits
+    from spiralray.bench.compare import load_unet
     from spiralray.core.metrics import evaluate_many
-    from spiralray.core.models import UNet
     from spiralray.data.normalize import normalize
-    from spiralray.io import storage
 
-    tensors, cfg = storage.load_model_dir(path)
-    net = UNet(base=int(cfg["base"]))
-    net.load_state_dict(tensors)
-    net.eval()
-
-    @torch.inference_mode()
-    def logits(im):
-        x = torch.from_numpy(np.ascontiguousarray(normalize(im), np.float32))[None, None]
-        return net(x)[0]
-
+    net, cfg = load_unet(path)
     sets, weights = validation_sets(hela, f"{BBBC039}/val", fields)
-    cached = {k: [(logits(im), lb) for im, lb in v] for k, v in sets.items()}
+    cached = {k: [(unet_logits(net, normalize(im)), lb) for im, lb in v] for k, v in sets.items()}
     trials = []
     for min_area, grow in itertools.product((12, 30, 60, 120), (1, 2, 3, 5)):
         per = {
             k: evaluate_many((unet_instances(z, min_area, grow), lb) for z, lb in v)
             for k, v in cached.items()
         }
-        objective = sum(
-            weights[k] * (p["object_f1_50"] + p["object_f1_mean_50_90"]) / 2 for k, p in per.items()
-        ) / sum(weights.values())
-        trials.append({"min_area": min_area, "grow": grow, "objective": round(objective, 4)})
+        trials.append(
+            {"min_area": min_area, "grow": grow, "objective": round(weighted_objective(per, weights), 4)}
+        )
         log(json.dumps(trials[-1]))
     best = max(trials, key=lambda t: t["objective"])
     best["trained"] = cfg.get("trained")
-    return (lambda im: unet_instances(logits(im), best["min_area"], best["grow"])), best
+    return (lambda im: unet_instances(unet_logits(net, normalize(im)), best["min_area"], best["grow"])), best
 
 
 def print_table(rows: dict) -> None:

@@ -62,6 +62,14 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
+def weighted_objective(per: dict, weights: dict) -> float:
+    """The calibration objective: the ``weights``-weighted mean over validation sets of each
+    set's (object F1@0.5 + mean F1@0.5-0.9) / 2; ``per``: set name -> ``evaluate_many`` figures."""
+    return sum(
+        weights[k] * (p["object_f1_50"] + p["object_f1_mean_50_90"]) / 2 for k, p in per.items()
+    ) / sum(weights[k] for k in per)
+
+
 def choose(
     segment, sets: dict, grid: dict, config, log=print, weights: dict | None = None
 ) -> tuple[dict, list[dict]]:
@@ -81,9 +89,7 @@ def choose(
             candidates={"threshold": t, "nms_radius": r, "min_area": a}, spiral={"threshold": c}
         )
         per = {k: evaluate_many((segment(im, cfg), lb) for im, lb in v) for k, v in sets.items()}
-        objective = sum(
-            w[k] * (p["object_f1_50"] + p["object_f1_mean_50_90"]) / 2 for k, p in per.items()
-        ) / sum(w.values())
+        objective = weighted_objective(per, w)
         trial = {"score": t, "central": c, "nms": r, "min_area": a, "objective": objective, **per[first]}
         for k in others:
             trial[k] = {m: per[k][m] for m in ("object_f1_50", "object_f1_mean_50_90", "pixel_f1")}

@@ -12,12 +12,12 @@ import argparse
 import statistics
 import time
 
-import tifffile
 import torch
 from bbbc039 import write_json
 
 from spiralray import api
 from spiralray.bench.engine import machine
+from spiralray.data.datasets import load_pairs
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.serve.batching import Item, segment_many
 
@@ -32,12 +32,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = api.load_engine(None, device=args.device)
-    hela = tifffile.imread(f"{args.hela}/images.tif")
+    hela = [im for im, _ in load_pairs(args.hela, [17, 18])]
     sets = {
         "synthetic 128 x 128 (x8)": [generate(SyntheticSpec(128, 128), seed=s)[0] for s in range(8)],
         "synthetic 64 x 64 (x8)": [generate(SyntheticSpec(64, 64), seed=s)[0] for s in range(8)],
         "HeLa 96 x 96 crops (x8)": [
-            hela[17 + i // 6][100 * (i % 6) : 100 * (i % 6) + 96, 150:246] for i in range(8)
+            hela[i // 6][100 * (i % 6) : 100 * (i % 6) + 96, 150:246] for i in range(8)
         ],
     }
     out = {}

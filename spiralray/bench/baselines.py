@@ -55,11 +55,16 @@ def unet_instances(logits: torch.Tensor, min_area: int = 12, grow: int = 3) -> n
 
 
 @torch.inference_mode()
-def unet_segment(net: UNet, image: np.ndarray, device="cpu") -> np.ndarray:
-    """image: ``H x W`` normalised float32 -> labels ``H x W``."""
+def unet_logits(net: UNet, image: np.ndarray, device="cpu") -> torch.Tensor:
+    """image: ``H x W`` normalised float32 -> logits ``3 x H x W``."""
     net.eval().to(device)
     x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None].to(device)
-    return unet_instances(net(x)[0])
+    return net(x)[0]
+
+
+def unet_segment(net: UNet, image: np.ndarray, device="cpu") -> np.ndarray:
+    """image: ``H x W`` normalised float32 -> labels ``H x W``."""
+    return unet_instances(unet_logits(net, image, device))
 
 
 def unet_step(net: UNet, opt, images: np.ndarray, classes: np.ndarray, device="cpu") -> float:

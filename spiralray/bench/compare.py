@@ -91,13 +91,20 @@ def save_unet(path: str, net: UNet, config: dict) -> None:
     storage.save_model_dir(path, state, config)
 
 
+def load_unet(path: str) -> tuple[UNet, dict]:
+    """(U-Net in eval mode, its config: ``base``, ``trained``) from a ``save_unet`` directory."""
+    tensors, cfg = storage.load_model_dir(path)
+    net = UNet(base=int(cfg["base"]))
+    net.load_state_dict(tensors)
+    return net.eval(), cfg
+
+
 def _unet(base: int, args, log) -> tuple[UNet, str]:
     path = os.path.join(args.weights, f"unet{base}")
-    net = UNet(base=base)
     if os.path.isdir(path):
-        tensors, cfg = storage.load_model_dir(path)
-        net.load_state_dict(tensors)
-        return net.eval(), cfg.get("trained", "cached")
+        net, cfg = load_unet(path)
+        return net, cfg.get("trained", "cached")
+    net = UNet(base=base)
     if args.baseline_minutes <= 0:
         return net.eval(), "untrained (random weights): timing only"
     note = "trained here: " + train_unet(

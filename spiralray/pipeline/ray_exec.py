@@ -193,27 +193,29 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
         ctx = ray.data.DataContext.get_current()
         saved_block_size = ctx.target_max_block_size
         ctx.target_max_block_size = candidate_block_bytes(ropts.batch_regions)
-        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 4 * ropts.score_actors * 4)))
-        ds = ds.map_batches(
-            ScoreActor,
-            batch_size=1,
-            compute=ActorPoolStrategy(min_size=1, max_size=ropts.score_actors),
-            num_cpus=ropts.score_cpus,
-            fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.score_cpus))},
-            batch_format="numpy",
-        )
-        ds = ds.map_batches(
-            SegmentActor,
-            batch_size=ropts.batch_regions,
-            # a fixed pool: every segmenter is up from the start, so batches spread at once
-            compute=ActorPoolStrategy(min_size=ropts.segment_actors, max_size=ropts.segment_actors),
-            num_cpus=ropts.segment_cpus,
-            num_gpus=ropts.segment_gpus or None,
-            **({"resources": ropts.segment_resources} if ropts.segment_resources else {}),
-            fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.segment_cpus))},
-            batch_format="numpy",
-        )
         try:
+            ds = ray.data.from_items(
+                todo, override_num_blocks=max(1, min(len(todo), 4 * ropts.score_actors * 4))
+            )
+            ds = ds.map_batches(
+                ScoreActor,
+                batch_size=1,
+                compute=ActorPoolStrategy(min_size=1, max_size=ropts.score_actors),
+                num_cpus=ropts.score_cpus,
+                fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.score_cpus))},
+                batch_format="numpy",
+            )
+            ds = ds.map_batches(
+                SegmentActor,
+                batch_size=ropts.batch_regions,
+                # a fixed pool: every segmenter is up from the start, so batches spread at once
+                compute=ActorPoolStrategy(min_size=ropts.segment_actors, max_size=ropts.segment_actors),
+                num_cpus=ropts.segment_cpus,
+                num_gpus=ropts.segment_gpus or None,
+                **({"resources": ropts.segment_resources} if ropts.segment_resources else {}),
+                fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.segment_cpus))},
+                batch_format="numpy",
+            )
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 _consume(batch, images, progress, busy, regions)
         finally:

@@ -208,23 +208,43 @@ def memory_table(m) -> list[str]:
 
 
 def serve_table(v) -> list[str]:
-    b, u, o = v["batched"], v["unbatched"], v["overload"]
+    """``spiralray bench serve`` at 128 x 128 (serve_cpu.json) and, when run, other sizes
+    (``--size 64``: serve_cpu_64px.json)."""
+    runs = [v] + [r for r in (_load("serve_cpu_64px.json"),) if r]
     lines = [
-        f"Serving (`spiralray bench serve`; {v['source']}; {v['clients']} clients, {v['seconds_per_mode']:.0f} s "
-        f"per mode, {v['machine_info']['cpus']} CPUs):",
+        f"Serving (`spiralray bench serve [--size 64]`; 8 synthetic uint16 images as TIFF per size, "
+        f"round-robin per client; {v['clients']} clients, {v['seconds_per_mode']:.0f} s per mode, "
+        f"{v['machine_info']['cpus']} CPUs; images/s: every correct answer of a phase over the time to its "
+        "last answer):",
         "",
-        "| mode | images/s | p50 ms | p99 ms | failed | 503 |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| batched | {b['images_per_s']} | {b['latency_p50_ms']} | {b['latency_p99_ms']} | {b['failed']} | "
-        f"{b['refused_503']} |",
-        f"| unbatched | {u['images_per_s']} | {u['latency_p50_ms']} | {u['latency_p99_ms']} | {u['failed']} | "
-        f"{u['refused_503']} |",
-        f"| overload, {o['clients']} clients | {o['images_per_s']} | {o['latency_p50_ms']} | "
-        f"{o['latency_p99_ms']} | {o['failed']} | {o['refused_503']} (p50 {o['refusal_p50_ms']} ms) |",
-        "",
-        f"Batched / unbatched throughput: **x{v['batched_vs_unbatched_images_per_s']}**; failed good requests: "
-        f"{v['failed_good_requests']}.",
+        "| images | mode | images/s | p50 ms | p99 ms | mean batch | failed | 503 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    for r in runs:
+        size = r["source"].split()[2]
+        for mode in ("batched", "unbatched"):
+            m = r[mode]
+            lines.append(
+                f"| {size} x {size} | {mode} | {m['images_per_s']} | {m['latency_p50_ms']} | "
+                f"{m['latency_p99_ms']} | {m['mean_batch_images']} | {m['failed']} | {m['refused_503']} |"
+            )
+        o = r["overload"]
+        lines.append(
+            f"| {size} x {size} | overload, {o['clients']} clients | {o['images_per_s']} | {o['latency_p50_ms']} | "
+            f"{o['latency_p99_ms']} | {o['mean_batch_images']} | {o['failed']} | {o['refused_503']} "
+            f"(p50 {o['refusal_p50_ms']} ms) |"
+        )
+    ratios = "; ".join(
+        f"{r['source'].split()[2]} px **x{r['batched_vs_unbatched_images_per_s']}**"
+        + (
+            f" (answers inside the window: x{r['batched_vs_unbatched_in_window']})"
+            if "batched_vs_unbatched_in_window" in r
+            else ""
+        )
+        for r in runs
+    )
+    failed = sum(r["failed_good_requests"] for r in runs)
+    lines += ["", f"Batched / unbatched throughput: {ratios}; failed good requests: {failed}."]
     curve = v.get("engine_ms_per_region_by_pass_size")
     if curve:
         cells = ", ".join(f"{k}: {ms}" for k, ms in curve.items())
@@ -240,7 +260,7 @@ def sharing_table(v) -> list[str]:
     """bench/serve_sharing.py: a batch's images sharing spiral passes vs run in turn."""
     lines = [
         f"Sharing spiral passes between a batch's images vs running them in turn ({v['device']}, "
-        "`bench/serve_sharing.py`, median of 3, interleaved; the CPU default is in turn):",
+        "`bench/serve_sharing.py`, median of 3, interleaved, in one process):",
         "",
         "| requests | rounds | shared passes | scale | shared speed-up |",
         "|---|---:|---:|---:|---:|",

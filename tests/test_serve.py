@@ -213,7 +213,7 @@ def test_concurrent_requests_are_batched_with_the_same_labels(server, registry):
     assert all(r.status_code == 200 for r in results), [
         (r.status_code, r.text) for r in results if r.status_code != 200
     ]
-    # one @serve.batch call held several requests (their passes shared on a GPU, in turn on a CPU)
+    # one @serve.batch call held several requests (their spiral passes shared)
     assert max(int(r.headers["X-Batch-Images"]) for r in results) > 1
     for image, r in zip(images, results, strict=True):
         got, want = tifffile.imread(io.BytesIO(r.content)), api.segment_image(engine, image).labels

@@ -3,6 +3,7 @@ encoding, the configuration, and several images segmented together (labels uncha
 
 import copy
 import io
+import threading
 import zlib
 
 import imageio.v3 as iio
@@ -156,10 +157,16 @@ def test_segment_many_equals_one_at_a_time(engine):
         Item(np.ones((30, 300))),
         Item(images[2], exclude_border=True),
     ]
-    stats = {}
-    got = segment_many(engine, items, stats, share=True)  # the accelerators' default, forced
+    stats, threads = {}, set()
+    recorded = copy.copy(engine)  # every torch entry point notes the thread that runs it
+    for name in ("probs_of", "_score_window", "regions_at"):
+        fn = getattr(engine, name)
+        setattr(recorded, name, lambda *a, fn=fn: threads.add(threading.get_ident()) or fn(*a))
+    got = segment_many(recorded, items, stats)
     # rounds of different images ran in shared passes (the resampled path's too)
     assert stats["passes"] < stats["requests"], stats
+    # ... and every torch call on the caller's thread, none on the images' threads
+    assert threads == {threading.get_ident()}
     assert isinstance(got[2], SpiralrayError) and "smaller than one region" in str(got[2])
     assert np.array_equal(got[0].labels, api.segment_image(engine, images[0]).labels)
     assert np.array_equal(got[1].labels, api.segment_image(engine, images[1], ids="seed").labels)
@@ -167,8 +174,8 @@ def test_segment_many_equals_one_at_a_time(engine):
     border.cfg = border.cfg.replace(candidates={"exclude_border": True})
     assert np.array_equal(got[3].labels, api.segment_image(border, images[2]).labels)
     assert got[0].labels.max() > 0 and got[3].labels.max() > 0
-    # a CPU engine's default: the images in turn, the same labels
-    turn = segment_many(engine, items)
+    # the unbatched reference: the images in turn, the same labels
+    turn = segment_many(engine, items, share=False)
     assert isinstance(turn[2], SpiralrayError)
     assert all(np.array_equal(turn[k].labels, got[k].labels) for k in (0, 1, 3))
 

@@ -234,6 +234,7 @@ def run(which: str, args) -> dict:
         result = getattr(module, f"bench_{which}")(args)
     os.makedirs(args.results, exist_ok=True)
     tag = "gpu" if result.get("device", "cpu").startswith("cuda") else "cpu"
-    with open(os.path.join(args.results, f"{which}_{tag}.json"), "w") as f:
+    # a variant of a benchmark (e.g. serve at another image size) keeps its own file
+    with open(os.path.join(args.results, f"{which}_{tag}{result.get('variant', '')}.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result

@@ -134,17 +134,22 @@ class _Base:
     def region_probs(self, padded: torch.Tensor, pad, centres: np.ndarray) -> torch.Tensor:
         """Final object masks ``M x 3 x h x w`` (probabilities) of the regions centred on
         ``centres`` (``M x 2`` image coords); ``padded`` holds image pixel (0, 0) at ``pad``."""
+        return self.probs_of(self.regions_at(padded, pad, centres))
+
+    def regions_at(self, padded: torch.Tensor, pad, centres: np.ndarray) -> torch.Tensor:
+        """The regions ``M x C x h x w`` (on the engine's device) centred on ``centres``
+        (``M x 2`` image coords) of ``padded`` (``C x H' x W'``, image pixel (0, 0) at ``pad``)."""
         (py, px), r = _pad2(pad), self.cfg.region
         cy, cx = r.centre
         c = np.asarray(centres, np.int64).reshape(-1, 2)
         if not len(c):
-            return torch.zeros((0, 3, r.height, r.width), device=self.device)
+            return torch.zeros((0, padded.shape[0], r.height, r.width), device=self.device)
         ys = torch.as_tensor(c[:, 0] - cy + py, device=padded.device)
         xs = torch.as_tensor(c[:, 1] - cx + px, device=padded.device)
         rows = ys[:, None] + torch.arange(r.height, device=padded.device)  # M x h
         cols = xs[:, None] + torch.arange(r.width, device=padded.device)  # M x w
         regions = padded[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3)  # M x C x h x w
-        return self.probs_of(regions.to(self.device))
+        return regions.to(self.device)
 
     def score_grid(self, padded: np.ndarray, pad, rows, cols, shape, stride: int | None = None) -> np.ndarray:
         """Scores (clipped to [0, 1]) of grid positions ``rows = (i0, i1)`` x ``cols = (j0, j1)``

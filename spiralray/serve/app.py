@@ -22,7 +22,9 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -99,6 +101,9 @@ class Segmenter:
 
     def __init__(self, defaults: dict):
         self.defaults = defaults  # the builder's settings; a user_config may override some
+        # Every batch's torch work runs on this one thread (see batching: torch from several
+        # threads makes OpenMP's parallel regions sleep between calls).
+        self.compute = ThreadPoolExecutor(1, thread_name_prefix="spiralray-engine")
         self.engine = None
         self.info: dict = {}
         self.key = None
@@ -110,11 +115,12 @@ class Segmenter:
         if cfg.threads:
             import torch
 
-            torch.set_num_threads(cfg.threads)
+            # OpenMP's thread count is per calling thread: set it where the engine runs.
+            await self._on_compute(torch.set_num_threads, cfg.threads)
         key = (cfg.model, cfg.tracking_uri, cfg.generation, cfg.device, cfg.engine_batch_size)
         if key != self.key:
             try:  # off the event loop: requests keep being served by the current engine
-                engine, info = await asyncio.to_thread(load_model, cfg)
+                engine, info = await _in_passing_thread(load_model, cfg)
             except Exception as exc:
                 if self.engine is None:
                     raise  # nothing to serve with: the replica must not start
@@ -135,12 +141,42 @@ class Segmenter:
     async def run_batch(self, items: list[Item]) -> list[dict]:
         engine, info = self.engine, self.info
         t0 = time.perf_counter()
-        results = await asyncio.to_thread(segment_many, engine, items)
+        results = await self._on_compute(segment_many, engine, items)
         seconds = time.perf_counter() - t0
         return [_reply(r, len(items), seconds, info) for r in results]
 
+    async def _on_compute(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.compute, fn, *args)
+
     def model(self) -> dict:
         return {**self.info, "reload_error": self.reload_error, "applied": self.applied, "pid": os.getpid()}
+
+
+async def _in_passing_thread(fn, *args):
+    """``fn(*args)`` on a thread that ends with it (a model load beside a running engine): a
+    thread pool's idle threads would keep the OpenMP team the load made alive."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def run():
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=run, name="spiralray-load", daemon=True).start()
+    return await done
+
+
+def _settle(fut, result, exc) -> None:
+    if fut.cancelled():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 def _reply(result, batch: int, seconds: float, info: dict) -> dict:

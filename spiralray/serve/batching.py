@@ -1,20 +1,30 @@
 """Several images through the engine together: their regions share spiral passes.
 
 ``api.segment_image`` runs one image; each round of the spiral's border continuation then runs
-``Engine.probs_of`` on that image's few regions, which leaves a forward pass mostly empty. Here
-every image runs the unchanged per-image code (``api.segment_image``: the whole-image path, or
-the resampled one-tile path when its nuclei are far from the model's size) in its own thread, on
-a shallow copy of the engine whose ``probs_of`` is a rendezvous: when every still-running image
-has asked for its next round, the regions of all of them (``M_k x C x h x w`` each, cut from
-their own images) go through the spiral in one ``Engine.probs_of`` call. Candidates,
-continuation, resolve and ids are therefore exactly the per-image rules (DESIGN section 2:
-batching never changes the labels); only the number of regions per forward pass changes.
+the segmenter on that image's few regions, which leaves a forward pass mostly empty. Here every
+image runs the unchanged per-image code (``api.segment_image``: the whole-image path, or the
+resampled one-tile path when its nuclei are far from the model's size) in its own thread, on a
+shallow copy of the engine whose mask calls (``region_masks``, ``masks_of``) are a rendezvous:
+when every still-running image has asked for its next round, the regions of all of them
+(``M_k x C x h x w`` each, cut from their own images) go through the spiral in one
+``Engine.probs_of`` call. Candidates, continuation, resolve and ids are therefore exactly the
+per-image rules (DESIGN section 2: batching never changes the labels); only the number of
+regions per forward pass changes.
+
+Every torch call runs on one thread, the caller's: the image threads only queue them. With
+OpenMP, a second thread that runs torch while another thread's team is alive makes every
+parallel region pay a sleeping wake-up (libgomp throttles its spinning once more threads than
+cores exist): measured x1.6 the time of small convolutions on 2 cores, enough to eat the whole
+gain of sharing passes. On a CPU the threads also pass a baton: one of them computes at a
+time, so the images' NumPy work never takes a core from a running torch call.
 """
 
 from __future__ import annotations
 
 import copy
+import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,31 +45,28 @@ class Item:
 
 
 def segment_many(
-    engine, items: list[Item], stats: dict | None = None, share: bool | None = None
+    engine, items: list[Item], stats: dict | None = None, share: bool = True
 ) -> list[api.Result | Exception]:
     """``api.segment_image`` for every item, with their spiral rounds batched together.
 
     Returns one ``Result`` per item, or the exception that item raised (a bad image fails alone;
     the others are unaffected). ``stats`` (optional) receives ``requests`` (per-image rounds)
-    and ``passes`` (batched ``probs_of`` calls that served them).
-
-    ``share``: batch the rounds (default: on accelerators only). On a CPU a pass of ~16 regions
-    already costs the same per region as one of 256 (``bench serve``'s pass-cost curve), and a
-    single image's rounds mostly hold that many; sharing then only adds the images' waiting for
-    each other (measured x0.86-0.95 of one image at a time), so a CPU runs them in turn.
+    and ``passes`` (batched segmenter calls that served them). ``share=False`` runs the images
+    in turn (the unbatched reference). Every torch call runs on the calling thread.
     """
-    if share is None:
-        share = torch.device(engine.device).type != "cpu"
     if len(items) == 1 or not share:  # the plain per-image path
         return [_guarded(lambda it=it: _segment(engine, it)) for it in items]
-    step = _Lockstep(engine, len(items))
+    step = _Lockstep(engine, len(items), serial=torch.device(engine.device).type == "cpu")
     out: list = [None] * len(items)
 
     def work(k: int) -> None:
-        view = copy.copy(engine)  # shares the networks; only probs_of (and cfg) differ
-        view.probs_of = lambda regions: step.submit(k, regions)
-        view._score_window = step.serialized(engine._score_window)
+        step.baton.acquire()
         try:
+            view = copy.copy(engine)  # shares the networks; only its torch entry points differ
+            view.region_masks = lambda im, pad, c: step.masks(k, lambda: engine.regions_at(im, pad, c))
+            view.masks_of = lambda regions: step.masks(k, lambda: _tensor(engine, regions))
+            view._score_window = lambda window, stride: step.call(engine._score_window, window, stride)
+            view.probs_of = lambda regions: step.call(engine.probs_of, regions)  # any other path
             out[k] = _guarded(lambda: _segment(view, items[k]))
         finally:
             step.done()
@@ -67,11 +74,16 @@ def segment_many(
     threads = [threading.Thread(target=work, args=(k,), name=f"segment-{k}") for k in range(len(items))]
     for t in threads:
         t.start()
+    step.serve()  # this thread runs the torch calls until every image is done
     for t in threads:
         t.join()
     if stats is not None:
         stats.update(requests=step.requests, passes=step.passes)
     return out
+
+
+def _tensor(engine, regions: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(regions, np.float32)).to(engine.device)
 
 
 def _segment(engine, item: Item) -> api.Result:
@@ -89,59 +101,100 @@ def _guarded(fn):
 
 
 class _Lockstep:
-    """The rendezvous: collects one ``probs_of`` request per running image, then computes all of
-    them in one call. Every running image is blocked in ``submit`` when the batch runs, so it
-    runs under the lock without holding anyone up."""
+    """The rendezvous and the torch queue. Image threads put their rounds (``masks``) and
+    other torch calls (``call``) here and wait; the serving thread (``serve``) runs them. A
+    round is run when every still-running image has one waiting, as one segmenter call."""
 
-    def __init__(self, engine, running: int):
+    def __init__(self, engine, running: int, serial: bool):
         self.engine = engine
+        # serial (CPU): one thread computes at a time, an image's NumPy or a torch call, as
+        # when the images run in turn; an image's own work overlapping a torch call would take
+        # a core from its OpenMP team, whose barriers then wait for a preempted thread.
+        self.baton = threading.Lock() if serial else _NoLock()
         self.running = running
-        self.pending: dict[int, torch.Tensor] = {}
-        self.results: dict[int, object] = {}
+        self.pending: dict[int, tuple] = {}  # image -> (its regions' maker, its future)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()  # callables; None: every image is done
         self.cond = threading.Condition()
-        # One torch call at a time: concurrent calls from the images' threads would each start
-        # a full intra-op thread team (oversubscribed spinning threads on a small CPU).
-        self.torch_lock = threading.Lock()
         self.requests = 0  # per-image rounds
-        self.passes = 0  # batched probs_of calls (for tests and the benchmark)
+        self.passes = 0  # batched segmenter calls (for tests and the benchmark)
 
-    def serialized(self, fn):
-        """``fn`` run under the torch lock (the images' scoring)."""
+    def call(self, fn, *args):
+        """``fn(*args)`` run on the serving thread; its result (or exception) here."""
+        fut: Future = Future()
 
-        def call(*args, **kwargs):
-            with self.torch_lock:
-                return fn(*args, **kwargs)
+        def job():
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
 
-        return call
+        self.jobs.put(job)
+        return self._wait(fut)
 
-    def submit(self, k: int, regions: torch.Tensor) -> torch.Tensor:
+    def masks(self, k: int, regions) -> np.ndarray:
+        """Image ``k``'s round: central-object masks ``M x h x w`` (bool) of the regions that
+        ``regions()`` makes (``M x C x h x w``, run on the serving thread)."""
+        fut: Future = Future()
         with self.cond:
-            self.pending[k] = regions
+            self.pending[k] = (regions, fut)
             self.requests += 1
-            self._run_if_complete()
-            while k not in self.results:
-                self.cond.wait()
-            out = self.results.pop(k)
-        if isinstance(out, BaseException):
-            raise out
-        return out
+            self._dispatch_if_complete()
+        return self._wait(fut)
+
+    def _wait(self, fut: Future):
+        self.baton.release()
+        try:
+            return fut.result()
+        finally:
+            self.baton.acquire()
 
     def done(self) -> None:
+        self.baton.release()
         with self.cond:
             self.running -= 1
-            self._run_if_complete()
+            self._dispatch_if_complete()
+            if self.running == 0:
+                self.jobs.put(None)
 
-    def _run_if_complete(self) -> None:
-        if not self.pending or len(self.pending) < self.running:
-            return
-        batch, self.pending = self.pending, {}
+    def serve(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            with self.baton:
+                job()
+
+    def _dispatch_if_complete(self) -> None:
+        if self.pending and len(self.pending) >= self.running:
+            batch, self.pending = self.pending, {}
+            self.jobs.put(lambda: self._round(batch))
+
+    def _round(self, batch: dict) -> None:
         keys = sorted(batch)
         try:
             # regions are independent: concatenated, each sees exactly its own pixels
-            with self.torch_lock:
-                probs = self.engine.probs_of(torch.cat([batch[k] for k in keys]))
-            self.results.update(zip(keys, torch.split(probs, [len(batch[k]) for k in keys]), strict=True))
+            parts = [batch[k][0]() for k in keys]
+            probs = self.engine.probs_of(torch.cat(parts))
+            masks = (probs[:, 0] > self.engine.cfg.spiral.threshold).cpu().numpy()
+            at = np.cumsum([0] + [len(p) for p in parts])
+            for i, k in enumerate(keys):
+                batch[k][1].set_result(masks[at[i] : at[i + 1]])
         except Exception as exc:  # every waiting image gets the failure, none hangs
-            self.results.update(dict.fromkeys(batch, exc))
+            for k in keys:
+                if not batch[k][1].done():
+                    batch[k][1].set_exception(exc)
         self.passes += 1
-        self.cond.notify_all()
+
+
+class _NoLock:
+    """The baton where images may compute side by side (accelerators: their NumPy work runs
+    while the device computes)."""
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass

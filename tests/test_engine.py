@@ -1,11 +1,13 @@
 """The fast engine against the reference recursion: same masks, same labels, ids included."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from spiralray import modelzoo
-from spiralray.core.engine import Engine, ReferenceEngine, prepare_image
+from spiralray.core.engine import Engine, ReferenceEngine, on_passing_thread, prepare_image
 from spiralray.core.metrics import labels_equal
 from spiralray.core.net import SpiralNet
 from spiralray.core.regions import crop_pad, pad_image
@@ -102,3 +104,12 @@ def test_early_stop_option_is_measured_not_default(shipped):
     assert Engine(shipped).early_stop is False
     eq = labels_equal(fast, exact)
     assert eq["objects"][0] > 5 and eq["matched"] >= 0.9 * eq["objects"][1], eq
+
+
+def test_on_passing_thread_runs_elsewhere_returns_raises_and_ends():
+    """Engines are built on a thread that ends (Ray Data actors, Serve reloads): it returns the
+    result, raises the error here, and leaves no thread (nor its OpenMP team) behind."""
+    assert on_passing_thread(threading.get_ident) != threading.get_ident()
+    with pytest.raises(ValueError, match="invalid literal"):
+        on_passing_thread(int, "x")
+    assert not [t for t in threading.enumerate() if t.name == "spiralray-build"]

@@ -62,15 +62,20 @@ class _Worker:
         import torch
 
         from ..core.config import SpiralNetConfig
-        from ..core.engine import Engine
+        from ..core.engine import Engine, on_passing_thread
         from ..core.net import SpiralNet
         from .plan import ImagePlan
 
         torch.set_num_threads(max(1, int(threads)))
         payload, plans = ray.get(model[0]), ray.get(plans[0])
-        net = SpiralNet.build(SpiralNetConfig.from_dict(payload["config"]), seed=None)
-        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in payload["tensors"].items()})
-        self.engine = Engine(net, device=device, batch_size=batch_size)
+
+        def build() -> Engine:
+            net = SpiralNet.build(SpiralNetConfig.from_dict(payload["config"]), seed=None)
+            net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in payload["tensors"].items()})
+            return Engine(net, device=device, batch_size=batch_size)
+
+        # Ray Data calls the actor on a pool thread: no torch team may stay on this one.
+        self.engine = on_passing_thread(build)
         self.cfg = self.engine.cfg
         self.plans = {p["index"]: ImagePlan.from_dict(p) for p in plans}
         self.channel, self.plane = channel, plane

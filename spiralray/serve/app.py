@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -35,6 +34,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 
+from ..core.engine import on_passing_thread
 from ..errors import SpiralrayError
 from . import codecs
 from .batching import Item, segment_many
@@ -120,7 +120,7 @@ class Segmenter:
         key = (cfg.model, cfg.tracking_uri, cfg.generation, cfg.device, cfg.engine_batch_size)
         if key != self.key:
             try:  # off the event loop: requests keep being served by the current engine
-                engine, info = await _in_passing_thread(load_model, cfg)
+                engine, info = await asyncio.to_thread(on_passing_thread, load_model, cfg)
             except Exception as exc:
                 if self.engine is None:
                     raise  # nothing to serve with: the replica must not start
@@ -150,33 +150,6 @@ class Segmenter:
 
     def model(self) -> dict:
         return {**self.info, "reload_error": self.reload_error, "applied": self.applied, "pid": os.getpid()}
-
-
-async def _in_passing_thread(fn, *args):
-    """``fn(*args)`` on a thread that ends with it (a model load beside a running engine): a
-    thread pool's idle threads would keep the OpenMP team the load made alive."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def run():
-        try:
-            result = fn(*args)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, done, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, result, None)
-
-    threading.Thread(target=run, name="spiralray-load", daemon=True).start()
-    return await done
-
-
-def _settle(fut, result, exc) -> None:
-    if fut.cancelled():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
 
 
 def _reply(result, batch: int, seconds: float, info: dict) -> dict:

@@ -4,8 +4,8 @@ A merge: a predicted object that holds at least half of each of two or more true
 every true nucleus swallowed by a merge other than the one holding the object's seed, the
 cause is one of:
 - ``no candidate``: no kept candidate seed lies inside it. Split by why: its best score is
-  under the score threshold (``scorer: below threshold``), or a candidate above it was
-  suppressed by a stronger one within the NMS radius (``nms: suppressed``);
+  under the score threshold (``scorer below threshold``), or a candidate above it was
+  suppressed by a stronger one within the NMS radius (``suppressed by NMS``);
 - ``lost``: a candidate lay inside it, but its object did not survive the resolve; split by
   why (``_why_lost``): its own mask missed its seed, covered the merging nucleus too (a
   duplicate), was under ``min_area``, or the resolve would not carve the merging mask.
@@ -47,8 +47,11 @@ def swallowed(labels: np.ndarray, truth: np.ndarray) -> dict[int, list[int]]:
 
 
 def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counter:
+    """Merge and cause counts of one field (none for a constant image)."""
     cfg = engine.cfg
     x = prepare_image(select_plane(image, None), cfg)
+    if x is None:
+        return collections.Counter()
     pad = crop_pad(cfg.region)
     padded = pad_image(x, pad)
     shape = x.shape[1:]
@@ -113,8 +116,6 @@ def main():
     pairs = load_pairs(args.data)[: args.fields]
     total = collections.Counter()
     for image, truth in pairs:
-        if prepare_image(select_plane(image, None), engine.cfg) is None:
-            continue
         total += diagnose(engine, image, truth)
     out = {
         "benchmark": "merge causes",

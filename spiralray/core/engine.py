@@ -15,6 +15,7 @@ Both feed the same candidate, continuation and resolve rules (``segment.segment_
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import torch
@@ -38,8 +39,6 @@ def on_passing_thread(fn, *args):
     region sleep and wake (libgomp throttles spinning once threads outnumber cores): measured
     x1.4 the time of a 256 x 256 crop's segmentation with 2 threads. A thread that ends takes
     its team with it."""
-    import threading
-
     box: dict = {}
 
     def run():
@@ -148,14 +147,20 @@ class _Base:
 
     def region_masks(self, padded: torch.Tensor, pad, centres: np.ndarray) -> np.ndarray:
         """Central-object masks ``M x h x w`` (bool) of the regions centred on ``centres``."""
-        probs = self.region_probs(padded, pad, centres)
-        return (probs[:, 0] > self.cfg.spiral.threshold).cpu().numpy()
+        return self.central_masks(self.region_probs(padded, pad, centres))
 
     def masks_of(self, regions: np.ndarray) -> np.ndarray:
         """Central-object masks ``M x h x w`` (bool) of regions given as pixels ``M x C x h x w``
         (normalised; reflected past the image's borders as a padded image would hold them)."""
-        t = torch.from_numpy(np.ascontiguousarray(regions, np.float32)).to(self.device)
-        probs = self.probs_of(t)
+        return self.central_masks(self.probs_of(self.as_regions(regions)))
+
+    def as_regions(self, regions: np.ndarray) -> torch.Tensor:
+        """Regions ``M x C x h x w`` as float32 on the engine's device."""
+        return torch.from_numpy(np.ascontiguousarray(regions, np.float32)).to(self.device)
+
+    def central_masks(self, probs: torch.Tensor) -> np.ndarray:
+        """Object masks ``M x 3 x h x w`` (probabilities) -> central-object masks ``M x h x w``
+        (bool): the central channel over the spiral's threshold."""
         return (probs[:, 0] > self.cfg.spiral.threshold).cpu().numpy()
 
     def region_probs(self, padded: torch.Tensor, pad, centres: np.ndarray) -> torch.Tensor:

@@ -64,7 +64,7 @@ def segment_many(
         try:
             view = copy.copy(engine)  # shares the networks; only its torch entry points differ
             view.region_masks = lambda im, pad, c: step.masks(k, lambda: engine.regions_at(im, pad, c))
-            view.masks_of = lambda regions: step.masks(k, lambda: _tensor(engine, regions))
+            view.masks_of = lambda regions: step.masks(k, lambda: engine.as_regions(regions))
             view._score_window = lambda window, stride: step.call(engine._score_window, window, stride)
             view.probs_of = lambda regions: step.call(engine.probs_of, regions)  # any other path
             out[k] = _guarded(lambda: _segment(view, items[k]))
@@ -80,10 +80,6 @@ def segment_many(
     if stats is not None:
         stats.update(requests=step.requests, passes=step.passes)
     return out
-
-
-def _tensor(engine, regions: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(regions, np.float32)).to(engine.device)
 
 
 def _segment(engine, item: Item) -> api.Result:
@@ -172,7 +168,7 @@ class _Lockstep:
             # regions are independent: concatenated, each sees exactly its own pixels
             parts = [batch[k][0]() for k in keys]
             probs = self.engine.probs_of(torch.cat(parts))
-            masks = (probs[:, 0] > self.engine.cfg.spiral.threshold).cpu().numpy()
+            masks = self.engine.central_masks(probs)
             at = np.cumsum([0] + [len(p) for p in parts])
             for i, k in enumerate(keys):
                 batch[k][1].set_result(masks[at[i] : at[i + 1]])

@@ -29,7 +29,7 @@ from spiralray.bench.engine import machine
 from spiralray.core import candidates as cand
 from spiralray.core.engine import prepare_image, select_plane
 from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
-from spiralray.core.segment import candidate_seeds, seed_labels
+from spiralray.core.segment import candidate_seeds, seed_ids, seed_labels
 from spiralray.core.spiral import segment_objects
 from spiralray.data.datasets import load_pairs
 
@@ -64,6 +64,8 @@ def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counte
     )
     kept = cand.resolve_objects(objects, shape, cfg.candidates)
     labels = seed_labels(kept, shape)
+    ids = seed_ids(np.array([o.seed for o in kept], np.int64).reshape(-1, 2), shape)
+    by_id = dict(zip(ids.tolist(), kept, strict=True))
     own = {tuple(o.seed): o for o in objects}
     seed_truth = truth[seeds[:, 0], seeds[:, 1]] if len(seeds) else np.zeros(0, int)
     centres = grid_centres(*shape, cfg.region, cfg.candidates.stride)
@@ -73,7 +75,7 @@ def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counte
     grid_truth = truth[at[:, 0], at[:, 1]]
     counts = collections.Counter()
     for p, trues in swallowed(labels, truth).items():
-        merging = next(o for o in kept if labels[o.seed[0], o.seed[1]] == p)
+        merging = by_id[p]  # by its id: its seed pixel may have gone to a stronger neighbour
         owner = int(truth[merging.seed[0], merging.seed[1]])  # the nucleus it was seeded in
         counts["merges"] += 1
         for t in trues:
@@ -98,7 +100,7 @@ def _why_lost(candidates, merging, cfg) -> str:
     if all(p is None for p in prepared):
         return "its mask missed its own seed"
     live = [p for p in prepared if p is not None]
-    if all(cand._holds(p, merging.seed) for p in live):
+    if all(p.holds(merging.seed) for p in live):
         return "its mask also covered the merging nucleus"
     if all(p.area < cfg.candidates.min_area for p in live):
         return "its mask under min_area"

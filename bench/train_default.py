@@ -5,6 +5,7 @@ frames; ``bench/calibrate.py`` then chooses its thresholds on validation data.
     python bench/train_default.py --init spiralray/weights/spiralnet --out /tmp/m \
         --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \
         --synthetic 64 --synthetic-preset diverse                   # v7's sources
+    ... --contact-weight 4 --contact-fraction 0.5 --lr 3e-4          # v8: aimed at touching nuclei
 
 Kept as a script beside the Ray Train job (``jobs/train.py``, the same sources) because it is the
 exact recipe of the packaged weights. Model directories are written at the end of each stage
@@ -52,6 +53,10 @@ def main():
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
+    ap.add_argument("--contact-weight", type=float, default=0.0, help="segmenter loss weight at contacts")
+    ap.add_argument(
+        "--contact-fraction", type=float, default=0.0, help="share of object regions on touching objects"
+    )
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--loader-workers", type=int, default=0, help="sampling processes (GPU runs)")
     ap.add_argument(
@@ -70,7 +75,8 @@ def main():
     print(json.dumps({"sources": sources, "pairs": len(pairs), "synthetic": args.synthetic}), flush=True)
     images = [normalize(im, cfg.model.norm, cfg.model.norm_low, cfg.model.norm_high) for im, _ in pairs]
     labels = [lb for _, lb in pairs]
-    sampler = RegionSampler(images, labels, cfg, scales=tuple(float(v) for v in args.scales.split(",")))
+    scales = tuple(float(v) for v in args.scales.split(","))
+    sampler = RegionSampler(images, labels, cfg, scales=scales, contact_fraction=args.contact_fraction)
     from spiralray import modelzoo
 
     net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)
@@ -98,7 +104,7 @@ def main():
             last_save = time.time()
 
     device = resolve_device(args.device)
-    spec = TrainSpec(lr=args.lr)
+    spec = TrainSpec(lr=args.lr, contact_weight=args.contact_weight)
 
     clock = time.process_time if args.clock == "cpu" else time.time
     stages = {"scorer": args.scorer_minutes * 60, "segmenter": args.segmenter_minutes * 60}

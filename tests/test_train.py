@@ -37,6 +37,8 @@ def trained(ray_cluster, mlflow_store, dataset, tmp_path_factory):
         synthetic=1,
         synthetic_size=96,
         init=str(SHIPPED),
+        contact_weight=2.0,  # segmenter training aimed at touching nuclei
+        contact_fraction=0.5,
         register="spiral-smoke",
         alias="champion",
         storage=str(storage),
@@ -176,8 +178,10 @@ def test_job_arguments_make_the_job():
         parse(
             ["--data", "a:0-13", "--data", "b", "--val-data", "a:14-16", "--synthetic", "8"]
             + ["--init", "m", "--zoom", "0.5,1", "--register", "n", "--alias", "champion"]
+            + ["--contact-weight", "4", "--contact-fraction", "0.5"]
         )
     )
+    assert (job.contact_weight, job.contact_fraction) == (4.0, 0.5)
     assert job.data == ["a:0-13", "b"] and job.val_data == ["a:14-16"] and job.synthetic == 8
     assert job.init == "m" and job.zoom == (0.5, 1.0) and job.synthetic_preset == "diverse"
     assert (job.register, job.alias) == ("n", "champion")

@@ -135,17 +135,11 @@ def resolve_objects(
     return [o for o in kept if o.area >= spec.min_area]
 
 
-def _holds(obj: ObjectMask, p: tuple[int, int]) -> bool:
-    y, x = p[0] - obj.y0, p[1] - obj.x0
-    h, w = obj.mask.shape
-    return bool(0 <= y < h and 0 <= x < w and obj.mask[y, x])
-
-
 def _without_swallowed(b: ObjectMask, a: ObjectMask) -> ObjectMask | None:
     """a without b if a swallowed b, else None. a swallowed b when b's seed lies in a's mask but
     a's seed is outside b's mask, and a keeps at least half of b's area without it: two objects,
     a overgrown. (Two masks of one object each hold the other's seed.)"""
-    if not _holds(a, b.seed) or _holds(b, a.seed):
+    if not a.holds(b.seed) or b.holds(a.seed):
         return None
     rest = _carve(a, b)
     # What a keeps must be an object too, not a rim: a partial second mask of one large

@@ -166,3 +166,19 @@ def three_channel_labels(labels: np.ndarray, centre: tuple[int, int] | None = No
     out[1] = (labels != 0) & (labels != central)
     out[2] = labels == 0
     return out
+
+
+def contact_zone(labels: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Where touching objects meet: ``... x H x W`` bool, True at pixels (object or background)
+    with two different instances inside the ``(2 radius + 1)``-square window around them.
+
+    labels: ``... x H x W`` int instance ids (0 = background); leading axes are separate images.
+    Merges of touching nuclei start here: a mask that crosses this band floods the neighbour.
+    """
+    lb = np.asarray(labels)
+    lb = lb.astype(np.uint64 if lb.dtype == np.uint64 else np.int64, copy=False)  # room for top
+    size = (1,) * (lb.ndim - 2) + (2 * radius + 1,) * 2
+    top = lb.dtype.type(lb.max(initial=0) + 1)  # background reads as "no object" to the minimum
+    hi = ndi.maximum_filter(lb, size=size, mode="nearest")
+    lo = ndi.minimum_filter(np.where(lb > 0, lb, top), size=size, mode="nearest")
+    return (hi > 0) & (lo != top) & (hi != lo)

@@ -144,6 +144,12 @@ class ObjectMask:
     def area(self) -> int:
         return int(self.mask.sum())
 
+    def holds(self, p: tuple[int, int]) -> bool:
+        """Whether image pixel ``p`` (row, col) is in the mask."""
+        y, x = p[0] - self.y0, p[1] - self.x0
+        h, w = self.mask.shape
+        return bool(0 <= y < h and 0 <= x < w and self.mask[y, x])
+
 
 def _region_box(centre, region: RegionSpec) -> tuple[int, int]:
     cy, cx = region.centre

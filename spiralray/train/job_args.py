@@ -27,6 +27,10 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, help="fine-tune this model (directory or models:/ URI)")
     t.add_argument("--zoom", default="0.75,1.0,1.33", help="zoom factors of the training images")
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
+    t.add_argument("--contact-weight", type=float, default=0.0, help="segmenter loss weight at contacts")
+    t.add_argument(
+        "--contact-fraction", type=float, default=0.0, help="share of object regions on touching objects"
+    )
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--gpu", action="store_true", help="one GPU per worker")
@@ -63,6 +67,8 @@ def job_from_args(args: argparse.Namespace):
         init=args.init,
         zoom=zoom,
         lr=args.lr,
+        contact_weight=args.contact_weight,
+        contact_fraction=args.contact_fraction,
         epochs=args.epochs,
         workers=args.workers,
         use_gpu=args.gpu,

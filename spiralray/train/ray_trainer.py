@@ -47,6 +47,8 @@ class TrainJob:
     scorer_batch: int = 128
     spiral_regions: int = 32
     lr: float = 1e-3
+    contact_weight: float = 0.0  # segmenter loss weight where touching objects meet (TrainSpec)
+    contact_fraction: float = 0.0  # share of object-centred regions on touching objects
     zoom: tuple[float, ...] = (0.75, 1.0, 1.33)  # zoomed copies of the training images
     seed: int = 0
     experiment: str = "spiralray"
@@ -145,7 +147,14 @@ _SAMPLERS: dict = {}  # per Ray worker process: datasets by object-store key
 
 
 def region_dataset(
-    images, labels, cfg: SpiralNetConfig, rows: int, seed: int, zoom: tuple[float, ...], scores: bool = False
+    images,
+    labels,
+    cfg: SpiralNetConfig,
+    rows: int,
+    seed: int,
+    zoom: tuple[float, ...],
+    scores: bool = False,
+    contact_fraction: float = 0.0,
 ):
     """Ray Data: augmented region samples drawn from the images, fresh on every pass.
 
@@ -167,7 +176,9 @@ def region_dataset(
         if sampler is None:
             _SAMPLERS.clear()  # one dataset per process at a time: memory stays bounded
             imgs, labs = ray.get(refs)
-            sampler = _SAMPLERS[key] = RegionSampler(imgs, labs, cfg, scales=zoom)
+            sampler = _SAMPLERS[key] = RegionSampler(
+                imgs, labs, cfg, scales=zoom, contact_fraction=contact_fraction
+            )
         out: dict[str, list] = {"image": [], "labels": [], "score": []}
         for task in batch["task"]:
             sampler.rng = np.random.default_rng(int(seed * 100003 + task + time.time_ns() % 10**6))
@@ -252,7 +263,14 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
             ),
             datasets={
                 "train": region_dataset(
-                    norm, labels, cfg, rows, job.seed, tuple(job.zoom), scores=stage == "scorer"
+                    norm,
+                    labels,
+                    cfg,
+                    rows,
+                    job.seed,
+                    tuple(job.zoom),
+                    scores=stage == "scorer",
+                    contact_fraction=job.contact_fraction,
                 )
             },
         )

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from skimage.transform import rescale
 
 from ..core.config import SpiralNetConfig
-from ..core.regions import region_score, score_foreground
+from ..core.regions import contact_zone, region_score, score_foreground
 
 
 class RegionSampler:
@@ -21,6 +21,9 @@ class RegionSampler:
 
     Images and labels are mirrored at the border (inference pads images the same way), but a
     mirrored object is another object: its pixels get ids of their own (``_pad_labels``).
+
+    ``contact_fraction``: of the region centres drawn on objects, the share drawn on objects that
+    touch another (``contact_zone``): touching pairs are where masks merge, and a few per field.
     """
 
     def __init__(
@@ -32,8 +35,10 @@ class RegionSampler:
         seed: int = 0,
         object_fraction: float = 0.85,
         scales: tuple[float, ...] = (1.0,),
+        contact_fraction: float = 0.0,
     ):
         self.cfg, self.augment, self.object_fraction = cfg, augment, object_fraction
+        self.contact_fraction = contact_fraction
         self.rng = np.random.default_rng(seed)
         # Zoomed copies: nuclei of other magnifications and cell lines come in other sizes.
         images, labels = zip(
@@ -60,6 +65,9 @@ class RegionSampler:
         self._noise_bank = {"white": white, "smooth": smooth / smooth.std()}
         self._disc_radius = np.hypot(*np.mgrid[-4:5, -4:5]).astype(np.float32)  # for _spots
         self.objects = [_pixels_by_object(lb) for lb in labels]
+        self.touching = [
+            _touching_objects(lb, *objects) for lb, objects in zip(labels, self.objects, strict=True)
+        ]
         # Each zoom equally likely (weighting by zoomed size would starve the small zooms).
         zooms = list(scales) * (len(images) // len(scales))  # the copies cycle through the scales
         self.weights = np.array([im.size / z**2 for im, z in zip(images, zooms, strict=True)])
@@ -67,10 +75,16 @@ class RegionSampler:
 
     def _centre(self, i: int) -> tuple[int, int]:
         """A random pixel of a random object (small and dim nuclei count as much as big ones),
-        or, with probability 1 - object_fraction, any pixel."""
+        or, with probability 1 - object_fraction, any pixel; ``contact_fraction`` of the object
+        draws pick an object that touches another."""
         pts, starts = self.objects[i]
         if len(starts) > 1 and self.rng.random() < self.object_fraction:
-            k = self.rng.integers(len(starts) - 1)
+            touching = self.touching[i]
+            # No draw without contact sampling: the recipes before it keep their random stream.
+            if self.contact_fraction > 0 and len(touching) and self.rng.random() < self.contact_fraction:
+                k = touching[self.rng.integers(len(touching))]
+            else:
+                k = self.rng.integers(len(starts) - 1)
             return tuple(pts[self.rng.integers(starts[k], starts[k + 1])])
         h, w = self.images[i].shape
         return self.rng.integers(0, h - 2 * self.half), self.rng.integers(0, w - 2 * self.half)
@@ -239,6 +253,15 @@ def _pixels_by_object(labels: np.ndarray):
     # int32: a quarter of the sampler's memory on 100+ training fields at several zooms.
     coords = np.stack(np.unravel_index(order, labels.shape), 1).astype(np.int32)
     return coords, starts
+
+
+def _touching_objects(labels: np.ndarray, pts: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Indices (into ``_pixels_by_object``'s objects) of the objects that touch another."""
+    if len(starts) < 2:
+        return np.zeros(0, np.int64)
+    ids = labels[pts[starts[:-1], 0], pts[starts[:-1], 1]]  # object k's id, ascending
+    zone = contact_zone(labels)
+    return np.searchsorted(ids, np.unique(labels[zone & (labels > 0)]))
 
 
 class _Batches(torch.utils.data.IterableDataset):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..core.config import SpiralNetConfig
 from ..core.engine import spiral_batch, window_margin
 from ..core.net import SpiralNet
-from ..core.regions import score_foreground, score_map_truth, three_channel_labels
+from ..core.regions import contact_zone, score_foreground, score_map_truth, three_channel_labels
 from ..core.spiral import geometry_for
 
 
@@ -34,6 +34,9 @@ class TrainSpec:
     window_batch: int = 384
     teacher_fraction: float = 0.25  # spiral runs that write the truth (teacher forcing)
     object_fraction: float = 0.85  # region centres drawn on objects (the rest anywhere)
+    # Segmenter loss weight 1 + contact_weight where touching objects meet (``contact_zone``):
+    # v7's merges were masks crossing that band (bench/merges.py); 0 keeps the plain loss.
+    contact_weight: float = 0.0
     augment: bool = True
     seed: int = 0
 
@@ -73,11 +76,13 @@ def scorer_step(net: SpiralNet, opt, imgs, targets, spec: TrainSpec, device, syn
     return float(loss.detach())
 
 
-def spiral_windows(net: SpiralNet, imgs, labs, teacher: bool, device):
+def spiral_windows(net: SpiralNet, imgs, labs, teacher: bool, device, contact_weight: float = 0.0):
     """Run the spiral (no gradients) and return every step's training sample.
 
+    imgs: regions ``B x 1 x h x w``; labs: their instance ids ``B x h x w``.
     Returns (image windows ``K x 1 x s x s``, mask windows ``K x 3 x s x s``, targets
-    ``K x 3 x n x n``, weights ``K x 1 x n x n``), s = n + 2r; weights are 0 outside the region.
+    ``K x 3 x n x n``, weights ``K x 1 x n x n``), s = n + 2r; weights are 0 outside the region
+    and ``1 + contact_weight`` in its contact zone, 1 elsewhere.
     """
     seg, cfg = net.segmenter, net.config
     geom = geometry_for(cfg.region, cfg.spiral)
@@ -91,8 +96,12 @@ def spiral_windows(net: SpiralNet, imgs, labs, teacher: bool, device):
     truth[:, :, my : my + h, mx : mx + w] = torch.from_numpy(
         np.stack([three_channel_labels(lb) for lb in labs])
     ).to(device)
-    inside = torch.zeros((1, 1, h + 2 * my, w + 2 * mx), device=device)
+    per_region = len(imgs) if contact_weight else 1
+    inside = torch.zeros((per_region, 1, h + 2 * my, w + 2 * mx), device=device)
     inside[:, :, my : my + h, mx : mx + w] = 1
+    if contact_weight:
+        zone = torch.from_numpy(contact_zone(np.asarray(labs))[:, None].astype(np.float32)).to(device)
+        inside[:, :, my : my + h, mx : mx + w] += contact_weight * zone
     record: list = []
     was_training = seg.training
     seg.eval()
@@ -113,7 +122,7 @@ def spiral_windows(net: SpiralNet, imgs, labs, teacher: bool, device):
 def segmenter_step(net: SpiralNet, opt, imgs, labs, spec: TrainSpec, device, rng, sync=None) -> float:
     """One on-policy (or teacher-forced) spiral run, then a pass over a sample of its windows."""
     teacher = rng.random() < spec.teacher_fraction
-    ims, masks, targets, weights = spiral_windows(net, imgs, labs, teacher, device)
+    ims, masks, targets, weights = spiral_windows(net, imgs, labs, teacher, device, spec.contact_weight)
     keep = torch.from_numpy(rng.permutation(len(ims))[: max(1, int(len(ims) * spec.window_fraction))])
     losses = []
     for i in range(0, len(keep), spec.window_batch):

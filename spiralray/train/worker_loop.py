@@ -98,7 +98,12 @@ def train_loop(config: dict) -> None:
             opt.load_state_dict(torch.load(os.path.join(d, TRAIN_STATE), map_location=device))
             with open(os.path.join(d, "history.json")) as f:
                 history = json.load(f)
-    spec = TrainSpec(lr=job["lr"], scorer_batch=job["scorer_batch"], spiral_regions=job["spiral_regions"])
+    spec = TrainSpec(
+        lr=job["lr"],
+        scorer_batch=job["scorer_batch"],
+        spiral_regions=job["spiral_regions"],
+        contact_weight=job.get("contact_weight", 0.0),
+    )
     batch = spec.scorer_batch if stage == "scorer" else spec.spiral_regions
     shard = ray.train.get_dataset_shard("train")
     val = ray.get(config["val"]) if rank == 0 else None

@@ -1,0 +1,83 @@
+"""Training aimed at touching nuclei (issue 11: half of v7's merges were masks that crossed into a
+touching neighbour): the contact zone, regions centred on touching objects, and the segmenter's
+loss weighted where objects meet."""
+
+import numpy as np
+import torch
+from conftest import ellipse
+
+from spiralray.core.config import SpiralNetConfig
+from spiralray.core.net import SpiralNet
+from spiralray.core.regions import contact_zone
+from spiralray.train.sampling import RegionSampler
+from spiralray.train.steps import spiral_windows
+
+
+def test_contact_zone_marks_where_two_objects_meet():
+    lb = np.zeros((30, 60), np.int32)
+    lb[5:25, 2:12] = 1
+    lb[5:25, 12:22] = 2  # touches 1
+    lb[5:25, 25:35] = 3  # a 3-px gap from 2: only the gap's middle sees both
+    lb[5:25, 40:50] = 4  # a 5-px gap from 3: nobody sees both
+    zone = contact_zone(lb)
+    assert set(np.unique(lb[zone])) == {0, 1, 2}
+    assert zone[15, 10:14].all() and not zone[15, 8] and not zone[15, 16]  # 2 px either side
+    assert zone[15, 23] and not zone[15, 22] and not zone[15, 24]  # the gap between 2 and 3
+    assert not zone[:, 36:].any()
+    assert not contact_zone(np.where(lb == 4, 4, 0)).any()  # a lone object has none
+    for dtype in (np.uint16, np.int64, np.uint64):  # a dtype's extreme value is no sentinel
+        assert np.array_equal(contact_zone(lb.astype(dtype)), zone)
+    full = np.where(lb > 0, lb + 65531, 0).astype(np.uint16)  # ids up to the dtype's maximum
+    assert np.array_equal(contact_zone(full), zone)
+    stack = np.stack([lb, lb[:, ::-1], np.zeros_like(lb)])
+    assert np.array_equal(contact_zone(stack), np.stack([contact_zone(im) for im in stack]))
+
+
+def _pair_and_loner(h=140, w=200):
+    """A touching pair (ids 1, 2) and a lone nucleus (id 3) far from both; unique image values
+    so a region's centre pixel can be found in the image."""
+    labels = np.zeros((h, w), np.int32)
+    labels[ellipse((h, w), (70, 40), 14, 12)] = 1
+    labels[ellipse((h, w), (70, 65), 14, 12) & (labels == 0)] = 2
+    labels[ellipse((h, w), (70, 160), 14, 12)] = 3
+    image = np.where(labels > 0, 1.0, 0.1) + np.random.default_rng(0).random((h, w)) * 1e-3
+    return image.astype(np.float32), labels
+
+
+def _centre_ids(sampler, n=200):
+    cy, cx = sampler.cfg.region.centre
+    return sampler.sample(n)[1][:, cy, cx]
+
+
+def test_contact_sampling_centres_regions_on_touching_objects():
+    image, labels = _pair_and_loner()
+    cfg = SpiralNetConfig()
+    on = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0, contact_fraction=1.0)
+    ids = _centre_ids(on)
+    assert set(np.unique(ids)) == {1, 2}  # both of the pair, never the loner
+    plain = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0)
+    assert 3 in _centre_ids(plain)
+    # Off (the default), the random stream is the one recipes before contact sampling drew.
+    fresh = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0)
+    off = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0, contact_fraction=0.0)
+    assert np.array_equal(fresh.sample(32)[0], off.sample(32)[0])
+
+
+def test_contact_weight_weighs_the_segmenter_loss_where_objects_meet():
+    image, labels = _pair_and_loner()
+    cfg = SpiralNetConfig()
+    sampler = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0, contact_fraction=1.0)
+    imgs, labs, _ = sampler.sample(3)
+    net = SpiralNet.build(seed=0)
+    plain = spiral_windows(net, imgs, labs, teacher=True, device="cpu")
+    weighted = spiral_windows(net, imgs, labs, teacher=True, device="cpu", contact_weight=4.0)
+    for a, b in zip(plain[:3], weighted[:3], strict=True):  # the same windows and targets
+        assert torch.equal(a, b)
+    w0, w4 = plain[3], weighted[3]
+    assert set(torch.unique(w0).tolist()) == {0.0, 1.0}
+    assert set(torch.unique(w4).tolist()) == {0.0, 1.0, 5.0}
+    assert torch.equal(w4 > 0, w0 > 0)  # nothing outside the region gains weight
+    # The heavy pixels are the pair's seam: targets of both objects (channels 0 and 1) meet there.
+    heavy = w4[:, 0] == 5
+    targets = plain[2]
+    assert targets[:, 0][heavy].any() and targets[:, 1][heavy].any()

@@ -188,6 +188,10 @@ def test_job_arguments_make_the_job():
     assert job_from_args(parse(["--data", "a", "--frames", "0-2"])).frames == [0, 1, 2]
     with pytest.raises(SpiralrayError, match="--alias needs"):
         job_from_args(parse(["--data", "a", "--alias", "x"]))
+    with pytest.raises(SpiralrayError, match="bad --contact-fraction 1.5"):
+        job_from_args(parse(["--data", "a", "--contact-fraction", "1.5"]))
+    with pytest.raises(SpiralrayError, match="bad --contact-weight -1"):
+        job_from_args(parse(["--data", "a", "--contact-weight", "-1"]))
 
 
 def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_store, dataset, tmp_path):

@@ -51,6 +51,10 @@ def job_from_args(args: argparse.Namespace):
 
     if args.alias and not args.register:
         raise SpiralrayError("--alias needs --register NAME")
+    if not 0 <= args.contact_fraction <= 1:
+        raise SpiralrayError(f"bad --contact-fraction {args.contact_fraction} (a share: 0 to 1)")
+    if args.contact_weight < 0:
+        raise SpiralrayError(f"bad --contact-weight {args.contact_weight} (0 or more; 0: off)")
     try:
         zoom = tuple(float(v) for v in args.zoom.split(","))
     except ValueError:

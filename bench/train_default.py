@@ -28,6 +28,7 @@ from spiralray.core.engine import resolve_device
 from spiralray.core.net import SpiralNet
 from spiralray.data.datasets import HELA_SPLIT, SYNTHETIC_PRESETS, load_sources, synthetic_pairs
 from spiralray.data.normalize import normalize
+from spiralray.train.job_args import add_contact_arguments
 from spiralray.train.local import fit
 from spiralray.train.sampling import RegionSampler
 from spiralray.train.steps import TrainSpec
@@ -53,10 +54,7 @@ def main():
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
-    ap.add_argument("--contact-weight", type=float, default=0.0, help="segmenter loss weight at contacts")
-    ap.add_argument(
-        "--contact-fraction", type=float, default=0.0, help="share of object regions on touching objects"
-    )
+    add_contact_arguments(ap)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--loader-workers", type=int, default=0, help="sampling processes (GPU runs)")
     ap.add_argument(

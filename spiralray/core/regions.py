@@ -181,4 +181,4 @@ def contact_zone(labels: np.ndarray, radius: int = 2) -> np.ndarray:
     top = lb.dtype.type(lb.max(initial=0) + 1)  # background reads as "no object" to the minimum
     hi = ndi.maximum_filter(lb, size=size, mode="nearest")
     lo = ndi.minimum_filter(np.where(lb > 0, lb, top), size=size, mode="nearest")
-    return (hi > 0) & (lo != top) & (hi != lo)
+    return (lo != top) & (hi != lo)  # an object in the window, and another besides it

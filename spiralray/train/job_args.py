@@ -27,10 +27,7 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, help="fine-tune this model (directory or models:/ URI)")
     t.add_argument("--zoom", default="0.75,1.0,1.33", help="zoom factors of the training images")
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
-    t.add_argument("--contact-weight", type=float, default=0.0, help="segmenter loss weight at contacts")
-    t.add_argument(
-        "--contact-fraction", type=float, default=0.0, help="share of object regions on touching objects"
-    )
+    add_contact_arguments(t)
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--gpu", action="store_true", help="one GPU per worker")
@@ -43,6 +40,16 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--name", default=None, help="run name (needed to --resume)")
     t.add_argument("--resume", action="store_true", help="continue run --name from its checkpoints")
     return t
+
+
+def add_contact_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--contact-weight`` and ``--contact-fraction`` (training aimed at touching nuclei) on
+    ``p``: the job's flags and ``bench/train_default.py``'s."""
+    p.add_argument("--contact-weight", type=float, default=0.0, help="segmenter loss weight at contacts")
+    p.add_argument(
+        "--contact-fraction", type=float, default=0.0, help="share of object regions on touching objects"
+    )
+    return p
 
 
 def job_from_args(args: argparse.Namespace):

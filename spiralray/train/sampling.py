@@ -65,9 +65,12 @@ class RegionSampler:
         self._noise_bank = {"white": white, "smooth": smooth / smooth.std()}
         self._disc_radius = np.hypot(*np.mgrid[-4:5, -4:5]).astype(np.float32)  # for _spots
         self.objects = [_pixels_by_object(lb) for lb in labels]
-        self.touching = [
-            _touching_objects(lb, *objects) for lb, objects in zip(labels, self.objects, strict=True)
-        ]
+        # Only for contact sampling: a filter pass over every image copy at start-up otherwise.
+        self.touching = (
+            [_touching_objects(lb, *objects) for lb, objects in zip(labels, self.objects, strict=True)]
+            if contact_fraction > 0
+            else None
+        )
         # Each zoom equally likely (weighting by zoomed size would starve the small zooms).
         zooms = list(scales) * (len(images) // len(scales))  # the copies cycle through the scales
         self.weights = np.array([im.size / z**2 for im, z in zip(images, zooms, strict=True)])
@@ -79,9 +82,9 @@ class RegionSampler:
         draws pick an object that touches another."""
         pts, starts = self.objects[i]
         if len(starts) > 1 and self.rng.random() < self.object_fraction:
-            touching = self.touching[i]
+            touching = self.touching[i] if self.touching is not None else ()
             # No draw without contact sampling: the recipes before it keep their random stream.
-            if self.contact_fraction > 0 and len(touching) and self.rng.random() < self.contact_fraction:
+            if len(touching) and self.rng.random() < self.contact_fraction:
                 k = touching[self.rng.integers(len(touching))]
             else:
                 k = self.rng.integers(len(starts) - 1)

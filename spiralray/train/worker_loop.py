@@ -102,7 +102,7 @@ def train_loop(config: dict) -> None:
         lr=job["lr"],
         scorer_batch=job["scorer_batch"],
         spiral_regions=job["spiral_regions"],
-        contact_weight=job.get("contact_weight", 0.0),
+        contact_weight=job["contact_weight"],
     )
     batch = spec.scorer_batch if stage == "scorer" else spec.spiral_regions
     shard = ray.train.get_dataset_shard("train")

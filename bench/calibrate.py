@@ -37,8 +37,9 @@ def cached_runner(net):
         pad = crop_pad(cfg.region)
         padded = pad_image(x, pad)
         key_img = id(image)
-        if (key_img, "scores") not in cache:
-            cache[(key_img, "scores")] = engine.score_map(padded, pad, x.shape[1:])
+        key_scores = (key_img, "scores", cfg.candidates.stride)
+        if key_scores not in cache:
+            cache[key_scores] = engine.score_map(padded, pad, x.shape[1:], cfg.candidates.stride)
         pt = torch.from_numpy(padded)
 
         def masks(centres):
@@ -53,7 +54,7 @@ def cached_runner(net):
                 else np.zeros((0, 52, 58), bool)
             )
 
-        return segment_with(x.shape[1:], cache[(key_img, "scores")], masks, cfg).labels
+        return segment_with(x.shape[1:], cache[key_scores], masks, cfg).labels
 
     return run
 
@@ -77,20 +78,27 @@ def choose(
     (image, labels) pairs), of each set's (object F1@0.5 + mean F1@0.5-0.9) / 2; ties by pixel F1
     of the first set. ``weights``: name -> weight (default: equal).
 
-    segment(image, cfg) -> labels; grid: "score", "central", "nms", "min_area" -> values.
+    segment(image, cfg) -> labels; grid: "score", "central", "nms", "min_area" -> values, and
+    optionally "stride" (the prediction grid's, px) and "neck" (``CandidateSpec.neck``), each
+    defaulting to the config's.
     Returns (best trial, every trial); each trial's figures are the first set's, plus a summary
     of the others. Give it validation data only: it scores every setting on everything it gets.
     """
     first, *others = sets
     w = {k: (weights or {}).get(k, 1.0) for k in sets}
     trials = []
-    for t, c, r, a in itertools.product(*(grid[k] for k in ("score", "central", "nms", "min_area"))):
+    strides = grid.get("stride") or [config.candidates.stride]
+    necks = grid.get("neck") or [config.candidates.neck]
+    keys = ("score", "central", "nms", "min_area")
+    for st, nk, t, c, r, a in itertools.product(strides, necks, *(grid[k] for k in keys)):
         cfg = config.replace(
-            candidates={"threshold": t, "nms_radius": r, "min_area": a}, spiral={"threshold": c}
+            candidates={"threshold": t, "nms_radius": r, "min_area": a, "stride": st, "neck": nk},
+            spiral={"threshold": c},
         )
         per = {k: evaluate_many((segment(im, cfg), lb) for im, lb in v) for k, v in sets.items()}
         objective = weighted_objective(per, w)
-        trial = {"score": t, "central": c, "nms": r, "min_area": a, "objective": objective, **per[first]}
+        trial = dict(stride=st, neck=nk, score=t, central=c, nms=r, min_area=a, objective=objective)
+        trial.update(per[first])
         for k in others:
             trial[k] = {m: per[k][m] for m in ("object_f1_50", "object_f1_mean_50_90", "pixel_f1")}
         trials.append(trial)
@@ -139,6 +147,8 @@ def main():
     ap.add_argument("--central", default="0.2,0.25,0.3", help="central-channel thresholds to try")
     ap.add_argument("--nms", default="8,12", help="NMS radii to try (px)")
     ap.add_argument("--min-area", default="60,120", help="minimum object areas to try (px)")
+    ap.add_argument("--stride", default="", help="prediction grid strides to try (px; default: the model's)")
+    ap.add_argument("--neck", default="", help="neck ratios to try (0 = no split; default: the model's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--test", action="store_true", help="score the test sets once (the chosen model only)")
     ap.add_argument("--dsb", default="bench/data/dsb2018")
@@ -151,9 +161,12 @@ def main():
         "central": _floats(args.central),
         "nms": _floats(args.nms),
         "min_area": [int(v) for v in _floats(args.min_area)],
+        "stride": [int(v) for v in _floats(args.stride)] if args.stride else None,
+        "neck": _floats(args.neck) if args.neck else None,
     }
     print(json.dumps({"note": HELA_NOTE, "sets": {k: len(v) for k, v in sets.items()}, "weights": weights}))
-    keys = ("score", "central", "nms", "min_area", "objective", "object_f1_50", "pixel_f1", *list(sets)[1:])
+    keys = ("stride", "neck", "score", "central", "nms", "min_area", "objective", "object_f1_50", "pixel_f1")
+    keys += tuple(sets)[1:]
     best, _ = choose(
         cached_runner(net),
         sets,
@@ -163,7 +176,13 @@ def main():
         weights=weights,
     )
     cfg = net.config.replace(
-        candidates={"threshold": best["score"], "nms_radius": best["nms"], "min_area": best["min_area"]},
+        candidates={
+            "threshold": best["score"],
+            "nms_radius": best["nms"],
+            "min_area": best["min_area"],
+            "stride": best["stride"],
+            "neck": best["neck"],
+        },
         spiral={"threshold": best["central"]},
     )
     net.config = cfg
@@ -186,7 +205,12 @@ def model_card(args, cfg, best: dict, test: dict | None) -> str:
         f" ({'BBBC039 validation, ' if args.bbbc039 else ''}HeLa frames 14-16 at native and half"
         f" magnification): score >= {best['score']}, central channel > {best['central']}, NMS radius"
         f" {best['nms']} px (prediction stride {cfg.candidates.stride}), objects under"
-        f" {best['min_area']} px dropped.",
+        f" {best['min_area']} px dropped"
+        + (
+            f", objects split where their mask narrows to a neck of {best['neck']} (core.necks)."
+            if best["neck"]
+            else "."
+        ),
         "",
         "Validation, pooled over images (object F1@0.5 / mean F1@0.5-0.9 / pixel F1):",
     ]

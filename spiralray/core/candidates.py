@@ -10,6 +10,8 @@
    had swallowed a neighbour (a mask that bled across a touching border), and the neighbour is
    carved out of it. Otherwise it becomes a new object owning its pixels not already owned
    (contested pixels go to the higher score).
+4. With ``neck`` > 0, an accepted object whose mask narrows to a neck is split into its lobes
+   (``necks.lobes``): a mask that flooded across the seam of two touching nuclei.
 
 The order is a property of the data (scores and positions), never of processing order, so
 batching, tiling and worker timing cannot change the labels. Pure NumPy/SciPy.
@@ -21,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .config import CandidateSpec
+from .necks import distance, lobes
 from .spiral import ObjectMask
 
 
@@ -132,7 +135,48 @@ def resolve_objects(
         kept.append(ObjectMask(obj.seed, obj.score, obj.y0, obj.x0, mine, obj.regions))
     # Carving can leave an accepted object below the minimum area: it goes too (after the loop,
     # so no other decision depends on it).
-    return [o for o in kept if o.area >= spec.min_area]
+    kept = [o for o in kept if o.area >= spec.min_area]
+    return split_necks(kept, spec) if spec.neck > 0 else kept
+
+
+def split_necks(objects: list[ObjectMask], spec: CandidateSpec) -> list[ObjectMask]:
+    """Each object split into its lobes (``necks.lobes``), each lobe right after the last.
+
+    The lobe that holds the object's seed keeps the seed, so the object keeps its id (the
+    largest lobe keeps it when the seed pixel went to another object). Every other lobe is
+    seeded at its deepest pixel that is no other object's seed (seeds are ids), with the
+    object's score and no regions of its own. The split depends on each object's mask and on
+    seeds inside it, which belong to objects of the same overlap component, so resolving
+    components on their own (tiles) still gives the whole image's answer.
+    """
+    taken = {o.seed for o in objects}
+    out = []
+    for obj in objects:
+        parts = lobes(obj.mask, spec.neck, spec.min_area)
+        if parts is None:
+            out.append(obj)
+            continue
+        sy, sx = obj.seed[0] - obj.y0, obj.seed[1] - obj.x0
+        h, w = parts.shape
+        own = int(parts[sy, sx]) if 0 <= sy < h and 0 <= sx < w else 0
+        if own == 0:
+            own = int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+        d = distance(obj.mask)
+        for k, (ry, rx) in enumerate(ndi.find_objects(parts), start=1):
+            piece = parts[ry, rx] == k
+            y0, x0 = obj.y0 + ry.start, obj.x0 + rx.start
+            if k == own:
+                out.append(ObjectMask(obj.seed, obj.score, y0, x0, piece, obj.regions))
+                continue
+            ys, xs = np.nonzero(piece)
+            depth = d[ry, rx][ys, xs]
+            for i in np.lexsort((xs, ys, -depth)):
+                seed = (y0 + int(ys[i]), x0 + int(xs[i]))
+                if seed not in taken:
+                    break
+            taken.add(seed)
+            out.append(ObjectMask(seed, obj.score, y0, x0, piece, 0))
+    return out
 
 
 def _without_swallowed(b: ObjectMask, a: ObjectMask) -> ObjectMask | None:

@@ -64,6 +64,9 @@ class CandidateSpec:
     # duplicate (see candidates.py).
     split_swallowed: bool = True
     fill_holes: bool = True  # nuclei are simply connected: a hole in a mask is a missed pixel
+    # Split a resolved object where its mask narrows to a neck (core.necks): a saddle of the
+    # distance transform at most this times the smaller lobe's peak. 0 = never split.
+    neck: float = 0.0
     # Drop objects touching the image border: a cut nucleus biases size and intensity readouts
     # (CellProfiler's and skimage's clear_border convention). Off: a cut nucleus is still one.
     exclude_border: bool = False

@@ -10,7 +10,9 @@ cause is one of:
   why (``_why_lost``): its own mask missed its seed, covered the merging nucleus too (a
   duplicate), was under ``min_area``, or the resolve would not carve the merging mask.
 The first is the scorer's (or NMS's) error, the second the segmenter's: its mask for the
-merging seed spilled over a neighbour that had its own seed.
+merging seed spilled over a neighbour that had its own seed. Beside the causes, ``... under
+min_area`` counts the true nuclei (all, and swallowed) smaller than the model's minimum object
+area: BBBC039 annotates micronuclei and blebs as objects of their own.
 
     python bench/merges.py --json bench/results/merges_bbbc039_val.json
 """
@@ -74,6 +76,7 @@ def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counte
     score_at = scores[valid]
     grid_truth = truth[at[:, 0], at[:, 1]]
     counts = collections.Counter()
+    small = np.bincount(truth.ravel()) < cfg.candidates.min_area  # by true id
     for p, trues in swallowed(labels, truth).items():
         merging = by_id[p]  # by its id: its seed pixel may have gone to a stronger neighbour
         owner = int(truth[merging.seed[0], merging.seed[1]])  # the nucleus it was seeded in
@@ -82,6 +85,7 @@ def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counte
             if t == owner:
                 continue
             counts["swallowed nuclei"] += 1
+            counts["swallowed nuclei under min_area"] += int(small[t])
             inside = [tuple(s) for s in seeds[seed_truth == t].tolist()]
             if inside:
                 counts["lost: " + _why_lost([own[s] for s in inside], merging, cfg)] += 1
@@ -89,7 +93,10 @@ def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counte
                 counts["no candidate: scorer below threshold"] += 1
             else:
                 counts["no candidate: suppressed by NMS"] += 1
-    counts["true nuclei"] += int(len(np.unique(truth)) - 1)
+    ids = np.unique(truth)
+    ids = ids[ids > 0]
+    counts["true nuclei"] += len(ids)
+    counts["true nuclei under min_area"] += int(small[ids].sum())
     return counts
 
 

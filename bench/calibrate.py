@@ -71,6 +71,20 @@ def weighted_objective(per: dict, weights: dict) -> float:
     ) / sum(weights[k] for k in per)
 
 
+def configured(config, setting: dict):
+    """``config`` with a grid setting's thresholds (``choose``'s trial keys) in place."""
+    return config.replace(
+        candidates={
+            "threshold": setting["score"],
+            "nms_radius": setting["nms"],
+            "min_area": setting["min_area"],
+            "stride": setting["stride"],
+            "neck": setting["neck"],
+        },
+        spiral={"threshold": setting["central"]},
+    )
+
+
 def choose(
     segment, sets: dict, grid: dict, config, log=print, weights: dict | None = None
 ) -> tuple[dict, list[dict]]:
@@ -91,13 +105,10 @@ def choose(
     necks = grid.get("neck") or [config.candidates.neck]
     keys = ("score", "central", "nms", "min_area")
     for st, nk, t, c, r, a in itertools.product(strides, necks, *(grid[k] for k in keys)):
-        cfg = config.replace(
-            candidates={"threshold": t, "nms_radius": r, "min_area": a, "stride": st, "neck": nk},
-            spiral={"threshold": c},
-        )
+        trial = dict(stride=st, neck=nk, score=t, central=c, nms=r, min_area=a)
+        cfg = configured(config, trial)
         per = {k: evaluate_many((segment(im, cfg), lb) for im, lb in v) for k, v in sets.items()}
-        objective = weighted_objective(per, w)
-        trial = dict(stride=st, neck=nk, score=t, central=c, nms=r, min_area=a, objective=objective)
+        trial["objective"] = weighted_objective(per, w)
         trial.update(per[first])
         for k in others:
             trial[k] = {m: per[k][m] for m in ("object_f1_50", "object_f1_mean_50_90", "pixel_f1")}
@@ -175,17 +186,7 @@ def main():
         log=lambda t: print(json.dumps({k: t[k] for k in keys}), flush=True),
         weights=weights,
     )
-    cfg = net.config.replace(
-        candidates={
-            "threshold": best["score"],
-            "nms_radius": best["nms"],
-            "min_area": best["min_area"],
-            "stride": best["stride"],
-            "neck": best["neck"],
-        },
-        spiral={"threshold": best["central"]},
-    )
-    net.config = cfg
+    cfg = net.config = configured(net.config, best)
     # Test sets: read and scored once, with the chosen settings only, and only when asked.
     test = test_figures(Engine(net), args.hela, args.dsb) if args.test else None
     card = model_card(args, cfg, best, test)

@@ -93,10 +93,10 @@ def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counte
                 counts["no candidate: scorer below threshold"] += 1
             else:
                 counts["no candidate: suppressed by NMS"] += 1
-    ids = np.unique(truth)
-    ids = ids[ids > 0]
-    counts["true nuclei"] += len(ids)
-    counts["true nuclei under min_area"] += int(small[ids].sum())
+    true_ids = np.unique(truth)
+    true_ids = true_ids[true_ids > 0]
+    counts["true nuclei"] += len(true_ids)
+    counts["true nuclei under min_area"] += int(small[true_ids].sum())
     return counts
 
 

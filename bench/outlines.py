@@ -26,7 +26,7 @@ from scipy import ndimage as ndi
 from spiralray import api
 from spiralray.bench.engine import machine
 from spiralray.core.engine import prepare_image, select_plane
-from spiralray.core.regions import crop_pad, grid_centres, pad_image
+from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
 from spiralray.data.datasets import load_pairs
 
 SMALL = 60  # px: the shipped minimum object area
@@ -66,13 +66,15 @@ def field(engine, image: np.ndarray, truth: np.ndarray, profile: dict, small: li
     shape = x.shape[1:]
     dist = ndi.distance_transform_edt(truth > 0)
     area = np.bincount(truth.ravel())
-    ids = [t for t in range(1, len(area)) if area[t] > 0]
+    # Only the nuclei either diagnosis reads: small ones, and big ones for the profile.
+    ids = [t for t in range(1, len(area)) if 0 < area[t] < SMALL or area[t] >= BIG]
     centres = np.array([deepest_pixel(truth == t, dist) for t in ids], np.int64).reshape(-1, 2)
     probs = engine.region_probs(padded_t, pad, centres)[:, 0].numpy()
     scores = engine.score_map(padded, pad, shape, stride=4)
     grid = grid_centres(*shape, r, 4)
-    inside_grid = truth[np.clip(grid[..., 0], 0, shape[0] - 1), np.clip(grid[..., 1], 0, shape[1] - 1)]
-    inside_grid[(grid[..., 0] >= shape[0]) | (grid[..., 1] >= shape[1])] = 0
+    valid = inside_image(grid, *shape)
+    at = grid[valid]  # K x 2 image coords of the grid positions inside the image
+    score_at, grid_truth = scores[valid], truth[at[:, 0], at[:, 1]]
     for t, c, p in zip(ids, centres, probs, strict=True):
         oy, ox, whole = region_window(c, shape, r)
         if area[t] >= BIG and whole:
@@ -95,7 +97,7 @@ def field(engine, image: np.ndarray, truth: np.ndarray, profile: dict, small: li
             y1, x1 = min(oy + r.height, shape[0]), min(ox + r.width, shape[1])
             true_win[y0 - oy : y1 - oy, x0 - ox : x1 - ox] = m[y0:y1, x0:x1]
             iou = (comp & true_win).sum() / max((comp | true_win).sum(), 1)
-            best = float(scores[inside_grid == t].max(initial=0.0))
+            best = float(score_at[grid_truth == t].max(initial=0.0))
             small.append((int(area[t]), touching, best, float(iou), int(comp.sum())))
 
 

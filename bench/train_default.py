@@ -6,6 +6,7 @@ frames; ``bench/calibrate.py`` then chooses its thresholds on validation data.
         --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \
         --synthetic 64 --synthetic-preset diverse                   # v7's sources
     ... --contact-weight 4 --contact-fraction 0.5 --lr 3e-4          # v8: aimed at touching nuclei
+    ... --small-fraction 0.3                                          # aimed at micronuclei too
 
 Kept as a script beside the Ray Train job (``jobs/train.py``, the same sources) because it is the
 exact recipe of the packaged weights. Model directories are written at the end of each stage
@@ -28,7 +29,7 @@ from spiralray.core.engine import resolve_device
 from spiralray.core.net import SpiralNet
 from spiralray.data.datasets import HELA_SPLIT, SYNTHETIC_PRESETS, load_sources, synthetic_pairs
 from spiralray.data.normalize import normalize
-from spiralray.train.job_args import add_contact_arguments
+from spiralray.train.job_args import add_sampling_arguments, check_sampling_arguments
 from spiralray.train.local import fit
 from spiralray.train.sampling import RegionSampler
 from spiralray.train.steps import TrainSpec
@@ -54,7 +55,7 @@ def main():
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
-    add_contact_arguments(ap)
+    add_sampling_arguments(ap)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--loader-workers", type=int, default=0, help="sampling processes (GPU runs)")
     ap.add_argument(
@@ -65,6 +66,7 @@ def main():
     )
     ap.add_argument("--checkpoint-minutes", type=float, default=10, help="save OUT.partial this often")
     args = ap.parse_args()
+    check_sampling_arguments(args)
     torch.set_num_threads(args.threads)
     cfg = SpiralNetConfig()
     sources = args.data or [f"{args.hela}:{HELA_SPLIT['train'][0]}-{HELA_SPLIT['train'][-1]}"]
@@ -74,7 +76,15 @@ def main():
     images = [normalize(im, cfg.model.norm, cfg.model.norm_low, cfg.model.norm_high) for im, _ in pairs]
     labels = [lb for _, lb in pairs]
     scales = tuple(float(v) for v in args.scales.split(","))
-    sampler = RegionSampler(images, labels, cfg, scales=scales, contact_fraction=args.contact_fraction)
+    sampler = RegionSampler(
+        images,
+        labels,
+        cfg,
+        scales=scales,
+        contact_fraction=args.contact_fraction,
+        small_fraction=args.small_fraction,
+        small_area=args.small_area,
+    )
     from spiralray import modelzoo
 
     net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)

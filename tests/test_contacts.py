@@ -1,6 +1,6 @@
 """Training aimed at touching nuclei (issue 11: half of v7's merges were masks that crossed into a
 touching neighbour): the contact zone, regions centred on touching objects, and the segmenter's
-loss weighted where objects meet."""
+loss weighted where objects meet. And at micronuclei: regions centred on small objects."""
 
 import numpy as np
 import torch
@@ -60,6 +60,25 @@ def test_contact_sampling_centres_regions_on_touching_objects():
     # Off (the default), the random stream is the one recipes before contact sampling drew.
     fresh = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0)
     off = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0, contact_fraction=0.0)
+    assert np.array_equal(fresh.sample(32)[0], off.sample(32)[0])
+
+
+def test_small_sampling_centres_regions_on_small_objects_at_native_size():
+    image, labels = _pair_and_loner()
+    labels[ellipse(labels.shape, (20, 120), 3, 3)] = 4  # a micronucleus, 29 px
+    labels[ellipse(labels.shape, (120, 120), 5, 4)] = 5  # 63 px: not small at native size
+    image = np.where(labels == 4, 1.0, image).astype(np.float32)
+    cfg = SpiralNetConfig()
+    kw = dict(augment=False, object_fraction=1.0, small_fraction=1.0, small_area=60)
+    assert set(np.unique(_centre_ids(RegionSampler([image], [labels], cfg, **kw)))) == {4}
+    # At zoom 2 the micronucleus covers ~116 px: still small, as it is at native size.
+    zoomed = RegionSampler([image], [labels], cfg, scales=(2.0,), **kw)
+    centres = _centre_ids(zoomed, 50)
+    assert len(np.unique(centres)) == 1 and (zoomed.sample(1)[1] > 0).any()
+    assert np.diff(zoomed.objects[0][1])[zoomed.small[0]].max() < 60 * 4
+    # Off (the default), the random stream is the one recipes before small sampling drew.
+    fresh = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0)
+    off = RegionSampler([image], [labels], cfg, augment=False, object_fraction=1.0, small_fraction=0.0)
     assert np.array_equal(fresh.sample(32)[0], off.sample(32)[0])
 
 

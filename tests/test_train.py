@@ -178,10 +178,11 @@ def test_job_arguments_make_the_job():
         parse(
             ["--data", "a:0-13", "--data", "b", "--val-data", "a:14-16", "--synthetic", "8"]
             + ["--init", "m", "--zoom", "0.5,1", "--register", "n", "--alias", "champion"]
-            + ["--contact-weight", "4", "--contact-fraction", "0.5"]
+            + ["--contact-weight", "4", "--contact-fraction", "0.5", "--small-fraction", "0.3"]
         )
     )
     assert (job.contact_weight, job.contact_fraction) == (4.0, 0.5)
+    assert (job.small_fraction, job.small_area) == (0.3, 60.0)
     assert job.data == ["a:0-13", "b"] and job.val_data == ["a:14-16"] and job.synthetic == 8
     assert job.init == "m" and job.zoom == (0.5, 1.0) and job.synthetic_preset == "diverse"
     assert (job.register, job.alias) == ("n", "champion")
@@ -192,6 +193,10 @@ def test_job_arguments_make_the_job():
         job_from_args(parse(["--data", "a", "--contact-fraction", "1.5"]))
     with pytest.raises(SpiralrayError, match="bad --contact-weight -1"):
         job_from_args(parse(["--data", "a", "--contact-weight", "-1"]))
+    with pytest.raises(SpiralrayError, match="bad --small-fraction -0.1"):
+        job_from_args(parse(["--data", "a", "--small-fraction", "-0.1"]))
+    with pytest.raises(SpiralrayError, match="bad --small-area 0"):
+        job_from_args(parse(["--data", "a", "--small-area", "0"]))
 
 
 def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_store, dataset, tmp_path):

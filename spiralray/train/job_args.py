@@ -27,7 +27,7 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, help="fine-tune this model (directory or models:/ URI)")
     t.add_argument("--zoom", default="0.75,1.0,1.33", help="zoom factors of the training images")
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
-    add_contact_arguments(t)
+    add_sampling_arguments(t)
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--gpu", action="store_true", help="one GPU per worker")
@@ -42,14 +42,30 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return t
 
 
-def add_contact_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--contact-weight`` and ``--contact-fraction`` (training aimed at touching nuclei) on
-    ``p``: the job's flags and ``bench/train_default.py``'s."""
+def add_sampling_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Training aimed at hard cases, on ``p``: the job's flags and ``bench/train_default.py``'s.
+    ``--contact-weight`` / ``--contact-fraction``: touching nuclei; ``--small-fraction`` /
+    ``--small-area``: micronuclei and blebs."""
     p.add_argument("--contact-weight", type=float, default=0.0, help="segmenter loss weight at contacts")
     p.add_argument(
         "--contact-fraction", type=float, default=0.0, help="share of object regions on touching objects"
     )
+    p.add_argument(
+        "--small-fraction", type=float, default=0.0, help="share of object regions on small objects"
+    )
+    p.add_argument("--small-area", type=float, default=60.0, help="small: under this area at native size, px")
     return p
+
+
+def check_sampling_arguments(args: argparse.Namespace) -> None:
+    """A clear error for a share outside 0-1 or a negative weight or area."""
+    for flag in ("contact_fraction", "small_fraction"):
+        if not 0 <= getattr(args, flag) <= 1:
+            raise SpiralrayError(f"bad --{flag.replace('_', '-')} {getattr(args, flag)} (a share: 0 to 1)")
+    if args.contact_weight < 0:
+        raise SpiralrayError(f"bad --contact-weight {args.contact_weight} (0 or more; 0: off)")
+    if args.small_area <= 0:
+        raise SpiralrayError(f"bad --small-area {args.small_area} (an area in px, more than 0)")
 
 
 def job_from_args(args: argparse.Namespace):
@@ -58,10 +74,7 @@ def job_from_args(args: argparse.Namespace):
 
     if args.alias and not args.register:
         raise SpiralrayError("--alias needs --register NAME")
-    if not 0 <= args.contact_fraction <= 1:
-        raise SpiralrayError(f"bad --contact-fraction {args.contact_fraction} (a share: 0 to 1)")
-    if args.contact_weight < 0:
-        raise SpiralrayError(f"bad --contact-weight {args.contact_weight} (0 or more; 0: off)")
+    check_sampling_arguments(args)
     try:
         zoom = tuple(float(v) for v in args.zoom.split(","))
     except ValueError:
@@ -80,6 +93,8 @@ def job_from_args(args: argparse.Namespace):
         lr=args.lr,
         contact_weight=args.contact_weight,
         contact_fraction=args.contact_fraction,
+        small_fraction=args.small_fraction,
+        small_area=args.small_area,
         epochs=args.epochs,
         workers=args.workers,
         use_gpu=args.gpu,

@@ -49,6 +49,8 @@ class TrainJob:
     lr: float = 1e-3
     contact_weight: float = 0.0  # segmenter loss weight where touching objects meet (TrainSpec)
     contact_fraction: float = 0.0  # share of object-centred regions on touching objects
+    small_fraction: float = 0.0  # share of object-centred regions on small objects (micronuclei)
+    small_area: float = 60.0  # "small": under this area at native size, px
     zoom: tuple[float, ...] = (0.75, 1.0, 1.33)  # zoomed copies of the training images
     seed: int = 0
     experiment: str = "spiralray"
@@ -155,6 +157,8 @@ def region_dataset(
     zoom: tuple[float, ...],
     scores: bool = False,
     contact_fraction: float = 0.0,
+    small_fraction: float = 0.0,
+    small_area: float = 60.0,
 ):
     """Ray Data: augmented region samples drawn from the images, fresh on every pass.
 
@@ -177,7 +181,13 @@ def region_dataset(
             _SAMPLERS.clear()  # one dataset per process at a time: memory stays bounded
             imgs, labs = ray.get(refs)
             sampler = _SAMPLERS[key] = RegionSampler(
-                imgs, labs, cfg, scales=zoom, contact_fraction=contact_fraction
+                imgs,
+                labs,
+                cfg,
+                scales=zoom,
+                contact_fraction=contact_fraction,
+                small_fraction=small_fraction,
+                small_area=small_area,
             )
         out: dict[str, list] = {"image": [], "labels": [], "score": []}
         for task in batch["task"]:
@@ -271,6 +281,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
                     tuple(job.zoom),
                     scores=stage == "scorer",
                     contact_fraction=job.contact_fraction,
+                    small_fraction=job.small_fraction,
+                    small_area=job.small_area,
                 )
             },
         )

@@ -24,6 +24,8 @@ class RegionSampler:
 
     ``contact_fraction``: of the region centres drawn on objects, the share drawn on objects that
     touch another (``contact_zone``): touching pairs are where masks merge, and a few per field.
+    ``small_fraction``: of the region centres drawn on objects, the share drawn on objects under
+    ``small_area`` px at native size (micronuclei and blebs: BBBC039 labels them as objects).
     """
 
     def __init__(
@@ -36,9 +38,11 @@ class RegionSampler:
         object_fraction: float = 0.85,
         scales: tuple[float, ...] = (1.0,),
         contact_fraction: float = 0.0,
+        small_fraction: float = 0.0,
+        small_area: float = 60.0,
     ):
         self.cfg, self.augment, self.object_fraction = cfg, augment, object_fraction
-        self.contact_fraction = contact_fraction
+        self.contact_fraction, self.small_fraction = contact_fraction, small_fraction
         self.rng = np.random.default_rng(seed)
         # Zoomed copies: nuclei of other magnifications and cell lines come in other sizes.
         images, labels = zip(
@@ -73,18 +77,30 @@ class RegionSampler:
         )
         # Each zoom equally likely (weighting by zoomed size would starve the small zooms).
         zooms = list(scales) * (len(images) // len(scales))  # the copies cycle through the scales
+        # Only for small-object sampling; "small" at native size: the area scales with zoom^2.
+        self.small = (
+            [
+                np.flatnonzero(np.diff(st) < small_area * z**2)
+                for (_, st), z in zip(self.objects, zooms, strict=True)
+            ]
+            if small_fraction > 0
+            else None
+        )
         self.weights = np.array([im.size / z**2 for im, z in zip(images, zooms, strict=True)])
         self.weights /= self.weights.sum()
 
     def _centre(self, i: int) -> tuple[int, int]:
         """A random pixel of a random object (small and dim nuclei count as much as big ones),
         or, with probability 1 - object_fraction, any pixel; ``contact_fraction`` of the object
-        draws pick an object that touches another."""
+        draws pick an object that touches another, ``small_fraction`` a small one."""
         pts, starts = self.objects[i]
         if len(starts) > 1 and self.rng.random() < self.object_fraction:
             touching = self.touching[i] if self.touching is not None else ()
-            # No draw without contact sampling: the recipes before it keep their random stream.
-            if len(touching) and self.rng.random() < self.contact_fraction:
+            small = self.small[i] if self.small is not None else ()
+            # No draw without contact or small sampling: older recipes keep their random stream.
+            if len(small) and self.rng.random() < self.small_fraction:
+                k = small[self.rng.integers(len(small))]
+            elif len(touching) and self.rng.random() < self.contact_fraction:
                 k = touching[self.rng.integers(len(touching))]
             else:
                 k = self.rng.integers(len(starts) - 1)

@@ -25,14 +25,18 @@ from scipy import ndimage as ndi
 
 from spiralray import api
 from spiralray.bench.engine import machine
+from spiralray.core.candidates import prepare_object
+from spiralray.core.config import CandidateSpec
 from spiralray.core.engine import prepare_image, select_plane
 from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
+from spiralray.core.spiral import ObjectMask
 from spiralray.data.datasets import load_pairs
 
 SMALL = 60  # px: the shipped minimum object area
 BIG = 200  # px: nuclei whose outline profile is measured
 DISTANCES = range(-3, 5)
 BINS = ((0, 20), (20, 40), (40, 60))
+NO_FILL = CandidateSpec(fill_holes=False)
 
 
 def deepest_pixel(mask: np.ndarray, dist: np.ndarray) -> tuple[int, int]:
@@ -87,11 +91,9 @@ def field(engine, image: np.ndarray, truth: np.ndarray, profile: dict, small: li
             m = truth == t
             touching = bool((ndi.binary_dilation(m, iterations=2) & (truth > 0) & ~m).any())
             mask = p > cfg.spiral.threshold
-            cy, cx = r.centre
-            comp = np.zeros_like(mask)
-            if mask[cy, cx]:
-                lab, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
-                comp = lab == lab[cy, cx]
+            # The resolve's seed component (holes kept: the IoU of the mask as predicted).
+            obj = prepare_object(ObjectMask(r.centre, 1.0, 0, 0, mask), NO_FILL)
+            comp = obj.mask if obj is not None else np.zeros_like(mask)
             true_win = np.zeros_like(mask)
             y0, x0 = max(oy, 0), max(ox, 0)
             y1, x1 = min(oy + r.height, shape[0]), min(ox + r.width, shape[1])

@@ -2,7 +2,8 @@
 
 The flags of ``spiralray train`` (``spiralray.train.job_args``): several ``--data`` sources,
 ``--val-data``, ``--synthetic N --synthetic-preset diverse``, ``--init MODEL``, ``--zoom``,
-``--contact-weight W --contact-fraction F`` (training aimed at touching nuclei) and
+``--contact-weight W --contact-fraction F`` (training aimed at touching nuclei),
+``--small-fraction F [--small-area PX]`` (regions centred on micronuclei and blebs) and
 ``--register NAME [--alias A]``, which registers the trained model in MLflow. Inside a Ray job
 it joins the job's cluster. The default model's sources and recipe (v8), fine-tuned from the
 shipped model:

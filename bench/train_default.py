@@ -29,9 +29,10 @@ from spiralray.core.engine import resolve_device
 from spiralray.core.net import SpiralNet
 from spiralray.data.datasets import HELA_SPLIT, SYNTHETIC_PRESETS, load_sources, synthetic_pairs
 from spiralray.data.normalize import normalize
+from spiralray.errors import SpiralrayError
 from spiralray.train.job_args import add_sampling_arguments, check_sampling_arguments
 from spiralray.train.local import fit
-from spiralray.train.sampling import RegionSampler
+from spiralray.train.sampling import RegionSampler, hard_case_options
 from spiralray.train.steps import TrainSpec
 
 
@@ -66,7 +67,10 @@ def main():
     )
     ap.add_argument("--checkpoint-minutes", type=float, default=10, help="save OUT.partial this often")
     args = ap.parse_args()
-    check_sampling_arguments(args)
+    try:
+        check_sampling_arguments(args)
+    except SpiralrayError as e:
+        ap.error(str(e))  # one line, no traceback
     torch.set_num_threads(args.threads)
     cfg = SpiralNetConfig()
     sources = args.data or [f"{args.hela}:{HELA_SPLIT['train'][0]}-{HELA_SPLIT['train'][-1]}"]
@@ -76,15 +80,7 @@ def main():
     images = [normalize(im, cfg.model.norm, cfg.model.norm_low, cfg.model.norm_high) for im, _ in pairs]
     labels = [lb for _, lb in pairs]
     scales = tuple(float(v) for v in args.scales.split(","))
-    sampler = RegionSampler(
-        images,
-        labels,
-        cfg,
-        scales=scales,
-        contact_fraction=args.contact_fraction,
-        small_fraction=args.small_fraction,
-        small_area=args.small_area,
-    )
+    sampler = RegionSampler(images, labels, cfg, scales=scales, **hard_case_options(args))
     from spiralray import modelzoo
 
     net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)

@@ -71,6 +71,7 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
 def job_from_args(args: argparse.Namespace):
     """The ``TrainJob`` the parsed flags describe."""
     from .ray_trainer import TrainJob
+    from .sampling import hard_case_options
 
     if args.alias and not args.register:
         raise SpiralrayError("--alias needs --register NAME")
@@ -92,9 +93,7 @@ def job_from_args(args: argparse.Namespace):
         zoom=zoom,
         lr=args.lr,
         contact_weight=args.contact_weight,
-        contact_fraction=args.contact_fraction,
-        small_fraction=args.small_fraction,
-        small_area=args.small_area,
+        **hard_case_options(args),
         epochs=args.epochs,
         workers=args.workers,
         use_gpu=args.gpu,

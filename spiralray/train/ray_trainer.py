@@ -156,14 +156,13 @@ def region_dataset(
     seed: int,
     zoom: tuple[float, ...],
     scores: bool = False,
-    contact_fraction: float = 0.0,
-    small_fraction: float = 0.0,
-    small_area: float = 60.0,
+    sampling: dict | None = None,
 ):
     """Ray Data: augmented region samples drawn from the images, fresh on every pass.
 
     Rows: ``image`` (1 x h x w float32, normalised), ``labels`` (h x w int32 instance ids) and,
-    with ``scores``, ``score`` (float32, the target of ``cfg``'s score label).
+    with ``scores``, ``score`` (float32, the target of ``cfg``'s score label). ``sampling``:
+    ``RegionSampler`` keyword options (``sampling.hard_case_options``).
     """
     import ray
 
@@ -180,15 +179,7 @@ def region_dataset(
         if sampler is None:
             _SAMPLERS.clear()  # one dataset per process at a time: memory stays bounded
             imgs, labs = ray.get(refs)
-            sampler = _SAMPLERS[key] = RegionSampler(
-                imgs,
-                labs,
-                cfg,
-                scales=zoom,
-                contact_fraction=contact_fraction,
-                small_fraction=small_fraction,
-                small_area=small_area,
-            )
+            sampler = _SAMPLERS[key] = RegionSampler(imgs, labs, cfg, scales=zoom, **(sampling or {}))
         out: dict[str, list] = {"image": [], "labels": [], "score": []}
         for task in batch["task"]:
             sampler.rng = np.random.default_rng(int(seed * 100003 + task + time.time_ns() % 10**6))
@@ -219,6 +210,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
 
     from ..data.normalize import normalize
     from . import registry
+    from .sampling import hard_case_options
     from .worker_loop import train_loop
 
     cfg, weights = SpiralNetConfig(), None
@@ -280,9 +272,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
                     job.seed,
                     tuple(job.zoom),
                     scores=stage == "scorer",
-                    contact_fraction=job.contact_fraction,
-                    small_fraction=job.small_fraction,
-                    small_area=job.small_area,
+                    sampling=hard_case_options(job),
                 )
             },
         )

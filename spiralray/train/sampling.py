@@ -11,6 +11,14 @@ from skimage.transform import rescale
 from ..core.config import SpiralNetConfig
 from ..core.regions import contact_zone, region_score, score_foreground
 
+# RegionSampler's options for training aimed at hard cases, as the job and the script carry them.
+HARD_CASES = ("contact_fraction", "small_fraction", "small_area")
+
+
+def hard_case_options(source) -> dict:
+    """``RegionSampler`` keyword options ``HARD_CASES`` read off parsed flags or a ``TrainJob``."""
+    return {k: getattr(source, k) for k in HARD_CASES}
+
 
 class RegionSampler:
     """Draws augmented regions and labels from normalised (image, labels) pairs.

@@ -30,7 +30,7 @@ from spiralray.core.net import SpiralNet
 from spiralray.data.datasets import HELA_SPLIT, SYNTHETIC_PRESETS, load_sources, synthetic_pairs
 from spiralray.data.normalize import normalize
 from spiralray.errors import SpiralrayError
-from spiralray.train.job_args import add_sampling_arguments, check_sampling_arguments
+from spiralray.train.job_args import add_conform_argument, add_sampling_arguments, check_sampling_arguments
 from spiralray.train.local import fit
 from spiralray.train.sampling import RegionSampler, hard_case_options
 from spiralray.train.steps import TrainSpec
@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
     add_sampling_arguments(ap)
+    add_conform_argument(ap)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--loader-workers", type=int, default=0, help="sampling processes (GPU runs)")
     ap.add_argument(
@@ -74,7 +75,10 @@ def main():
     torch.set_num_threads(args.threads)
     cfg = SpiralNetConfig()
     sources = args.data or [f"{args.hela}:{HELA_SPLIT['train'][0]}-{HELA_SPLIT['train'][-1]}"]
-    pairs = load_sources(sources)
+    try:
+        pairs = load_sources(sources, args.conform_outlines or (), args.conform_level, args.conform_passes)
+    except SpiralrayError as e:
+        ap.error(str(e))
     pairs += synthetic_pairs(args.synthetic, args.synthetic_preset, args.synthetic_size, seed=1000)
     print(json.dumps({"sources": sources, "pairs": len(pairs), "synthetic": args.synthetic}), flush=True)
     images = [normalize(im, cfg.model.norm, cfg.model.norm_low, cfg.model.norm_high) for im, _ in pairs]

@@ -3,13 +3,15 @@
 The flags of ``spiralray train`` (``spiralray.train.job_args``): several ``--data`` sources,
 ``--val-data``, ``--synthetic N --synthetic-preset diverse``, ``--init MODEL``, ``--zoom``,
 ``--contact-weight W --contact-fraction F`` (training aimed at touching nuclei),
-``--small-fraction F [--small-area PX]`` (regions centred on micronuclei and blebs) and
-``--register NAME [--alias A]``, which registers the trained model in MLflow. Inside a Ray job
-it joins the job's cluster. The default model's sources and recipe (v8), fine-tuned from the
-shipped model:
+``--small-fraction F [--small-area PX]`` (regions centred on micronuclei and blebs),
+``--conform-outlines SOURCE [--conform-level A --conform-passes N]`` (a source's labels peeled
+to the manual outline convention first, ``spiralray.data.outlines``) and ``--register NAME
+[--alias A]``, which registers the trained model in MLflow. Inside a Ray job it joins the job's
+cluster. The default model's sources and recipe (v11), fine-tuned from the shipped model:
 
     python jobs/train.py --init spiralray/weights/spiralnet \\
         --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \\
+        --conform-outlines ../shared/data/hela:0-13 --conform-level 0.5 --conform-passes 2 \\
         --val-data ../shared/data/bbbc039/val --val-data ../shared/data/hela:14-16 \\
         --synthetic 64 --zoom 0.5,0.75,1.0,1.33 --lr 3e-4 --contact-weight 4 --contact-fraction 0.5 \\
         --register spiralnet --alias candidate

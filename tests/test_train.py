@@ -179,8 +179,18 @@ def test_job_arguments_make_the_job():
             ["--data", "a:0-13", "--data", "b", "--val-data", "a:14-16", "--synthetic", "8"]
             + ["--init", "m", "--zoom", "0.5,1", "--register", "n", "--alias", "champion"]
             + ["--contact-weight", "4", "--contact-fraction", "0.5", "--small-fraction", "0.3"]
+            + ["--conform-outlines", "a:0-13"]
         )
     )
+    assert job.conform == ["a:0-13"]
+    with pytest.raises(SpiralrayError, match="--conform-outlines a is not one of the --data sources"):
+        job_from_args(parse(["--data", "a:0-13", "--conform-outlines", "a"]))
+    with pytest.raises(SpiralrayError, match="bad --conform-level 1.5"):
+        job_from_args(parse(["--data", "a", "--conform-outlines", "a", "--conform-level", "1.5"]))
+    with pytest.raises(SpiralrayError, match="bad --conform-passes 0"):
+        job_from_args(parse(["--data", "a", "--conform-passes", "0"]))
+    peeled = job_from_args(parse(["--data", "a", "--conform-outlines", "a", "--conform-level", "0.5"]))
+    assert (peeled.conform, peeled.conform_level, peeled.conform_passes) == (["a"], 0.5, 1)
     assert (job.contact_weight, job.contact_fraction) == (4.0, 0.5)
     assert (job.small_fraction, job.small_area) == (0.3, 60.0)
     assert job.data == ["a:0-13", "b"] and job.val_data == ["a:14-16"] and job.synthetic == 8

@@ -136,3 +136,23 @@ def test_calibration_chooses_on_validation_only():
     best, trials = choose(segment, sets, grid, SpiralNetConfig(), log=lambda t: None)
     assert best["central"] == 0.3 and len(trials) == 2
     assert all(any(im is v for v in val_images) for im in seen)  # nothing but validation images
+
+
+def test_calibration_can_score_hela_against_conformed_outlines(hela):
+    """calibrate.py --conform-hela: HeLa validation labels peeled to BBBC039's convention (fewer
+    pixels, the same objects); HeLa at half magnification is made from those labels."""
+    from tests.conftest import HELA
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from calibrate import validation_sets
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    given, _ = validation_sets(str(HELA), None)
+    peeled, weights = validation_sets(str(HELA), None, conform_hela=True)
+    assert set(peeled) == {"hela", "hela half"} and weights == {"hela": 1.0, "hela half": 1.0}
+    for key in ("hela", "hela half"):
+        for (im0, lb0), (im1, lb1) in zip(given[key], peeled[key], strict=True):
+            assert np.array_equal(im0, im1)
+            assert 0.8 * (lb0 > 0).sum() < (lb1 > 0).sum() < 0.97 * (lb0 > 0).sum()
+            assert set(np.unique(lb1)) == set(np.unique(lb0))

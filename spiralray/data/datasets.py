@@ -121,12 +121,39 @@ def parse_source(spec: str) -> tuple[str, list[int] | None]:
     return (m.group(1), parse_frames(m.group(2))) if m else (str(spec), None)
 
 
-def load_sources(specs) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The pairs of several ``PATH[:FRAMES]`` sources, concatenated in the order given."""
+def load_sources(
+    specs, conform=(), level: float = 0.41, passes: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pairs of several ``PATH[:FRAMES]`` sources, concatenated in the order given; the
+    sources named in ``conform`` (as given in ``specs``) with their outlines conformed to the
+    manual convention (``conform_pairs`` at ``level``, ``passes``)."""
+    check_conform(specs, conform, level, passes)
     pairs = []
     for spec in specs:
-        pairs += load_pairs(*parse_source(spec))
+        got = load_pairs(*parse_source(spec))
+        pairs += conform_pairs(got, level, passes) if spec in conform else got
     return pairs
+
+
+def check_conform(specs, conform, level: float = 0.41, passes: int = 1) -> None:
+    """A clear error for a ``--conform-outlines`` source that is not one of the ``--data`` ones,
+    or a level outside (0, 1) or fewer than one pass."""
+    for spec in conform or ():
+        if spec not in specs:
+            known = ", ".join(specs)
+            raise SpiralrayError(f"--conform-outlines {spec} is not one of the --data sources ({known})")
+    if not 0 < level < 1:
+        raise SpiralrayError(f"bad --conform-level {level} (a fraction of the way to the interior: 0 to 1)")
+    if passes < 1:
+        raise SpiralrayError(f"bad --conform-passes {passes} (1 or more)")
+
+
+def conform_pairs(pairs, level: float = 0.41, passes: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``pairs`` with each label image's outlines peeled to the manual annotations' convention
+    (``outlines.conform_outlines``)."""
+    from .outlines import conform_outlines
+
+    return [(im, conform_outlines(im, lb, level, passes)) for im, lb in pairs]
 
 
 SYNTHETIC_PRESETS = ("plain", "diverse")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..data.datasets import SYNTHETIC_PRESETS, parse_frames
+from ..data.datasets import SYNTHETIC_PRESETS, check_conform, parse_frames
 from ..errors import SpiralrayError
 
 
@@ -19,6 +19,7 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="PATH[:FRAMES] (images.tif+labels.tif dir, pairs folder or zarr group), repeatable",
     )
     t.add_argument("--val-data", action="append", default=None, help="validation PATH[:FRAMES], repeatable")
+    add_conform_argument(t)
     t.add_argument("--images", type=int, default=None, help="use the first N training images only")
     t.add_argument("--frames", default=None, help="training frames of a single --data, e.g. 0-13")
     t.add_argument("--val-frames", default=None, help="validation frames of a single --data, e.g. 14-16")
@@ -40,6 +41,28 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--name", default=None, help="run name (needed to --resume)")
     t.add_argument("--resume", action="store_true", help="continue run --name from its checkpoints")
     return t
+
+
+def add_conform_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--conform-outlines SOURCE``, ``--conform-level``, ``--conform-passes`` on ``p`` (the
+    job's flags and ``bench/train_default.py``'s)."""
+    p.add_argument(
+        "--conform-outlines",
+        action="append",
+        default=None,
+        metavar="SOURCE",
+        help="a --data source (as given) whose outlines are peeled to the manual annotations'"
+        " convention first (spiralray.data.outlines; e.g. HeLa's ERR_SEG labels), repeatable",
+    )
+    p.add_argument(
+        "--conform-level",
+        type=float,
+        default=0.41,
+        help="peel outline pixels under this fraction"
+        " of the way from the local background to the interior (0.41: BBBC039's convention)",
+    )
+    p.add_argument("--conform-passes", type=int, default=1, help="peel this many times")
+    return p
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -81,9 +104,13 @@ def job_from_args(args: argparse.Namespace):
     except ValueError:
         raise SpiralrayError(f"bad --zoom '{args.zoom}' (use e.g. 0.5,0.75,1.0,1.33)") from None
     data = list(args.data) if isinstance(args.data, list | tuple) else [args.data]
+    check_conform(data, args.conform_outlines, args.conform_level, args.conform_passes)
     return TrainJob(
         data=data[0] if len(data) == 1 else data,
         val_data=args.val_data,
+        conform=args.conform_outlines,
+        conform_level=args.conform_level,
+        conform_passes=args.conform_passes,
         images=args.images,
         frames=parse_frames(args.frames),
         val_frames=parse_frames(args.val_frames),

@@ -36,6 +36,9 @@ class TrainJob:
     frames: list[int] | None = None  # explicit training frames of a single source (e.g. HeLa 0-13)
     val_frames: list[int] | None = None  # explicit validation frames of a single source (HeLa 14-16)
     val_data: list[str] | None = None  # validation sources PATH[:FRAMES]; then every data image trains
+    conform: list[str] | None = None  # sources of ``data`` whose outlines follow the manual convention
+    conform_level: float = 0.41  # ... peeled where under this fraction of the way to the interior
+    conform_passes: int = 1  # ... this many times (spiralray.data.outlines)
     synthetic: int = 0  # synthetic training frames added
     synthetic_preset: str = "diverse"  # "plain" or "diverse" (spiralray.data.datasets.synthetic_pairs)
     synthetic_size: int = 384
@@ -116,12 +119,14 @@ def _split(job: TrainJob):
     """(training pairs, validation pairs) of ``job``: each source split as ``_split_one`` (a
     ``PATH:FRAMES`` source is ``--frames FRAMES`` of that path), or, with ``val_data``, every
     source's images train and ``val_data``'s validate; then ``images`` caps the real training
-    images and ``synthetic`` frames are added (never to validation)."""
-    from ..data.datasets import load_sources, parse_source, synthetic_pairs
+    images and ``synthetic`` frames are added (never to validation). The ``conform`` sources'
+    labels are first conformed to the manual outline convention (``data.outlines``)."""
+    from ..data.datasets import check_conform, conform_pairs, load_sources, parse_source, synthetic_pairs
 
     sources = job.sources
     if not sources:
         raise SpiralrayError("no training data: give at least one --data PATH[:FRAMES]")
+    check_conform(sources, job.conform, job.conform_level, job.conform_passes)
     if len(sources) > 1 and (job.frames is not None or job.val_frames is not None):
         raise SpiralrayError("with several --data sources give frames as PATH:FRAMES, not --frames")
     if job.val_data and job.val_frames is not None:
@@ -136,6 +141,8 @@ def _split(job: TrainJob):
     for spec in sources:
         path, frames = parse_source(spec)
         t, v = _split_one(path, frames if frames is not None else job.frames, *held_out)
+        if spec in (job.conform or ()):  # its validation frames too: one convention per source
+            t, v = (conform_pairs(p, job.conform_level, job.conform_passes) for p in (t, v))
         train, val = train + t, val + v
     if job.val_data:
         val = load_sources(job.val_data)

@@ -1,0 +1,92 @@
+"""Bringing a label set's outline convention to another's: peel outline pixels that are dimmer
+than a fraction of the way from an object's local background to its interior.
+
+Annotated sets draw the same nucleus edge in different places. Measured as the median normalised
+intensity ``a = (I - background) / (interior - background)`` of each object's outline pixels
+(inside) and of the first ring outside it (nuclei of 200 px or more, outline away from other
+nuclei):
+
+    BBBC039 (manual)            outline 0.54, first ring outside 0.28
+    DSB 2018 image (manual)     outline 0.57, first ring outside 0.38
+    HeLa ERR_SEG (an algorithm) outline 0.38, first ring outside 0.15
+
+HeLa's labels sit about a pixel further out than the manual ones. A model trained on both learns
+an outline in between: too wide for manual annotations. ``conform_outlines`` peels a set's
+outline pixels whose ``a`` is under ``level`` (between the manual sets' outline and first ring),
+``passes`` times, so the set follows the manual convention. Pure NumPy/SciPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+INTERIOR_DEPTH = 4  # interior level: median of pixels at least this far inside (px)
+BACKGROUND_RING = (5, 9)  # local background: median of this ring outside (px), other nuclei masked
+MIN_BACKGROUND = 20  # fewer background pixels: the object is left as it is
+
+
+def object_levels(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(interior, background) intensity of each object id (arrays indexed by id; NaN where an
+    object has no usable background ring or a non-positive contrast). ``H x W`` each."""
+    n = int(labels.max())
+    fg = np.full(n + 1, np.nan, np.float64)
+    bg = np.full(n + 1, np.nan, np.float64)
+    lo, hi = BACKGROUND_RING
+    for i, sl in enumerate(ndi.find_objects(labels), 1):
+        if sl is None:
+            continue
+        sl = tuple(slice(max(s.start - hi - 1, 0), s.stop + hi + 1) for s in sl)
+        lab, img = labels[sl], image[sl]
+        m = lab == i
+        depth = ndi.distance_transform_edt(m)
+        inner = img[depth >= INTERIOR_DEPTH] if (depth >= INTERIOR_DEPTH).any() else img[m]
+        out = ndi.distance_transform_edt(~m)
+        others = ndi.binary_dilation((lab > 0) & ~m, iterations=lo - 1)
+        ring = (out >= lo) & (out <= hi) & ~others
+        if ring.sum() < MIN_BACKGROUND:
+            continue
+        f, b = float(np.median(inner)), float(np.median(img[ring]))
+        if f > b:
+            fg[i], bg[i] = f, b
+    return fg, bg
+
+
+def conform_outlines(
+    image: np.ndarray, labels: np.ndarray, level: float = 0.41, passes: int = 1
+) -> np.ndarray:
+    """``labels`` (``H x W`` instance ids) with outline pixels whose normalised intensity is
+    under ``level`` set to background, ``passes`` times. Only free outline is peeled: a pixel
+    next to another object (8-neighbourhood) stays, so touching nuclei keep their shared border.
+    A pass that would take an object below half its drawn area leaves it as it is. Returns a new
+    array of the same dtype."""
+    img = np.asarray(image, np.float64)
+    out = np.array(labels, copy=True)
+    fg, bg = object_levels(img, out)
+    area0 = np.bincount(out.ravel(), minlength=len(fg))
+    ok = np.isfinite(fg)
+    for _ in range(passes):
+        fg_px, bg_px = fg[out], bg[out]
+        a = (img - bg_px) / np.where(ok[out], fg_px - bg_px, 1.0)
+        inside = out > 0
+        # Outline: a labelled pixel with a 4-neighbour outside its object.
+        same = np.ones_like(inside)
+        for axis in (0, 1):
+            for shift in (1, -1):
+                nb = np.roll(out, shift, axis=axis)
+                edge = np.zeros_like(inside)
+                sl = [slice(None)] * 2
+                sl[axis] = slice(0, 1) if shift == 1 else slice(-1, None)
+                edge[tuple(sl)] = True  # the image edge is not an outline
+                same &= (nb == out) | edge
+        # Next to another object: a different non-zero id in the 3 x 3 neighbourhood.
+        hi_id = ndi.maximum_filter(out, size=3, mode="nearest")
+        lo_id = ndi.minimum_filter(np.where(inside, out, len(fg)), size=3, mode="nearest")
+        touching = inside & ((hi_id != out) | (lo_id != out))
+        peel = inside & ~same & ~touching & ok[out] & (a < level)
+        if not peel.any():
+            break
+        left = np.bincount(out.ravel(), minlength=len(fg)) - np.bincount(out[peel], minlength=len(fg))
+        peel &= left[out] >= area0[out] / 2
+        out[peel] = 0
+    return out

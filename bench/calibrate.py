@@ -231,8 +231,8 @@ def model_card(args, cfg, best: dict, test: dict | None) -> str:
     if args.conform_hela:
         lines[-1:-1] = [
             "HeLa validation was scored against its labels conformed to BBBC039's outline convention"
-            " (spiralray.data.outlines: HeLa's labels are an algorithm's output, drawn ~1 px wider"
-            " than the manual BBBC039 and DSB 2018 labels).",
+            " (level 0.41, 1 pass; spiralray.data.outlines: HeLa's labels are an algorithm's output,"
+            " drawn ~1 px wider than the manual BBBC039 and DSB 2018 labels).",
             "",
         ]
     figures = {first: best, **{k: v for k, v in best.items() if isinstance(v, dict)}}

@@ -11,8 +11,9 @@ cluster. The default model's sources and recipe (v11), fine-tuned from the shipp
 
     python jobs/train.py --init spiralray/weights/spiralnet \\
         --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \\
-        --conform-outlines ../shared/data/hela:0-13 --conform-level 0.5 --conform-passes 2 \\
         --val-data ../shared/data/bbbc039/val --val-data ../shared/data/hela:14-16 \\
+        --conform-outlines ../shared/data/hela:0-13 --conform-outlines ../shared/data/hela:14-16 \\
+        --conform-level 0.5 --conform-passes 2 \\
         --synthetic 64 --zoom 0.5,0.75,1.0,1.33 --lr 3e-4 --contact-weight 4 --contact-fraction 0.5 \\
         --register spiralnet --alias candidate
 """

@@ -52,10 +52,34 @@ def test_touching_nuclei_keep_their_shared_border_and_half_their_area():
     assert shared.any() and (out[shared] == 1).all()
 
 
-def test_an_object_without_background_is_left_alone():
-    labels = np.ones((40, 40), np.int32)  # fills the image: no ring to read a background from
-    image = np.random.default_rng(0).uniform(0, 1, (40, 40))
-    assert (conform_outlines(image, labels) == labels).all()
+def test_a_nucleus_without_background_around_it_is_left_alone():
+    """The same generous label is peeled on its own, but not when other nuclei cover the ring
+    its background is read from (no background level: nothing to normalise by)."""
+    shape = (80, 80)
+    true = disc(shape, 40, 40, 8)
+    alone = disc(shape, 40, 40, 10).astype(np.int32)
+    enclosed = alone.copy()
+    yy, xx = np.mgrid[:80, :80]
+    enclosed[np.hypot(yy - 40, xx - 40) >= 13] = 2  # a nucleus all around, 3 px away
+    image = blurred(true)
+    assert (conform_outlines(image, alone) == 1).sum() < alone.sum()
+    assert (conform_outlines(image, enclosed) == enclosed).all()
+
+
+def test_ids_and_dtype_survive_and_border_objects_are_peeled():
+    """uint8 labels whose largest id fills the dtype, and a nucleus cut by the image edge (its
+    edge pixels are not outline; its free outline is peeled as any other)."""
+    shape = (64, 64)
+    true = disc(shape, 32, 32, 10) | disc(shape, 2, 2, 8)
+    labels = np.zeros(shape, np.uint8)
+    labels[disc(shape, 32, 32, 12)] = 255
+    labels[disc(shape, 2, 2, 10)] = 7
+    out = conform_outlines(blurred(true), labels, passes=2)
+    assert out.dtype == np.uint8 and set(np.unique(out)) == {0, 7, 255}
+    for i in (7, 255):
+        assert (out == i).sum() < (labels == i).sum()
+        assert not ((out == i) & (labels != i)).any()
+    assert (out[0, :2] == 7).all()  # the cut nucleus's pixels on the image edge stay
 
 
 def generous_set(path, frames=3):
@@ -89,10 +113,15 @@ def test_training_sources_conformed_by_name(tmp_path):
     train, val = _split(TrainJob(data=[a, b], val_images=1, conform=[b]))
     assert [int((lb > 0).sum()) < area for _, lb in train] == [False, False, True, True]
     assert [int((lb > 0).sum()) < area for _, lb in val] == [False, True]
-    with pytest.raises(SpiralrayError, match="--conform-outlines .* is not one of the --data sources"):
+    with pytest.raises(SpiralrayError, match="--conform-outlines .* is not one of the data sources"):
         load_sources([a], conform=[b])
-    with pytest.raises(SpiralrayError, match="is not one of the --data sources"):
+    with pytest.raises(SpiralrayError, match="is not one of the data sources"):
         _split(TrainJob(data=[a], conform=[f"{a}:0-1"]))
+    # A --val-data source named too is conformed; the others are not.
+    c, _ = generous_set(tmp_path / "c")
+    train, val = _split(TrainJob(data=[a], val_data=[f"{b}:0-1", f"{c}:0"], conform=[f"{b}:0-1"]))
+    assert [int((lb > 0).sum()) < area for _, lb in val] == [True, True, False]
+    assert load_sources([a], conform=None)[0][1].sum() == area
     # Level and passes reach the peeling: a higher level peels at least as much.
     low = load_sources([b], conform=[b], level=0.2)
     high = load_sources([b], conform=[b], level=0.6, passes=3)

@@ -183,12 +183,14 @@ def test_job_arguments_make_the_job():
         )
     )
     assert job.conform == ["a:0-13"]
-    with pytest.raises(SpiralrayError, match="--conform-outlines a is not one of the --data sources"):
+    with pytest.raises(SpiralrayError, match="--conform-outlines a is not one of the data sources"):
         job_from_args(parse(["--data", "a:0-13", "--conform-outlines", "a"]))
     with pytest.raises(SpiralrayError, match="bad --conform-level 1.5"):
         job_from_args(parse(["--data", "a", "--conform-outlines", "a", "--conform-level", "1.5"]))
     with pytest.raises(SpiralrayError, match="bad --conform-passes 0"):
         job_from_args(parse(["--data", "a", "--conform-passes", "0"]))
+    val = job_from_args(parse(["--data", "a:0-13", "--val-data", "a:14-16", "--conform-outlines", "a:14-16"]))
+    assert val.conform == ["a:14-16"]
     peeled = job_from_args(parse(["--data", "a", "--conform-outlines", "a", "--conform-level", "0.5"]))
     assert (peeled.conform, peeled.conform_level, peeled.conform_passes) == (["a"], 0.5, 1)
     assert (job.contact_weight, job.contact_fraction) == (4.0, 0.5)

@@ -127,6 +127,7 @@ def load_sources(
     """The pairs of several ``PATH[:FRAMES]`` sources, concatenated in the order given; the
     sources named in ``conform`` (as given in ``specs``) with their outlines conformed to the
     manual convention (``conform_pairs`` at ``level``, ``passes``)."""
+    conform = conform or ()
     check_conform(specs, conform, level, passes)
     pairs = []
     for spec in specs:
@@ -136,12 +137,12 @@ def load_sources(
 
 
 def check_conform(specs, conform, level: float = 0.41, passes: int = 1) -> None:
-    """A clear error for a ``--conform-outlines`` source that is not one of the ``--data`` ones,
-    or a level outside (0, 1) or fewer than one pass."""
+    """A clear error for a ``--conform-outlines`` source that is not one of ``specs`` (the
+    ``--data`` and ``--val-data`` sources), or a level outside (0, 1) or fewer than one pass."""
     for spec in conform or ():
         if spec not in specs:
             known = ", ".join(specs)
-            raise SpiralrayError(f"--conform-outlines {spec} is not one of the --data sources ({known})")
+            raise SpiralrayError(f"--conform-outlines {spec} is not one of the data sources ({known})")
     if not 0 < level < 1:
         raise SpiralrayError(f"bad --conform-level {level} (a fraction of the way to the interior: 0 to 1)")
     if passes < 1:

@@ -21,14 +21,17 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import SpiralrayError
+
 INTERIOR_DEPTH = 4  # interior level: median of pixels at least this far inside (px)
 BACKGROUND_RING = (5, 9)  # local background: median of this ring outside (px), other nuclei masked
 MIN_BACKGROUND = 20  # fewer background pixels: the object is left as it is
 
 
 def object_levels(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(interior, background) intensity of each object id (arrays indexed by id; NaN where an
-    object has no usable background ring or a non-positive contrast). ``H x W`` each."""
+    """(interior, background) intensity of each object of ``H x W`` ``image`` and ``labels``
+    (ids 1..N, no gaps needed): two length ``max id + 1`` float arrays indexed by id, NaN where
+    an object has no usable background ring or a non-positive contrast. NaN pixels are ignored."""
     n = int(labels.max())
     fg = np.full(n + 1, np.nan, np.float64)
     bg = np.full(n + 1, np.nan, np.float64)
@@ -43,10 +46,10 @@ def object_levels(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
         inner = img[depth >= INTERIOR_DEPTH] if (depth >= INTERIOR_DEPTH).any() else img[m]
         out = ndi.distance_transform_edt(~m)
         others = ndi.binary_dilation((lab > 0) & ~m, iterations=lo - 1)
-        ring = (out >= lo) & (out <= hi) & ~others
-        if ring.sum() < MIN_BACKGROUND:
+        ring = (out >= lo) & (out <= hi) & ~others & np.isfinite(img)
+        if ring.sum() < MIN_BACKGROUND or not np.isfinite(inner).any():
             continue
-        f, b = float(np.median(inner)), float(np.median(img[ring]))
+        f, b = float(np.nanmedian(inner)), float(np.median(img[ring]))
         if f > b:
             fg[i], bg[i] = f, b
     return fg, bg
@@ -55,13 +58,24 @@ def object_levels(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
 def conform_outlines(
     image: np.ndarray, labels: np.ndarray, level: float = 0.41, passes: int = 1
 ) -> np.ndarray:
-    """``labels`` (``H x W`` instance ids) with outline pixels whose normalised intensity is
-    under ``level`` set to background, ``passes`` times. Only free outline is peeled: a pixel
-    next to another object (8-neighbourhood) stays, so touching nuclei keep their shared border.
-    A pass that would take an object below half its drawn area leaves it as it is. Returns a new
-    array of the same dtype."""
+    """``labels`` (``H x W`` instance ids, any integer dtype) with outline pixels whose
+    normalised intensity in ``image`` (``H x W``) is under ``level`` set to background,
+    ``passes`` times. Only free outline is peeled: a pixel next to another object
+    (8-neighbourhood) stays, so touching nuclei keep their shared border. A pass that would take
+    an object below half its drawn area leaves it as it is. Returns a new array of the same
+    dtype and ids."""
     img = np.asarray(image, np.float64)
-    out = np.array(labels, copy=True)
+    labels = np.asarray(labels)
+    if img.ndim != 2 or img.shape != labels.shape:
+        raise SpiralrayError(
+            f"conform_outlines takes an H x W image and labels, got {img.shape} and {labels.shape}"
+        )
+    # Work on compact ids 0..N (int64): huge or dtype-filling ids cost nothing and cannot wrap.
+    ids, compact = np.unique(labels, return_inverse=True)
+    if ids[0] != 0:  # no background pixel: ids shift by one so that 0 stays background
+        ids = np.concatenate([[0], ids]).astype(ids.dtype)
+        compact = compact + 1
+    out = compact.reshape(labels.shape).astype(np.int64)
     fg, bg = object_levels(img, out)
     area0 = np.bincount(out.ravel(), minlength=len(fg))
     ok = np.isfinite(fg)
@@ -77,7 +91,7 @@ def conform_outlines(
                 edge = np.zeros_like(inside)
                 sl = [slice(None)] * 2
                 sl[axis] = slice(0, 1) if shift == 1 else slice(-1, None)
-                edge[tuple(sl)] = True  # the image edge is not an outline
+                edge[tuple(sl)] = True  # the image edge is not an outline (and undoes roll's wrap)
                 same &= (nb == out) | edge
         # Next to another object: a different non-zero id in the 3 x 3 neighbourhood.
         hi_id = ndi.maximum_filter(out, size=3, mode="nearest")
@@ -89,4 +103,4 @@ def conform_outlines(
         left = np.bincount(out.ravel(), minlength=len(fg)) - np.bincount(out[peel], minlength=len(fg))
         peel &= left[out] >= area0[out] / 2
         out[peel] = 0
-    return out
+    return ids[out].astype(labels.dtype)

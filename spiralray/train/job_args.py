@@ -51,7 +51,7 @@ def add_conform_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="SOURCE",
-        help="a --data source (as given) whose outlines are peeled to the manual annotations'"
+        help="a --data or --val-data source (as given) whose outlines are peeled to the manual annotations'"
         " convention first (spiralray.data.outlines; e.g. HeLa's ERR_SEG labels), repeatable",
     )
     p.add_argument(
@@ -104,7 +104,9 @@ def job_from_args(args: argparse.Namespace):
     except ValueError:
         raise SpiralrayError(f"bad --zoom '{args.zoom}' (use e.g. 0.5,0.75,1.0,1.33)") from None
     data = list(args.data) if isinstance(args.data, list | tuple) else [args.data]
-    check_conform(data, args.conform_outlines, args.conform_level, args.conform_passes)
+    check_conform(
+        data + list(args.val_data or []), args.conform_outlines, args.conform_level, args.conform_passes
+    )
     return TrainJob(
         data=data[0] if len(data) == 1 else data,
         val_data=args.val_data,

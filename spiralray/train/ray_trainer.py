@@ -36,7 +36,9 @@ class TrainJob:
     frames: list[int] | None = None  # explicit training frames of a single source (e.g. HeLa 0-13)
     val_frames: list[int] | None = None  # explicit validation frames of a single source (HeLa 14-16)
     val_data: list[str] | None = None  # validation sources PATH[:FRAMES]; then every data image trains
-    conform: list[str] | None = None  # sources of ``data`` whose outlines follow the manual convention
+    conform: list[str] | None = (
+        None  # ``data``/``val_data`` sources whose outlines follow the manual convention
+    )
     conform_level: float = 0.41  # ... peeled where under this fraction of the way to the interior
     conform_passes: int = 1  # ... this many times (spiralray.data.outlines)
     synthetic: int = 0  # synthetic training frames added
@@ -126,7 +128,7 @@ def _split(job: TrainJob):
     sources = job.sources
     if not sources:
         raise SpiralrayError("no training data: give at least one --data PATH[:FRAMES]")
-    check_conform(sources, job.conform, job.conform_level, job.conform_passes)
+    check_conform(sources + list(job.val_data or []), job.conform, job.conform_level, job.conform_passes)
     if len(sources) > 1 and (job.frames is not None or job.val_frames is not None):
         raise SpiralrayError("with several --data sources give frames as PATH:FRAMES, not --frames")
     if job.val_data and job.val_frames is not None:
@@ -145,7 +147,8 @@ def _split(job: TrainJob):
             t, v = (conform_pairs(p, job.conform_level, job.conform_passes) for p in (t, v))
         train, val = train + t, val + v
     if job.val_data:
-        val = load_sources(job.val_data)
+        named = [c for c in job.conform or () if c in job.val_data]
+        val = load_sources(job.val_data, named, job.conform_level, job.conform_passes)
     if job.images:
         train = train[: job.images]
     train += synthetic_pairs(job.synthetic, job.synthetic_preset, job.synthetic_size, seed=1000 + job.seed)

@@ -23,7 +23,14 @@ from spiralray.core.engine import Engine, prepare_image
 from spiralray.core.metrics import evaluate_many
 from spiralray.core.regions import crop_pad, pad_image
 from spiralray.core.segment import segment_with
-from spiralray.data.datasets import HELA_NOTE, HELA_SPLIT, conform_pairs, load_pairs
+from spiralray.data.datasets import (
+    CONFORM_LEVEL,
+    CONFORM_PASSES,
+    HELA_NOTE,
+    HELA_SPLIT,
+    conform_pairs,
+    load_pairs,
+)
 from spiralray.data.shifts import half_magnification
 
 
@@ -231,7 +238,8 @@ def model_card(args, cfg, best: dict, test: dict | None) -> str:
     if args.conform_hela:
         lines[-1:-1] = [
             "HeLa validation was scored against its labels conformed to BBBC039's outline convention"
-            " (level 0.41, 1 pass; spiralray.data.outlines: HeLa's labels are an algorithm's output,"
+            f" (level {CONFORM_LEVEL}, {CONFORM_PASSES} pass; spiralray.data.outlines: HeLa's labels are an"
+            " algorithm's output,"
             " drawn ~1 px wider than the manual BBBC039 and DSB 2018 labels).",
             "",
         ]

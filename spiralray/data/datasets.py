@@ -121,8 +121,13 @@ def parse_source(spec: str) -> tuple[str, list[int] | None]:
     return (m.group(1), parse_frames(m.group(2))) if m else (str(spec), None)
 
 
+# Outline conforming's defaults for data sets (``outlines.conform_outlines``): BBBC039's manual
+# convention, one pass. Kept here so the flags and the job read them without importing SciPy.
+CONFORM_LEVEL, CONFORM_PASSES = 0.41, 1
+
+
 def load_sources(
-    specs, conform=(), level: float = 0.41, passes: int = 1
+    specs, conform=(), level: float = CONFORM_LEVEL, passes: int = CONFORM_PASSES
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The pairs of several ``PATH[:FRAMES]`` sources, concatenated in the order given; the
     sources named in ``conform`` (as given in ``specs``) with their outlines conformed to the
@@ -136,7 +141,7 @@ def load_sources(
     return pairs
 
 
-def check_conform(specs, conform, level: float = 0.41, passes: int = 1) -> None:
+def check_conform(specs, conform, level: float = CONFORM_LEVEL, passes: int = CONFORM_PASSES) -> None:
     """A clear error for a ``--conform-outlines`` source that is not one of ``specs`` (the
     ``--data`` and ``--val-data`` sources), or a level outside (0, 1) or fewer than one pass."""
     for spec in conform or ():
@@ -149,7 +154,9 @@ def check_conform(specs, conform, level: float = 0.41, passes: int = 1) -> None:
         raise SpiralrayError(f"bad --conform-passes {passes} (1 or more)")
 
 
-def conform_pairs(pairs, level: float = 0.41, passes: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+def conform_pairs(
+    pairs, level: float = CONFORM_LEVEL, passes: int = CONFORM_PASSES
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """``pairs`` with each label image's outlines peeled to the manual annotations' convention
     (``outlines.conform_outlines``)."""
     from .outlines import conform_outlines

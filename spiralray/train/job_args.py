@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..data.datasets import SYNTHETIC_PRESETS, check_conform, parse_frames
+from ..data.datasets import CONFORM_LEVEL, CONFORM_PASSES, SYNTHETIC_PRESETS, check_conform, parse_frames
 from ..errors import SpiralrayError
 
 
@@ -57,11 +57,11 @@ def add_conform_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--conform-level",
         type=float,
-        default=0.41,
-        help="peel outline pixels under this fraction"
-        " of the way from the local background to the interior (0.41: BBBC039's convention)",
+        default=CONFORM_LEVEL,
+        help="peel outline pixels under this fraction of the way from the local background to the"
+        f" interior (default {CONFORM_LEVEL}: BBBC039's convention)",
     )
-    p.add_argument("--conform-passes", type=int, default=1, help="peel this many times")
+    p.add_argument("--conform-passes", type=int, default=CONFORM_PASSES, help="peel this many times")
     return p
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..core.config import SpiralNetConfig
+from ..data.datasets import CONFORM_LEVEL, CONFORM_PASSES
 from ..errors import SpiralrayError
 
 
@@ -36,11 +37,9 @@ class TrainJob:
     frames: list[int] | None = None  # explicit training frames of a single source (e.g. HeLa 0-13)
     val_frames: list[int] | None = None  # explicit validation frames of a single source (HeLa 14-16)
     val_data: list[str] | None = None  # validation sources PATH[:FRAMES]; then every data image trains
-    conform: list[str] | None = (
-        None  # ``data``/``val_data`` sources whose outlines follow the manual convention
-    )
-    conform_level: float = 0.41  # ... peeled where under this fraction of the way to the interior
-    conform_passes: int = 1  # ... this many times (spiralray.data.outlines)
+    conform: list[str] | None = None  # data/val_data sources conformed to the manual outlines
+    conform_level: float = CONFORM_LEVEL  # ... peeled under this fraction of the way to the interior
+    conform_passes: int = CONFORM_PASSES  # ... this many times (spiralray.data.outlines)
     synthetic: int = 0  # synthetic training frames added
     synthetic_preset: str = "diverse"  # "plain" or "diverse" (spiralray.data.datasets.synthetic_pairs)
     synthetic_size: int = 384

@@ -61,7 +61,7 @@ def cached_runner(net):
                 else np.zeros((0, 52, 58), bool)
             )
 
-        return segment_with(x.shape[1:], cache[key_scores], masks, cfg).labels
+        return segment_with(x.shape[1:], cache[key_scores], masks, cfg, image=x[0]).labels
 
     return run
 
@@ -87,6 +87,7 @@ def configured(config, setting: dict):
             "min_area": setting["min_area"],
             "stride": setting["stride"],
             "neck": setting["neck"],
+            "outline_level": setting["outline"],
         },
         spiral={"threshold": setting["central"]},
     )
@@ -100,8 +101,8 @@ def choose(
     of the first set. ``weights``: name -> weight (default: equal).
 
     segment(image, cfg) -> labels; grid: "score", "central", "nms", "min_area" -> values, and
-    optionally "stride" (the prediction grid's, px) and "neck" (``CandidateSpec.neck``), each
-    defaulting to the config's.
+    optionally "stride" (the prediction grid's, px), "neck" (``CandidateSpec.neck``) and
+    "outline" (``CandidateSpec.outline_level``), each defaulting to the config's.
     Returns (best trial, every trial); each trial's figures are the first set's, plus a summary
     of the others. Give it validation data only: it scores every setting on everything it gets.
     """
@@ -110,9 +111,10 @@ def choose(
     trials = []
     strides = grid.get("stride") or [config.candidates.stride]
     necks = grid.get("neck") or [config.candidates.neck]
+    outlines = grid.get("outline") or [config.candidates.outline_level]
     keys = ("score", "central", "nms", "min_area")
-    for st, nk, t, c, r, a in itertools.product(strides, necks, *(grid[k] for k in keys)):
-        trial = dict(stride=st, neck=nk, score=t, central=c, nms=r, min_area=a)
+    for st, nk, ol, t, c, r, a in itertools.product(strides, necks, outlines, *(grid[k] for k in keys)):
+        trial = dict(stride=st, neck=nk, outline=ol, score=t, central=c, nms=r, min_area=a)
         cfg = configured(config, trial)
         per = {k: evaluate_many((segment(im, cfg), lb) for im, lb in v) for k, v in sets.items()}
         trial["objective"] = weighted_objective(per, w)
@@ -176,6 +178,9 @@ def main():
     ap.add_argument("--stride", default="", help="prediction grid strides to try (px; default: the model's)")
     ap.add_argument("--neck", default="", help="neck ratios to try (0 = no split; default: the model's)")
     ap.add_argument(
+        "--outline", default="", help="outline levels to try (0 = no refinement; default: the model's)"
+    )
+    ap.add_argument(
         "--conform-hela",
         action="store_true",
         help="score HeLa validation against its labels conformed to BBBC039's outline convention",
@@ -194,9 +199,11 @@ def main():
         "min_area": [int(v) for v in _floats(args.min_area)],
         "stride": [int(v) for v in _floats(args.stride)] if args.stride else None,
         "neck": _floats(args.neck) if args.neck else None,
+        "outline": _floats(args.outline) if args.outline else None,
     }
     print(json.dumps({"note": HELA_NOTE, "sets": {k: len(v) for k, v in sets.items()}, "weights": weights}))
-    keys = ("stride", "neck", "score", "central", "nms", "min_area", "objective", "object_f1_50", "pixel_f1")
+    keys = ("stride", "neck", "outline", "score", "central", "nms", "min_area", "objective", "object_f1_50")
+    keys += ("pixel_f1",)
     keys += tuple(sets)[1:]
     best, _ = choose(
         cached_runner(net),
@@ -228,8 +235,14 @@ def model_card(args, cfg, best: dict, test: dict | None) -> str:
         f" {best['nms']} px (prediction stride {cfg.candidates.stride}), objects under"
         f" {best['min_area']} px dropped"
         + (
-            f", objects split where their mask narrows to a neck of {best['neck']} (core.necks)."
+            f", objects split where their mask narrows to a neck of {best['neck']} (core.necks)"
             if best["neck"]
+            else ""
+        )
+        + (
+            f", outline pixels under {best['outline']} of the way from an object's local background"
+            " to its interior peeled (core.outline)."
+            if best.get("outline")
             else "."
         ),
         "",

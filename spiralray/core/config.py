@@ -67,6 +67,9 @@ class CandidateSpec:
     # Split a resolved object where its mask narrows to a neck (core.necks): a saddle of the
     # distance transform at most this times the smaller lobe's peak. 0 = never split.
     neck: float = 0.0
+    # Peel each object's outline pixels dimmer than this fraction of the way from its local
+    # background to its interior (core.outline), before the resolve. 0 = never.
+    outline_level: float = 0.0
     # Drop objects touching the image border: a cut nucleus biases size and intensity readouts
     # (CellProfiler's and skimage's clear_border convention). Off: a cut nucleus is still one.
     exclude_border: bool = False

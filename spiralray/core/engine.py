@@ -229,7 +229,8 @@ class _Base:
         padded = pad_image(x, pad)
         scores = self.score_map(padded, pad, x.shape[1:])
         padded_t = torch.from_numpy(padded).to(self.device)
-        return segment_with(x.shape[1:], scores, lambda c: self.region_masks(padded_t, pad, c), self.cfg)
+        masks = lambda c: self.region_masks(padded_t, pad, c)  # noqa: E731
+        return segment_with(x.shape[1:], scores, masks, self.cfg, image=x[0])
 
 
 def _empty(shape, cfg: SpiralNetConfig) -> Segmentation:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import candidates as cand
+from . import outline
 from .config import SpiralNetConfig
 from .objects import paint, seed_ids, touches_border
 from .regions import grid_centres, inside_image
@@ -47,8 +48,12 @@ def segment_with(
     region_masks: RegionMasks,
     cfg: SpiralNetConfig,
     on_progress: Callable[[int], None] | None = None,
+    image: np.ndarray | None = None,
 ) -> Segmentation:
-    """Stage 2 and assembly, given the score map and a ``region_masks`` implementation."""
+    """Stage 2 and assembly, given the score map and a ``region_masks`` implementation.
+
+    image: the ``H x W`` normalised plane outlines are refined against
+    (``cfg.candidates.outline_level``; None: not refined)."""
     seeds, seed_scores = candidate_seeds(scores, image_shape, cfg)
     counted = [0]
 
@@ -59,11 +64,24 @@ def segment_with(
         return region_masks(centres)
 
     objects = segment_objects(seeds, seed_scores, counting, image_shape, cfg.region, cfg.spiral)
+    objects = refined(objects, image, cfg)
     kept = cand.resolve_objects(objects, image_shape, cfg.candidates)
     if cfg.candidates.exclude_border:
         kept = [o for o in kept if not touches_border(o, image_shape)]
     labels = seed_labels(kept, image_shape)
     return Segmentation(labels, kept, scores, len(seeds), counted[0])
+
+
+def refined(objects: list[ObjectMask], image: np.ndarray | None, cfg: SpiralNetConfig) -> list:
+    """Objects prepared for the resolve (``candidates.prepare_object``; those whose seed left
+    the mask dropped), their outlines refined against ``image`` (``H x W``) when the config asks
+    (``core.outline``). The tiled path does the same per tile, reading the image around each
+    object (``pipeline.tiles.segment_candidates``)."""
+    prepared = [p for p in (cand.prepare_object(o, cfg.candidates) for o in objects) if p is not None]
+    if image is None:
+        return prepared
+    read = lambda y0, y1, x0, x1: image[y0:y1, x0:x1]  # noqa: E731
+    return outline.refine_objects(prepared, read, image.shape, cfg.candidates.outline_level)
 
 
 def seed_labels(objects: list[ObjectMask], image_shape: tuple[int, int]) -> np.ndarray:

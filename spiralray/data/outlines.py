@@ -22,12 +22,11 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
+# The interior depth, background ring and minimum ring are core.outline's, which places predicted
+# outlines by the same levels at inference; here other nuclei are also masked out of the ring.
+from ..core.outline import BACKGROUND_RING, INTERIOR_DEPTH, MIN_BACKGROUND
 from ..core.regions import contact_zone
 from ..errors import SpiralrayError
-
-INTERIOR_DEPTH = 4  # interior level: median of pixels at least this far inside (px)
-BACKGROUND_RING = (5, 9)  # local background: median of this ring outside (px), other nuclei masked
-MIN_BACKGROUND = 20  # fewer background pixels: the object is left as it is
 
 
 def object_levels(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import numpy as np
 from ..core.candidates import prepare_object
 from ..core.config import SpiralNetConfig
 from ..core.engine import SCORE_BLOCK, to_channels
+from ..core.outline import refine_objects
 from ..core.regions import reflect_index
 from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects
@@ -76,6 +77,12 @@ class WindowSource:
                 out[k] = self._find(int(c[k, 0]) - cy, int(c[k, 1]) - cx, r.height, r.width)
         return out
 
+    def plane(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The first channel's normalised pixels of an image box, ``h x w``: from a kept window
+        when one holds the box, else read (and not kept)."""
+        got = self._find(y0, x0, y1 - y0, x1 - x0)
+        return (got if got is not None else self.window(y0, y1, x0, x1, keep=False))[0]
+
     def clear(self) -> None:
         self.windows.clear()
 
@@ -120,13 +127,15 @@ def seg_margin(cfg: SpiralNetConfig) -> int:
 
 def segment_candidates(engine, source: WindowSource, seeds: np.ndarray, scores: np.ndarray, shape, cfg):
     """Objects (prepared for the resolve; None where the seed fell outside its mask) of
-    ``seeds``, border continuations read from the image wherever they lead."""
+    ``seeds``, border continuations read from the image wherever they lead, outlines refined
+    against the image around each (``core.outline``, as ``core.segment.refined`` does)."""
     if not len(seeds):
         return []
     objects = segment_objects(
         seeds, scores, lambda c: engine.masks_of(source.regions(c)), shape, cfg.region, cfg.spiral
     )
-    return [prepare_object(o, cfg.candidates) for o in objects]
+    prepared = [prepare_object(o, cfg.candidates) for o in objects]
+    return refine_objects(prepared, source.plane, shape, cfg.candidates.outline_level)
 
 
 def segment_tiles(engine, source: WindowSource, work: list[tuple[Tile, np.ndarray, np.ndarray]], shape, cfg):

@@ -1,0 +1,85 @@
+"""Outline refinement at inference (spiralray.core.outline): peeling a mask's dim outline pixels,
+its guards, and the same labels tiled or whole with it on."""
+
+import numpy as np
+import pytest
+from test_outlines import blurred, disc
+
+from spiralray import api
+from spiralray.core.outline import peel, refine_objects
+from spiralray.core.spiral import ObjectMask
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.pipeline.local import Options, segment_array
+
+
+def test_a_mask_a_pixel_too_wide_is_peeled_to_the_edge():
+    shape = (64, 64)
+    true = disc(shape, 32, 32, 10)
+    wide = disc(shape, 32, 32, 11)
+    out = peel(wide, blurred(true), 0.4)
+    assert not (out & ~wide).any()  # only removes
+    ring = wide & ~true
+    assert out[ring].mean() < 0.2  # most of the ring outside the edge went
+    assert out[true].mean() > 0.97  # the nucleus stayed
+
+
+def test_a_tight_mask_and_level_zero_are_left_alone():
+    shape = (64, 64)
+    true = disc(shape, 32, 32, 10)
+    tight = disc(shape, 32, 32, 9)
+    assert (peel(tight, blurred(true), 0.4) == tight).all()
+    obj = ObjectMask((32, 32), 0.9, 0, 0, disc(shape, 32, 32, 12), 1)
+    assert refine_objects([obj, None], lambda *b: blurred(true), shape, 0.0) == [obj, None]
+
+
+def test_dark_objects_crowded_objects_and_the_seed_are_kept():
+    shape = (64, 64)
+    true = disc(shape, 32, 32, 10)
+    wide = disc(shape, 32, 32, 12)
+    dark = 2000.0 - blurred(true)  # a dark object on a bright background: nothing to place
+    assert (peel(wide, dark, 0.4) == wide).all()
+    full = np.ones(shape, bool)  # no background ring around it
+    assert (peel(full, blurred(true), 0.4) == full).all()
+    # A mask whose pixels are all dim would lose more than half: left whole.
+    faint = disc(shape, 32, 32, 3)
+    assert (peel(faint, blurred(true), 0.4) == faint).all()
+    # The seed on the outline stays even where the pixel is dim.
+    obj = ObjectMask((32, 20), 0.9, 0, 0, wide, 1)  # (32, 20): 12 px left of the centre
+    (out,) = refine_objects([obj], lambda y0, y1, x0, x1: blurred(true)[y0:y1, x0:x1], shape, 0.4)
+    assert out.mask[32, 20] and out.mask.sum() < wide.sum()
+
+
+def test_objects_at_the_image_border_read_only_image_pixels():
+    shape = (40, 40)
+    true = disc(shape, 2, 20, 10)  # cut by the top edge
+    wide = disc(shape, 2, 20, 11)
+    obj = ObjectMask((2, 20), 0.9, 0, 0, wide, 1)
+    boxes = []
+
+    def read(y0, y1, x0, x1):
+        boxes.append((y0, y1, x0, x1))
+        return blurred(true)[y0:y1, x0:x1]
+
+    (out,) = refine_objects([obj], read, shape, 0.4)
+    assert all(0 <= a < b <= 40 for y0, y1, x0, x1 in boxes for a, b in ((y0, y1), (x0, x1)))
+    assert out.mask.sum() < wide.sum() and out.mask[true].mean() > 0.95
+
+
+@pytest.fixture(scope="module")
+def refining_engine():
+    engine = api.load_engine(None)
+    engine.cfg = engine.cfg.replace(candidates={"outline_level": 0.4})
+    return engine
+
+
+def test_refined_labels_tiled_equal_whole_and_are_tighter(refining_engine):
+    image = generate(SyntheticSpec(400, 440, density=0.0012), seed=31)[0]
+    whole = api.segment_image(refining_engine, image, ids="seed").labels
+    assert len(np.unique(whole)) > 20
+    for size in (256, 384):
+        tiled = segment_array(image, refining_engine, Options(tile_size=size, ids="seed"))["labels"]
+        assert np.array_equal(tiled, whole), size
+    plain = api.load_engine(None)
+    plain.cfg = plain.cfg.replace(candidates={"outline_level": 0.0})
+    before = api.segment_image(plain, image, ids="seed").labels
+    assert (whole > 0).sum() < (before > 0).sum()

@@ -31,7 +31,7 @@ from spiralray.bench.engine import machine
 from spiralray.core import candidates as cand
 from spiralray.core.engine import prepare_image, select_plane
 from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
-from spiralray.core.segment import candidate_seeds, seed_ids, seed_labels
+from spiralray.core.segment import candidate_seeds, refined, seed_ids, seed_labels
 from spiralray.core.spiral import segment_objects
 from spiralray.data.datasets import load_pairs
 
@@ -64,7 +64,7 @@ def diagnose(engine, image: np.ndarray, truth: np.ndarray) -> collections.Counte
     objects = segment_objects(
         seeds, seed_scores, lambda c: engine.region_masks(padded_t, pad, c), shape, cfg.region, cfg.spiral
     )
-    kept = cand.resolve_objects(objects, shape, cfg.candidates)
+    kept = cand.resolve_objects(refined(objects, x[0], cfg), shape, cfg.candidates)
     labels = seed_labels(kept, shape)
     ids = seed_ids(np.array([o.seed for o in kept], np.int64).reshape(-1, 2), shape)
     by_id = dict(zip(ids.tolist(), kept, strict=True))

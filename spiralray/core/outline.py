@@ -57,6 +57,19 @@ def peel(mask: np.ndarray, image: np.ndarray, level: float) -> np.ndarray:
     return kept if 2 * int(kept.sum()) >= int(mask.sum()) else mask
 
 
+def context_box(o: ObjectMask, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Image box ``(y0, y1, x0, x1)`` an object's refinement reads: its mask's own bounding box
+    (not empty) grown by ``MARGIN``, clipped to the image (``shape`` H x W)."""
+    ((ry, rx),) = ndi.find_objects(o.mask.astype(np.uint8))
+    H, W = shape
+    return (
+        max(o.y0 + ry.start - MARGIN, 0),
+        min(o.y0 + ry.stop + MARGIN, H),
+        max(o.x0 + rx.start - MARGIN, 0),
+        min(o.x0 + rx.stop + MARGIN, W),
+    )
+
+
 def refine_objects(
     objects: list[ObjectMask | None], read: Read, shape: tuple[int, int], level: float
 ) -> list[ObjectMask | None]:
@@ -64,7 +77,6 @@ def refine_objects(
     ``read`` returns around it; None entries stay None, and ``level`` 0 returns the objects."""
     if level <= 0:
         return objects
-    H, W = shape
     out: list[ObjectMask | None] = []
     for o in objects:
         if o is None or not o.mask.any():
@@ -73,8 +85,7 @@ def refine_objects(
         ((ry, rx),) = ndi.find_objects(o.mask.astype(np.uint8))  # the mask's own box in o.mask
         ty0, tx0 = o.y0 + ry.start, o.x0 + rx.start  # ... in the image
         h, w = ry.stop - ry.start, rx.stop - rx.start
-        y0, x0 = max(ty0 - MARGIN, 0), max(tx0 - MARGIN, 0)
-        y1, x1 = min(ty0 + h + MARGIN, H), min(tx0 + w + MARGIN, W)
+        y0, y1, x0, x1 = context_box(o, shape)
         big = np.zeros((y1 - y0, x1 - x0), bool)
         inside = (slice(ty0 - y0, ty0 - y0 + h), slice(tx0 - x0, tx0 - x0 + w))
         big[inside] = o.mask[ry, rx]

@@ -10,7 +10,7 @@ import numpy as np
 from ..core.candidates import prepare_object
 from ..core.config import SpiralNetConfig
 from ..core.engine import SCORE_BLOCK, to_channels
-from ..core.outline import refine_objects
+from ..core.outline import context_box, refine_objects
 from ..core.regions import reflect_index
 from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects
@@ -77,6 +77,18 @@ class WindowSource:
                 out[k] = self._find(int(c[k, 0]) - cy, int(c[k, 1]) - cx, r.height, r.width)
         return out
 
+    def read_around(self, boxes: list[tuple[int, int, int, int]]) -> None:
+        """Keep one window holding the image boxes ``(y0, y1, x0, x1)`` that no kept window holds,
+        when they lie close together (as ``regions`` decides): a segmenter actor's batch holds
+        seeds from anywhere, and each object's surroundings would otherwise be a read of its own."""
+        todo = [b for b in boxes if self._find(b[0], b[2], b[1] - b[0], b[3] - b[2]) is None]
+        if len(todo) < 2:
+            return
+        y0, y1 = min(b[0] for b in todo), max(b[1] for b in todo)
+        x0, x1 = min(b[2] for b in todo), max(b[3] for b in todo)
+        if (y1 - y0) * (x1 - x0) <= 4 * sum((b[1] - b[0]) * (b[3] - b[2]) for b in todo):
+            self.window(y0, y1, x0, x1)
+
     def plane(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The first channel's normalised pixels of an image box, ``h x w``: from a kept window
         when one holds the box, else read (and not kept)."""
@@ -135,6 +147,8 @@ def segment_candidates(engine, source: WindowSource, seeds: np.ndarray, scores: 
         seeds, scores, lambda c: engine.masks_of(source.regions(c)), shape, cfg.region, cfg.spiral
     )
     prepared = [prepare_object(o, cfg.candidates) for o in objects]
+    if cfg.candidates.outline_level > 0:
+        source.read_around([context_box(o, shape) for o in prepared if o is not None and o.mask.any()])
     return refine_objects(prepared, source.plane, shape, cfg.candidates.outline_level)
 
 

@@ -202,9 +202,8 @@ def main():
         "outline": _floats(args.outline) if args.outline else None,
     }
     print(json.dumps({"note": HELA_NOTE, "sets": {k: len(v) for k, v in sets.items()}, "weights": weights}))
-    keys = ("stride", "neck", "outline", "score", "central", "nms", "min_area", "objective", "object_f1_50")
-    keys += ("pixel_f1",)
-    keys += tuple(sets)[1:]
+    keys = ("stride", "neck", "outline", "score", "central", "nms", "min_area")
+    keys += ("objective", "object_f1_50", "pixel_f1", *tuple(sets)[1:])
     best, _ = choose(
         cached_runner(net),
         sets,

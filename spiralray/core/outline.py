@@ -60,9 +60,14 @@ def peel(mask: np.ndarray, image: np.ndarray, level: float) -> np.ndarray:
 def context_box(o: ObjectMask, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """Image box ``(y0, y1, x0, x1)`` an object's refinement reads: its mask's own bounding box
     (not empty) grown by ``MARGIN``, clipped to the image (``shape`` H x W)."""
+    return _boxes(o, shape)[1]
+
+
+def _boxes(o: ObjectMask, shape: tuple[int, int]):
+    """(the mask's own box as slices of ``o.mask``, ``context_box``)."""
     ((ry, rx),) = ndi.find_objects(o.mask.astype(np.uint8))
     H, W = shape
-    return (
+    return (ry, rx), (
         max(o.y0 + ry.start - MARGIN, 0),
         min(o.y0 + ry.stop + MARGIN, H),
         max(o.x0 + rx.start - MARGIN, 0),
@@ -82,10 +87,9 @@ def refine_objects(
         if o is None or not o.mask.any():
             out.append(o)
             continue
-        ((ry, rx),) = ndi.find_objects(o.mask.astype(np.uint8))  # the mask's own box in o.mask
-        ty0, tx0 = o.y0 + ry.start, o.x0 + rx.start  # ... in the image
+        (ry, rx), (y0, y1, x0, x1) = _boxes(o, shape)  # the mask's own box in o.mask, and around
+        ty0, tx0 = o.y0 + ry.start, o.x0 + rx.start  # the mask's own box in the image
         h, w = ry.stop - ry.start, rx.stop - rx.start
-        y0, y1, x0, x1 = context_box(o, shape)
         big = np.zeros((y1 - y0, x1 - x0), bool)
         inside = (slice(ty0 - y0, ty0 - y0 + h), slice(tx0 - x0, tx0 - x0 + w))
         big[inside] = o.mask[ry, rx]

@@ -53,36 +53,22 @@ class WindowSource:
         cy, cx = r.centre
         c = np.asarray(centres, np.int64).reshape(-1, 2)
         out = np.empty((len(c), self.cfg.model.in_channels, r.height, r.width), np.float32)
-        todo = []
-        for k, (y, x) in enumerate(c):
-            got = self._find(y - cy, x - cx, r.height, r.width)
-            if got is None:
-                todo.append(k)
-            else:
-                out[k] = got
-        if todo:
-            ys, xs = c[todo, 0] - cy, c[todo, 1] - cx
-            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + r.height, int(xs.min()), int(xs.max()) + r.width
-            if (y1 - y0) * (x1 - x0) <= 4 * len(todo) * r.height * r.width:
-                self.window(y0, y1, x0, x1)  # one read for regions close together
-            else:
-                for k in todo:  # scattered: one small read each
-                    self.window(
-                        int(c[k, 0]) - cy,
-                        int(c[k, 0]) - cy + r.height,
-                        int(c[k, 1]) - cx,
-                        int(c[k, 1]) - cx + r.width,
-                    )
-            for k in todo:
-                out[k] = self._find(int(c[k, 0]) - cy, int(c[k, 1]) - cx, r.height, r.width)
+        boxes = [(y - cy, y - cy + r.height, x - cx, x - cx + r.width) for y, x in c.tolist()]
+        self.read_around(boxes)  # one read for regions close together
+        for k, (y0, y1, x0, x1) in enumerate(boxes):
+            got = self._find(y0, x0, y1 - y0, x1 - x0)
+            if got is None:  # scattered: one small read each
+                self.window(y0, y1, x0, x1)
+                got = self._find(y0, x0, y1 - y0, x1 - x0)
+            out[k] = got
         return out
 
     def read_around(self, boxes: list[tuple[int, int, int, int]]) -> None:
         """Keep one window holding the image boxes ``(y0, y1, x0, x1)`` that no kept window holds,
-        when they lie close together (as ``regions`` decides): a segmenter actor's batch holds
-        seeds from anywhere, and each object's surroundings would otherwise be a read of its own."""
+        when they lie close together (their joint box at most 4x their summed areas): regions of
+        a batch, or the surroundings of its objects, which hold seeds from anywhere."""
         todo = [b for b in boxes if self._find(b[0], b[2], b[1] - b[0], b[3] - b[2]) is None]
-        if len(todo) < 2:
+        if not todo:
             return
         y0, y1 = min(b[0] for b in todo), max(b[1] for b in todo)
         x0, x1 = min(b[2] for b in todo), max(b[3] for b in todo)

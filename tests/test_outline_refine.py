@@ -46,6 +46,22 @@ def test_dark_objects_crowded_objects_and_the_seed_are_kept():
     assert out.mask[32, 20] and out.mask.sum() < wide.sum()
 
 
+def test_a_peel_that_would_take_half_the_object_is_not_made():
+    shape = (64, 96)
+    true = disc(shape, 32, 20, 6)
+    core = disc(shape, 32, 20, 7)
+    for length, peeled in ((20, True), (60, False)):
+        mask = true.copy()
+        mask[31:33, 26 : 26 + length] = True  # a 2 px spur of dim background pixels
+        out = peel(mask, blurred(true), 0.4)
+        spur = mask & ~core
+        if peeled:  # the spur is under half the mask: it goes, the nucleus stays
+            assert not out[spur].any() and out[true].all()
+        else:  # taking the spur would take more than half: the mask is left as it is
+            assert 2 * int(spur.sum()) > int(mask.sum())
+            assert (out == mask).all()
+
+
 def test_objects_at_the_image_border_read_only_image_pixels():
     shape = (40, 40)
     true = disc(shape, 2, 20, 10)  # cut by the top edge

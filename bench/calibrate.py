@@ -155,11 +155,10 @@ def test_figures(engine, hela: str, dsb: str) -> dict:
     BBBC039's outline convention) and the DSB 2018 image: read and scored once, after choosing."""
     test = load_pairs(hela, HELA_SPLIT["test"])
     found = [engine.segment(im).labels for im, _ in test]
+    truth = [lb for _, lb in test]
     out = {
-        "hela 17-19": evaluate_many(zip(found, [lb for _, lb in test], strict=True)),
-        "hela 17-19, cut nuclei left out": evaluate_many(
-            zip(found, [lb for _, lb in test], strict=True), exclude_border=True
-        ),
+        "hela 17-19": evaluate_many(zip(found, truth, strict=True)),
+        "hela 17-19, cut nuclei left out": evaluate_many(zip(found, truth, strict=True), exclude_border=True),
         "hela 17-19 conformed": evaluate_many(zip(found, [lb for _, lb in conform_pairs(test)], strict=True)),
     }
     if os.path.exists(os.path.join(dsb, "images.tif")):

@@ -39,19 +39,35 @@ MARGIN = BACKGROUND_RING[1] + 1  # image pixels read around an object's box
 Read = Callable[[int, int, int, int], np.ndarray]
 
 
+def levels(
+    mask: np.ndarray, image: np.ndarray, exclude: np.ndarray | None = None
+) -> tuple[float, float] | None:
+    """(interior, background) intensity of the object ``mask`` (``h x w`` bool) in ``image``
+    (``h x w`` float): the median of its pixels at least ``INTERIOR_DEPTH`` px inside (all of
+    them for a thin object) and of the ``BACKGROUND_RING`` outside it, less ``exclude`` (other
+    objects) and non-finite pixels. None without ``MIN_BACKGROUND`` ring pixels, or when the
+    object is not brighter than its surroundings: no outline to place."""
+    depth = ndi.distance_transform_edt(mask)
+    deep = depth >= INTERIOR_DEPTH
+    inner = image[deep] if deep.any() else image[mask]
+    out = ndi.distance_transform_edt(~mask)
+    ring = (out >= BACKGROUND_RING[0]) & (out <= BACKGROUND_RING[1]) & np.isfinite(image)
+    if exclude is not None:
+        ring &= ~exclude
+    if ring.sum() < MIN_BACKGROUND or not np.isfinite(inner).any():
+        return None
+    fg, bg = float(np.nanmedian(inner)), float(np.median(image[ring]))
+    return (fg, bg) if fg > bg else None
+
+
 def peel(mask: np.ndarray, image: np.ndarray, level: float) -> np.ndarray:
     """``mask`` (``h x w`` bool) without its outline pixels whose normalised intensity in
     ``image`` (``h x w`` float, the same pixels) is under ``level``; the mask itself when the
-    object's levels cannot be read or the peel would take half of it."""
-    depth = ndi.distance_transform_edt(mask)
-    inner = image[depth >= INTERIOR_DEPTH] if (depth >= INTERIOR_DEPTH).any() else image[mask]
-    out = ndi.distance_transform_edt(~mask)
-    ring = (out >= BACKGROUND_RING[0]) & (out <= BACKGROUND_RING[1])
-    if ring.sum() < MIN_BACKGROUND:
+    object's levels cannot be read (``levels``) or the peel would take half of it."""
+    got = levels(mask, image)
+    if got is None:
         return mask
-    fg, bg = float(np.median(inner)), float(np.median(image[ring]))
-    if not fg > bg:  # not brighter than its surroundings (or NaN): no outline to place
-        return mask
+    fg, bg = got
     dim = find_boundaries(mask, mode="inner") & ((image - bg) < level * (fg - bg))
     kept = mask & ~dim
     return kept if 2 * int(kept.sum()) >= int(mask.sum()) else mask

@@ -22,9 +22,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-# The interior depth, background ring and minimum ring are core.outline's, which places predicted
-# outlines by the same levels at inference; here other nuclei are also masked out of the ring.
-from ..core.outline import BACKGROUND_RING, INTERIOR_DEPTH, MIN_BACKGROUND
+# An object's levels are core.outline's, which places predicted outlines by the same levels at
+# inference; here other nuclei are also masked out of the ring.
+from ..core.outline import BACKGROUND_RING, levels
 from ..core.regions import contact_zone
 from ..errors import SpiralrayError
 
@@ -43,16 +43,10 @@ def object_levels(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
         sl = tuple(slice(max(s.start - hi - 1, 0), s.stop + hi + 1) for s in sl)
         lab, img = labels[sl], image[sl]
         m = lab == i
-        depth = ndi.distance_transform_edt(m)
-        inner = img[depth >= INTERIOR_DEPTH] if (depth >= INTERIOR_DEPTH).any() else img[m]
-        out = ndi.distance_transform_edt(~m)
         others = ndi.binary_dilation((lab > 0) & ~m, iterations=lo - 1)
-        ring = (out >= lo) & (out <= hi) & ~others & np.isfinite(img)
-        if ring.sum() < MIN_BACKGROUND or not np.isfinite(inner).any():
-            continue
-        f, b = float(np.nanmedian(inner)), float(np.median(img[ring]))
-        if f > b:
-            fg[i], bg[i] = f, b
+        got = levels(m, img, exclude=others)
+        if got is not None:
+            fg[i], bg[i] = got
     return fg, bg
 
 

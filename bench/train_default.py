@@ -34,6 +34,7 @@ from spiralray.train.job_args import add_conform_argument, add_sampling_argument
 from spiralray.train.local import fit
 from spiralray.train.sampling import RegionSampler, hard_case_options
 from spiralray.train.steps import TrainSpec
+from spiralray.train.widen import widen_skips
 
 
 def main():
@@ -54,6 +55,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", default=None, help="warm start from this model directory")
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
+    ap.add_argument(
+        "--skip-inner",
+        type=int,
+        default=0,
+        help="grow the segmenter's skip modules to this many inner channels first (train.widen)",
+    )
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
     add_sampling_arguments(ap)
@@ -88,6 +95,11 @@ def main():
     from spiralray import modelzoo
 
     net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)
+    if args.skip_inner:
+        try:
+            net = widen_skips(net, args.skip_inner)
+        except SpiralrayError as e:
+            ap.error(str(e))
     if args.score_label:  # only the scorer's training targets depend on it
         net.config = net.config.replace(model={"score_label": args.score_label})
     history = {"scorer": [], "segmenter": []}

@@ -83,6 +83,7 @@ class ModelSpec:
     seg_width: int = 32  # each input branch
     seg_trunk: int = 64
     seg_skip_modules: int = 2
+    seg_skip_inner: int = 0  # channels inside each skip module; 0: seg_trunk // 2 (the thesis's 32)
     scorer_hidden: int = 128
     norm: str = "percentile"  # "percentile" (1st-99.8th) or "minmax" (the thesis)
     norm_low: float = 1.0

@@ -24,7 +24,9 @@ class SpiralNet:
             torch.manual_seed(seed)
         m, r = config.model, config.region
         scorer = Scorer(m.in_channels, r.height, r.width, m.scorer_hidden)
-        segmenter = Segmenter(m.in_channels, 3, m.seg_width, m.seg_trunk, m.seg_skip_modules)
+        segmenter = Segmenter(
+            m.in_channels, 3, m.seg_width, m.seg_trunk, m.seg_skip_modules, m.seg_skip_inner
+        )
         return cls(config, scorer.eval(), segmenter.eval())
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """The stage-2 segmenting network (thesis, with our reading: no ReLU before the sigmoid).
 
 image -> conv3x3(32)+ReLU; mask -> conv3x3(32)+ReLU; concat(64) -> conv3x3(64)+ReLU;
-``skip_modules`` x [conv3x3 64->32 + ReLU, conv3x3 32->64, add input, ReLU]; conv1x1 -> 3.
+``skip_modules`` x [conv3x3 64->32 + ReLU, conv3x3 32->64, add input, ReLU]; conv1x1 -> 3
+(32: ``skip_inner``, wider in a widened model).
 No pooling and no batch norm, so every output pixel depends only on a (2r+1)^2 window,
 r = ``receptive_radius``. ``padding=0`` ("valid") computes exactly the pixels whose window is
 inside the input: the fast engine evaluates only the block each spiral step writes.
@@ -36,6 +37,7 @@ class Segmenter(nn.Module):
     mask_channels: object-mask channels (3: central / other / background).
     width: channels of each input branch (32); trunk: trunk channels (64).
     skip_modules: number of skip modules (2).
+    skip_inner: channels inside each skip module (0: ``trunk // 2``, the thesis's 32).
     """
 
     def __init__(
@@ -45,12 +47,14 @@ class Segmenter(nn.Module):
         width: int = 32,
         trunk: int = 64,
         skip_modules: int = 2,
+        skip_inner: int = 0,
     ):
         super().__init__()
         self.image_conv = nn.Conv2d(in_channels, width, 3)
         self.mask_conv = nn.Conv2d(mask_channels, width, 3)
         self.merge = nn.Conv2d(2 * width, trunk, 3)
-        self.skips = nn.ModuleList(SkipModule(trunk, trunk // 2) for _ in range(skip_modules))
+        inner = skip_inner or trunk // 2
+        self.skips = nn.ModuleList(SkipModule(trunk, inner) for _ in range(skip_modules))
         self.head = nn.Conv2d(trunk, mask_channels, 1)
 
     @property

@@ -30,7 +30,12 @@ from spiralray.core.net import SpiralNet
 from spiralray.data.datasets import HELA_SPLIT, SYNTHETIC_PRESETS, load_sources, synthetic_pairs
 from spiralray.data.normalize import normalize
 from spiralray.errors import SpiralrayError
-from spiralray.train.job_args import add_conform_argument, add_sampling_arguments, check_sampling_arguments
+from spiralray.train.job_args import (
+    add_conform_argument,
+    add_growth_argument,
+    add_sampling_arguments,
+    check_sampling_arguments,
+)
 from spiralray.train.local import fit
 from spiralray.train.sampling import RegionSampler, hard_case_options
 from spiralray.train.steps import TrainSpec
@@ -55,12 +60,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", default=None, help="warm start from this model directory")
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
-    ap.add_argument(
-        "--skip-inner",
-        type=int,
-        default=0,
-        help="grow the segmenter's skip modules to this many inner channels first (train.widen)",
-    )
+    add_growth_argument(ap)
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
     add_sampling_arguments(ap)

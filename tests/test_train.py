@@ -37,6 +37,7 @@ def trained(ray_cluster, mlflow_store, dataset, tmp_path_factory):
         synthetic=1,
         synthetic_size=96,
         init=str(SHIPPED),
+        skip_inner=40,  # the shipped segmenter grown (train.widen), then trained
         contact_weight=2.0,  # segmenter training aimed at touching nuclei
         contact_fraction=0.5,
         register="spiral-smoke",
@@ -75,7 +76,9 @@ def test_load_by_alias_and_version_then_segment(trained, tmp_path):
     job, out = trained
     by_alias = modelzoo.load("models:/spiral-smoke@champion")
     by_version = modelzoo.load(f"models:/spiral-smoke/{out['version']}")
-    assert by_alias.config == modelzoo.load(str(SHIPPED)).config  # --init: the model's settings too
+    grown = modelzoo.load(str(SHIPPED)).config.replace(model={"seg_skip_inner": 40})
+    assert by_alias.config == grown  # --init: the model's settings too, with --skip-inner's growth
+    assert by_alias.segmenter.skips[0].a.weight.shape[0] == 40
     for a, b in zip(by_alias.state_dict().values(), by_version.state_dict().values(), strict=True):
         assert np.array_equal(a.numpy(), b.numpy())
     image, _ = generate(SyntheticSpec(96, 112), seed=9)
@@ -179,9 +182,12 @@ def test_job_arguments_make_the_job():
             ["--data", "a:0-13", "--data", "b", "--val-data", "a:14-16", "--synthetic", "8"]
             + ["--init", "m", "--zoom", "0.5,1", "--register", "n", "--alias", "champion"]
             + ["--contact-weight", "4", "--contact-fraction", "0.5", "--small-fraction", "0.3"]
-            + ["--conform-outlines", "a:0-13"]
+            + ["--conform-outlines", "a:0-13", "--skip-inner", "48"]
         )
     )
+    assert job.skip_inner == 48
+    with pytest.raises(SpiralrayError, match="bad --skip-inner -1"):
+        job_from_args(parse(["--data", "a", "--skip-inner", "-1"]))
     assert job.conform == ["a:0-13"]
     with pytest.raises(SpiralrayError, match="--conform-outlines a is not one of the data sources"):
         job_from_args(parse(["--data", "a:0-13", "--conform-outlines", "a"]))

@@ -28,6 +28,7 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, help="fine-tune this model (directory or models:/ URI)")
     t.add_argument("--zoom", default="0.75,1.0,1.33", help="zoom factors of the training images")
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
+    add_growth_argument(t)
     add_sampling_arguments(t)
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--workers", type=int, default=2)
@@ -65,6 +66,18 @@ def add_conform_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def add_growth_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--skip-inner N``: the segmenter's skip modules grown to N inner channels before training,
+    keeping the initial model's masks exactly (``train.widen``)."""
+    p.add_argument(
+        "--skip-inner",
+        type=int,
+        default=0,
+        help="grow the segmenter's skip modules to this many inner channels first (0: as they are)",
+    )
+    return p
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Training aimed at hard cases, on ``p``: the job's flags and ``bench/train_default.py``'s.
     ``--contact-weight`` / ``--contact-fraction``: touching nuclei; ``--small-fraction`` /
@@ -89,6 +102,8 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
         raise SpiralrayError(f"bad --contact-weight {args.contact_weight} (0 or more; 0: off)")
     if args.small_area <= 0:
         raise SpiralrayError(f"bad --small-area {args.small_area} (an area in px, more than 0)")
+    if getattr(args, "skip_inner", 0) < 0:
+        raise SpiralrayError(f"bad --skip-inner {args.skip_inner} (channels; 0: as they are)")
 
 
 def job_from_args(args: argparse.Namespace):
@@ -121,6 +136,7 @@ def job_from_args(args: argparse.Namespace):
         init=args.init,
         zoom=zoom,
         lr=args.lr,
+        skip_inner=args.skip_inner,
         contact_weight=args.contact_weight,
         **hard_case_options(args),
         epochs=args.epochs,

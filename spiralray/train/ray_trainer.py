@@ -44,6 +44,7 @@ class TrainJob:
     synthetic_preset: str = "diverse"  # "plain" or "diverse" (spiralray.data.datasets.synthetic_pairs)
     synthetic_size: int = 384
     init: str | None = None  # fine-tune from this model (directory or models:/ URI); its config too
+    skip_inner: int = 0  # grow the segmenter's skip modules to this many inner channels (train.widen)
     epochs: int = 3
     workers: int = 2
     use_gpu: bool = False
@@ -220,6 +221,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from ..data.normalize import normalize
     from . import registry
     from .sampling import hard_case_options
+    from .widen import widen_skips
     from .worker_loop import train_loop
 
     cfg, weights = SpiralNetConfig(), None
@@ -227,7 +229,11 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         from .. import modelzoo
 
         base = modelzoo.load(job.init)
+        if job.skip_inner:  # the same masks as the model given, with room to learn more
+            base = widen_skips(base, job.skip_inner)
         cfg, weights = base.config, {k: v.numpy() for k, v in base.state_dict().items()}
+    elif job.skip_inner:
+        cfg = cfg.replace(model={"seg_skip_inner": job.skip_inner})
     cfg = SpiralNetConfig.from_dict({**cfg.to_dict(), **job.config})
     train_pairs, val_pairs = _split(job)
     if not val_pairs:

@@ -16,12 +16,7 @@ MIN_SCO=${MIN_SCO:-1.5}
 MIN_SEG=${MIN_SEG:-4}
 WORKERS=${WORKERS:-3}
 W=/tmp/spiralray_gpu
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-rm -rf $W  # never bring back an earlier run's models
-mkdir -p "$OUT" $W
-exec > >(tee -a "$OUT/log.txt") 2>&1
-date
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+source bench/gpu/session.sh
 python3 -c "import torch, numpy, scipy, skimage; print('torch', torch.__version__, 'numpy', numpy.__version__)"
 if [ "${SMOKE:-1}" = 1 ]; then
     timeout 120 python3 bench/gpu/smoke.py "$DEVICE" || { echo "SMOKE FAILED"; exit 1; }

@@ -18,12 +18,7 @@ WORKERS=${WORKERS:-3}
 THREADS=${THREADS:-3}
 PY=${PY:-python3}
 W=/tmp/spiralray_gpu11
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-rm -rf $W  # never bring back an earlier run's models
-mkdir -p "$OUT" $W
-exec > >(tee -a "$OUT/log.txt") 2>&1
-date
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+source bench/gpu/session.sh
 $PY -c "import torch, numpy, scipy, skimage, tifffile; print('torch', torch.__version__)" || { echo "IMPORTS FAILED"; exit 1; }
 [ -f "$DATA/bbbc039_train/images.tif" ] && [ -f "$DATA/hela/images.tif" ] || { echo "NO DATA in $DATA"; exit 1; }
 if [ "${SMOKE:-1}" = 1 ]; then

@@ -5,7 +5,9 @@ The flags of ``spiralray train`` (``spiralray.train.job_args``): several ``--dat
 ``--contact-weight W --contact-fraction F`` (training aimed at touching nuclei),
 ``--small-fraction F [--small-area PX]`` (regions centred on micronuclei and blebs),
 ``--conform-outlines SOURCE [--conform-level A --conform-passes N]`` (a source's labels peeled
-to the manual outline convention first, ``spiralray.data.outlines``) and ``--register NAME
+to the manual outline convention first, ``spiralray.data.outlines``), ``--skip-inner N`` (the
+``--init`` segmenter's skip modules grown to N inner channels, same masks at the start,
+``spiralray.train.widen``) and ``--register NAME
 [--alias A]``, which registers the trained model in MLflow. Inside a Ray job it joins the job's
 cluster. The default model's sources and recipe (v11), fine-tuned from the shipped model:
 

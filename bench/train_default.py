@@ -94,12 +94,15 @@ def main():
     sampler = RegionSampler(images, labels, cfg, scales=scales, **hard_case_options(args))
     from spiralray import modelzoo
 
-    net = modelzoo.load(args.init) if args.init else SpiralNet.build(cfg, seed=0)
-    if args.skip_inner:
-        try:
-            net = widen_skips(net, args.skip_inner)
-        except SpiralrayError as e:
-            ap.error(str(e))
+    if args.init:
+        net = modelzoo.load(args.init)
+        if args.skip_inner:  # the same masks as the model given, with room to learn more
+            try:
+                net = widen_skips(net, args.skip_inner)
+            except SpiralrayError as e:
+                ap.error(str(e))
+    else:  # from scratch: built at that width, as a Ray Train job without --init is
+        net = SpiralNet.build(cfg.replace(model={"seg_skip_inner": args.skip_inner}), seed=0)
     if args.score_label:  # only the scorer's training targets depend on it
         net.config = net.config.replace(model={"score_label": args.score_label})
     history = {"scorer": [], "segmenter": []}

@@ -94,7 +94,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def check_sampling_arguments(args: argparse.Namespace) -> None:
-    """A clear error for a share outside 0-1 or a negative weight or area."""
+    """A clear error for a share outside 0-1 or a negative weight, area or ``--skip-inner``."""
     for flag in ("contact_fraction", "small_fraction"):
         if not 0 <= getattr(args, flag) <= 1:
             raise SpiralrayError(f"bad --{flag.replace('_', '-')} {getattr(args, flag)} (a share: 0 to 1)")
@@ -102,7 +102,7 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
         raise SpiralrayError(f"bad --contact-weight {args.contact_weight} (0 or more; 0: off)")
     if args.small_area <= 0:
         raise SpiralrayError(f"bad --small-area {args.small_area} (an area in px, more than 0)")
-    if getattr(args, "skip_inner", 0) < 0:
+    if args.skip_inner < 0:
         raise SpiralrayError(f"bad --skip-inner {args.skip_inner} (channels; 0: as they are)")
 
 

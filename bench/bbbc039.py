@@ -142,10 +142,11 @@ def methods(models: list[str], watershed: bool) -> dict:
     return out
 
 
-def unet_method(path: str, hela: str, fields: int, log=print):
+def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool = False):
     """(image -> labels, chosen settings) of the U-Net at ``path``: its post-processing (minimum
     seed area, growth) chosen on the validation sets and objective SpiralNet's thresholds are
-    chosen on (``calibrate.validation_sets``, ``calibrate.choose``'s weighted objective)."""
+    chosen on (``calibrate.validation_sets``, ``calibrate.choose``'s weighted objective;
+    ``conform_hela`` as ``calibrate.py --conform-hela``, which chose the shipped model's)."""
     import itertools
 
     from calibrate import validation_sets, weighted_objective
@@ -156,7 +157,7 @@ def unet_method(path: str, hela: str, fields: int, log=print):
     from spiralray.data.normalize import normalize
 
     net, cfg = load_unet(path)
-    sets, weights = validation_sets(hela, f"{BBBC039}/val", fields)
+    sets, weights = validation_sets(hela, f"{BBBC039}/val", fields, conform_hela)
     cached = {k: [(unet_logits(net, normalize(im)), lb) for im, lb in v] for k, v in sets.items()}
     trials = []
     for min_area, grow in itertools.product((12, 30, 60, 120), (1, 2, 3, 5)):
@@ -197,6 +198,7 @@ def main():
     ap.add_argument("--unet", default=None, help="a U-Net model directory (train_baselines.py --out)")
     ap.add_argument("--hela", default="../shared/data/hela", help="HeLa, for the U-Net's calibration")
     ap.add_argument("--calibration-fields", type=int, default=20, help="BBBC039 fields (as calibrate.py)")
+    ap.add_argument("--conform-hela", action="store_true", help="U-Net calibration as calibrate.py's")
     args = ap.parse_args()
     from spiralray.data.datasets import load_pairs
 
@@ -207,7 +209,9 @@ def main():
     rows = {}
     todo = methods(args.models, args.watershed)
     if args.unet:
-        fn, chosen = unet_method(args.unet, args.hela, args.calibration_fields)
+        fn, chosen = unet_method(
+            args.unet, args.hela, args.calibration_fields, conform_hela=args.conform_hela
+        )
         todo[args.unet] = fn
         rows[args.unet] = {"postprocessing": chosen}
     for name, fn in todo.items():

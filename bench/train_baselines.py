@@ -7,6 +7,13 @@ python bench/train_baselines.py --base 32 --minutes 5.5 --device cuda   # the GP
 python bench/train_baselines.py --base 32 --out /tmp/eb/unet32 --minutes 30 --clock cpu --threads 1 \\
     --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \\
     --synthetic 64 --synthetic-preset diverse         # v7's data (docs/training.md, equal budget)
+python bench/train_baselines.py --base 32 --minutes 40 --threads 2 --calibrate \
+    --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \
+    --synthetic 64 --synthetic-preset diverse         # bench compare's U-Net (README, docs/benchmarks.md)
+
+--calibrate then chooses the U-Net's post-processing (minimum seed area, growth) on the
+validation sets and objective the shipped model's thresholds were chosen on (bench/bbbc039.py's
+unet_method, HeLa conformed) and stores it with the weights; ``bench compare`` applies it.
 """
 
 import argparse
@@ -38,9 +45,14 @@ def main():
     ap.add_argument("--scales", default=",".join(map(str, SCALES)))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--calibrate", action="store_true", help="choose and store the post-processing")
+    ap.add_argument("--calibrate-only", action="store_true", help="calibrate the saved U-Net; no training")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     path = args.out or os.path.join(args.weights, f"unet{args.base}")
+    if args.calibrate_only:
+        calibrate(path, args.hela)
+        return
     net, cfg = UNet(base=args.base), {"base": args.base}
     if args.more:
         tensors, cfg = storage.load_model_dir(path)
@@ -65,6 +77,22 @@ def main():
         preset=args.synthetic_preset,
     )
     cfg["trained"] = f"{cfg['trained']}; then {note}" if args.more else f"trained here: {note}"
+    save_unet(path, net, cfg)
+    print(json.dumps(cfg))
+    if args.calibrate:
+        calibrate(path, args.hela)
+
+
+def calibrate(path: str, hela: str) -> None:
+    """Store the post-processing chosen on validation in the U-Net directory at ``path``."""
+    from bbbc039 import unet_method
+
+    from spiralray.bench.compare import load_unet
+
+    _, best = unet_method(path, hela, fields=20, conform_hela=True)
+    net, cfg = load_unet(path)
+    cfg["postprocessing"] = {k: best[k] for k in ("min_area", "grow", "objective")}
+    cfg["postprocessing"]["chosen_on"] = "calibrate.py's validation objective, HeLa conformed"
     save_unet(path, net, cfg)
     print(json.dumps(cfg))
 

@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--frames", default="17,18,19", help="HeLa frames (compare)")
     b.add_argument("--model", default=None, help="SpiralNet model (compare; default: shipped)")
+    b.add_argument("--model-name", default=None, help="the model's name in the table, e.g. v12 (compare)")
     b.add_argument("--weights", default="bench/weights", help="baseline weight cache (compare)")
     b.add_argument("--unets", default="32", help="U-Net base widths to compare, e.g. 32,64 (compare)")
     b.add_argument("--dsb", default="bench/data/dsb2018", help="held-out DSB 2018 image (compare)")

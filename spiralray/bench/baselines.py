@@ -62,11 +62,6 @@ def unet_logits(net: UNet, image: np.ndarray, device="cpu") -> torch.Tensor:
     return net(x)[0]
 
 
-def unet_segment(net: UNet, image: np.ndarray, device="cpu") -> np.ndarray:
-    """image: ``H x W`` normalised float32 -> labels ``H x W``."""
-    return unet_instances(unet_logits(net, image, device))
-
-
 def unet_step(net: UNet, opt, images: np.ndarray, classes: np.ndarray, device="cpu") -> float:
     """One optimiser step. images ``B x 1 x h x w`` float32, classes ``B x h x w`` int64."""
     x = torch.from_numpy(images).to(device)

@@ -3,6 +3,8 @@
 U-Net weights are not shipped (U-Net-64 alone is 124 MB); when ``bench/weights/unet{B}`` is
 absent the baseline is trained here on the same data (HeLa 0-13 + synthetic) for
 ``--baseline-minutes`` and cached, and the JSON says how each model was trained.
+``bench/train_baselines.py --calibrate`` trains one on other data and stores its post-processing
+chosen on validation, which is then applied here (else ``unet_instances``'s defaults).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..data.shifts import shifted
 from ..data.synthetic import SyntheticSpec, generate_many
 from ..errors import SpiralrayError
 from ..io import storage
-from .baselines import fit_unet, unet_segment, watershed_baseline
+from .baselines import fit_unet, unet_instances, unet_logits, watershed_baseline
 
 # The data of the shipped model's later training steps (README recipe: train_default.py with
 # --synthetic 48 --scales 0.5,0.75,1.0,1.33; its own defaults are v1's smaller set).
@@ -99,19 +101,26 @@ def load_unet(path: str) -> tuple[UNet, dict]:
     return net.eval(), cfg
 
 
-def _unet(base: int, args, log) -> tuple[UNet, str]:
+def _unet(base: int, args, log) -> tuple[UNet, str, dict]:
+    """(U-Net, how it was trained, its post-processing: ``unet_instances`` keywords)."""
     path = os.path.join(args.weights, f"unet{base}")
     if os.path.isdir(path):
         net, cfg = load_unet(path)
-        return net, cfg.get("trained", "cached")
+        post = cfg.get("postprocessing")
+        if not post:
+            return net, cfg.get("trained", "cached"), {}
+        chosen = {"min_area": post["min_area"], "grow": post["grow"]}
+        how = "post-processing chosen on validation: seeds over {min_area} px grown {grow} px"
+        note = "; " + how.format(**chosen)
+        return net, cfg.get("trained", "cached") + note, chosen
     net = UNet(base=base)
     if args.baseline_minutes <= 0:
-        return net.eval(), "untrained (random weights): timing only"
+        return net.eval(), "untrained (random weights): timing only", {}
     note = "trained here: " + train_unet(
         net, args.data, args.baseline_minutes, resolve_device(args.device), base, log
     )
     save_unet(path, net, {"base": base, "trained": note})
-    return net.eval(), note
+    return net.eval(), note, {}
 
 
 def _timed_labels(fn, frames) -> tuple[list[np.ndarray], float]:
@@ -126,14 +135,14 @@ def _timed_labels(fn, frames) -> tuple[list[np.ndarray], float]:
 def _methods(engine: Engine, spiral_note: str, unets: dict, card) -> dict:
     """name -> (image -> labels, how its weights were made)."""
 
-    def unet_fn(u):
-        return lambda im: unet_segment(
-            u, normalize(im, card.norm, card.norm_low, card.norm_high), engine.device
+    def unet_fn(u, post):
+        return lambda im: unet_instances(
+            unet_logits(u, normalize(im, card.norm, card.norm_low, card.norm_high), engine.device), **post
         )
 
     return {
         "spiralnet": (lambda im: engine.segment(im).labels, spiral_note),
-        **{f"unet{b}": (unet_fn(u), note) for b, (u, note) in unets.items()},
+        **{f"unet{b}": (unet_fn(u, post), note) for b, (u, note, post) in unets.items()},
         "watershed": (lambda im: watershed_baseline(normalize(im)), "none (Otsu + distance watershed)"),
     }
 
@@ -205,6 +214,7 @@ def bench_compare(args) -> dict:
     sn = results["spiralnet"]
     return {
         "benchmark": "compare",
+        "model_version": args.model_name or args.model or "shipped default",
         "data": f"HeLa frames {frames} (labels are ERR_SEG method output)",
         "note": HELA_NOTE,
         "device": str(engine.device),

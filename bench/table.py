@@ -60,6 +60,16 @@ def compare_table(c, full: bool = True) -> list[str]:
             f"| {name} | {r['object_f1_50']:.3f} | {r['object_f1_mean_50_90']:.3f} | {r['pixel_f1']:.3f} | "
             f"{r['merges']} | {r['splits']} | {r['seconds_per_image']:.2f} | {r['weights']} |"
         )
+    sn = c["models"].get("spiralnet", {})
+    if full and "regions_per_object" in sn:
+        lines += [
+            "",
+            f"SpiralNet ran as `spiralray segment` does (diameter estimated per image) and segmented "
+            f"{sn['regions']} regions for {sn['n_pred']} objects: {sn['regions_per_object']:.2f} per "
+            "found object, border continuations included.",
+        ]
+    if full and c.get("note"):
+        lines += ["", c["note"]]
     if full and all("border_excluded" in r for r in c["models"].values()):
         lines += [
             "",
@@ -79,16 +89,22 @@ def compare_table(c, full: bool = True) -> list[str]:
     g = c.get("generalisation")
     if g and full:
         names = list(next(iter(g.values())))
+        runs = all("regions_per_object" in models.get("spiralnet", {}) for models in g.values())
         lines += [
             "",
             "Generalisation: data nothing was trained or tuned on, unchanged settings "
-            "(object F1@0.5 / pixel F1):",
+            "(object F1@0.5 / pixel F1"
+            + ("; SpiralNet's regions segmented per found object, its recursion's work" if runs else "")
+            + "):",
             "",
-            "| data | " + " | ".join(names) + " |",
-            "|---|" + "---:|" * len(names),
+            "| data | " + " | ".join(names) + (" | regions / object |" if runs else " |"),
+            "|---|" + "---:|" * (len(names) + runs),
         ]
         for data, models in g.items():
             cells = [f"{models[m]['object_f1_50']:.3f} / {models[m]['pixel_f1']:.3f}" for m in names]
+            if runs:
+                per = models["spiralnet"]["regions_per_object"]
+                cells.append("-" if per is None else f"{per:.2f}")
             lines.append(f"| {data} | " + " | ".join(cells) + " |")
     t = c.get("thesis")
     if t and full:

@@ -143,34 +143,3 @@ def test_loader_workers_draw_distinct_batches_with_their_targets():
     inline = batches(_sampler(), 16, None, workers=0)
     imgs, labs, targets = next(inline)
     assert targets is None and imgs.shape[0] == 16
-
-
-def test_bench_compare_applies_the_unet_postprocessing_stored_with_it(tmp_path):
-    """``bench compare``'s U-Net row uses the post-processing chosen on validation and stored with
-    its weights (``bench/train_baselines.py --calibrate``) and says so; without one, the defaults."""
-    from argparse import Namespace
-
-    from spiralray import modelzoo
-    from spiralray.bench.baselines import unet_instances, unet_logits
-    from spiralray.bench.compare import _methods, _unet, save_unet
-    from spiralray.core.engine import Engine
-
-    torch.manual_seed(0)
-    untrained = UNet(base=8)
-    untrained.head.weight.data.normal_(0, 1)  # class maps that vary with the image: blobs of all sizes
-    post = {"min_area": 30, "grow": 1}
-    save_unet(str(tmp_path / "unet8"), untrained, {"base": 8, "trained": "here", "postprocessing": post})
-    save_unet(str(tmp_path / "unet4"), UNet(base=4), {"base": 4, "trained": "there"})
-    args = Namespace(weights=str(tmp_path), baseline_minutes=0)
-    u8, note, got = _unet(8, args, None)
-    assert got == post and note == "here; post-processing chosen on validation: seeds over 30 px grown 1 px"
-    assert _unet(4, args, None)[1:] == ("there", {})
-
-    net = modelzoo.load()
-    fn = _methods(Engine(net, device="cpu"), "shipped", {8: (u8, note, got)}, net.config.model)["unet8"][0]
-    image = generate(SyntheticSpec(96, 96), seed=3)[0]
-    card = net.config.model
-    z = unet_logits(u8, normalize(image, card.norm, card.norm_low, card.norm_high))
-    chosen, default = unet_instances(z, **post), unet_instances(z)
-    assert not np.array_equal(chosen, default)  # the choice matters on this image
-    np.testing.assert_array_equal(fn(image), chosen)

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from spiralray.core.config import SpiralNetConfig
 from spiralray.data.appearance import FEATURES, Appearance
 from spiralray.data.nucleus_shapes import mitotic
-from spiralray.data.shifts import APPEARANCE_SHIFTS, SHIFTS, shifted
+from spiralray.data.shifts import APPEARANCE_SHIFTS, SHIFTS, inverted, shifted
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.train.sampling import RegionSampler
 
@@ -216,3 +216,13 @@ def test_augmented_spots_stay_inside_nuclei():
     assert image.max() == 1.0  # the source is never written to
     regions, labs, _ = sampler.sample(64)
     assert regions.dtype == np.float32 and np.isfinite(regions).all() and labs.shape[0] == 64
+
+
+def test_inverted_reverses_the_intensities_within_the_frame_range():
+    image, labels = generate(SyntheticSpec(96, 96), seed=4)
+    out, lb = inverted(image, labels)
+    assert out.dtype == image.dtype and lb is labels
+    assert out.min() == image.min() and out.max() == image.max()
+    inside, outside = labels > 0, labels == 0
+    assert image[inside].mean() > image[outside].mean() and out[inside].mean() < out[outside].mean()
+    np.testing.assert_array_equal(out.astype(np.int64) + image, int(image.min()) + int(image.max()))

@@ -16,13 +16,14 @@ import time
 import numpy as np
 import torch
 
-from .. import modelzoo
+from .. import api, modelzoo
+from ..api import Result
 from ..core.engine import Engine, resolve_device
 from ..core.metrics import evaluate_many
 from ..core.models import UNet
 from ..data.datasets import HELA_NOTE, HELA_SPLIT, load_pairs
 from ..data.normalize import normalize
-from ..data.shifts import shifted
+from ..data.shifts import APPEARANCE_SHIFTS, SHIFTS, inverted, shifted
 from ..data.synthetic import SyntheticSpec, generate_many
 from ..errors import SpiralrayError
 from ..io import storage
@@ -123,13 +124,17 @@ def _unet(base: int, args, log) -> tuple[UNet, str, dict]:
     return net.eval(), note, {}
 
 
-def _timed_labels(fn, frames) -> tuple[list[np.ndarray], float]:
-    out, times = [], []
+def _timed_labels(fn, frames) -> tuple[list[np.ndarray], float, int | None]:
+    """(labels per frame, median seconds per frame, regions segmented in all: None unless ``fn``
+    returns ``api.Result``s, which count them)."""
+    out, times, regions = [], [], []
     for f in frames:
         t0 = time.perf_counter()
-        out.append(np.asarray(fn(f)))
+        r = fn(f)
         times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
+        out.append(np.asarray(r.labels if isinstance(r, Result) else r))
+        regions.append(r.regions if isinstance(r, Result) else None)
+    return out, statistics.median(times), None if None in regions else sum(regions)
 
 
 def _methods(engine: Engine, spiral_note: str, unets: dict, card) -> dict:
@@ -140,8 +145,10 @@ def _methods(engine: Engine, spiral_note: str, unets: dict, card) -> dict:
             unet_logits(u, normalize(im, card.norm, card.norm_low, card.norm_high), engine.device), **post
         )
 
+    # SpiralNet as users run it: the diameter estimated per image (resampled when far from the
+    # model's size), regions counted.
     return {
-        "spiralnet": (lambda im: engine.segment(im).labels, spiral_note),
+        "spiralnet": (lambda im: api.segment_image(engine, im), spiral_note),
         **{f"unet{b}": (unet_fn(u, post), note) for b, (u, note, post) in unets.items()},
         "watershed": (lambda im: watershed_baseline(normalize(im)), "none (Otsu + distance watershed)"),
     }
@@ -156,7 +163,7 @@ def _score(methods: dict, pairs) -> dict:
     out = {}
     truths = [lb for _, lb in pairs]
     for name, (fn, note) in methods.items():
-        labels, secs = _timed_labels(fn, [im for im, _ in pairs])
+        labels, secs, regions = _timed_labels(fn, [im for im, _ in pairs])
         cleared = evaluate_many(zip(labels, truths, strict=True), exclude_border=True)
         out[name] = {
             "seconds_per_image": secs,
@@ -164,10 +171,14 @@ def _score(methods: dict, pairs) -> dict:
             **evaluate_many(zip(labels, truths, strict=True)),
             "border_excluded": {k: _round(cleared[k]) for k in BORDER_KEYS},
         }
+        if regions is not None:  # the recursion's work per object it found (runaway check)
+            found = out[name]["n_pred"]
+            out[name].update(regions=regions, regions_per_object=regions / found if found else None)
     return out
 
 
 GENERALISATION_KEYS = ("object_f1_50", "object_f1_mean_50_90", "pixel_f1", "merges", "n_pred", "n_truth")
+RUN_KEYS = ("regions", "regions_per_object")
 
 
 def generalisation(methods: dict, test_pairs, dsb: str) -> dict:
@@ -176,9 +187,11 @@ def generalisation(methods: dict, test_pairs, dsb: str) -> dict:
     sets = {}
     if os.path.exists(os.path.join(dsb, "images.tif")):
         sets["DSB 2018 fluorescence (1 image, manual labels)"] = load_pairs(dsb, None)
-    sets.update({f"HeLa test, {k}": v for k, v in shifted(test_pairs).items()})
+    shifts = {**SHIFTS, **APPEARANCE_SHIFTS, "inverted (out of domain)": inverted}
+    sets.update({f"HeLa test, {k}": v for k, v in shifted(test_pairs, shifts=shifts).items()})
+    keys = GENERALISATION_KEYS + RUN_KEYS
     return {
-        name: {m: {k: _round(r[k]) for k in GENERALISATION_KEYS} for m, r in _score(methods, pairs).items()}
+        name: {m: {k: _round(r[k]) for k in keys if k in r} for m, r in _score(methods, pairs).items()}
         for name, pairs in sets.items()
     }
 

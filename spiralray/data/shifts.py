@@ -7,7 +7,8 @@ Pure NumPy / scikit-image; deterministic given the seed.
 ``SHIFTS`` are the committed benchmark's (unchanged: its results depend on them);
 ``APPEARANCE_SHIFTS`` mirror what the synthetic generator's appearance features grow (nucleoli,
 uneven background, tissue autofluorescence, defocus, a dim 8-bit camera), for choosing models:
-``shifted(pairs, shifts=APPEARANCE_SHIFTS)``.
+``shifted(pairs, shifts=APPEARANCE_SHIFTS)``. ``inverted`` is out of the model's domain on
+purpose (dark nuclei on a bright field): ``bench compare`` reports how far the recursion runs there.
 """
 
 from __future__ import annotations
@@ -104,6 +105,12 @@ def dim_8bit(image: np.ndarray, labels: np.ndarray, seed: int = 0):
     lo, hi = np.percentile(image, (0.1, 99.99))
     out = np.clip((image.astype(np.float64) - lo) / max(hi - lo, 1e-9) * 40, 0, 255)
     return np.round(out).astype(np.uint8), labels
+
+
+def inverted(image: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """The intensities reversed within the frame's own range: dark nuclei on a bright field."""
+    lo, hi = image.min(), image.max()
+    return (hi - (image - lo)).astype(image.dtype), labels
 
 
 APPEARANCE_SHIFTS = {

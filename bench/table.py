@@ -309,7 +309,12 @@ def bbbc039_table(b) -> list[str]:
             f"{m['splits']:.2f} ({p['splits']}) | {r['seconds_per_image']:.2f} ({r['cpu_seconds_per_image']:.2f}) "
             f"| {rates} |"
         )
-    return lines
+    notes = [r["postprocessing"] for r in b["methods"].values() if "postprocessing" in r]
+    return lines + [""] * bool(notes) + [
+        f"U-Net: {n.get('trained', '')}; post-processing chosen on validation: seeds over "
+        f"{n['min_area']} px grown {n['grow']} px."
+        for n in notes
+    ]
 
 
 def equal_budget_bbbc039_table(b) -> list[str]:
@@ -317,12 +322,6 @@ def equal_budget_bbbc039_table(b) -> list[str]:
     data, each post-processing chosen on the same validation sets (bench/bbbc039.py --unet)."""
     lines = bbbc039_table(b)
     lines[0] = "Equal budget: " + lines[0]
-    notes = [r["postprocessing"] for r in b["methods"].values() if "postprocessing" in r]
-    lines += [""] + [
-        f"U-Net: {n.get('trained', '')}; post-processing chosen on validation: seeds over "
-        f"{n['min_area']} px grown {n['grow']} px."
-        for n in notes
-    ]
     if b.get("budget"):
         lines += ["", b["budget"]]
     return lines

@@ -143,6 +143,39 @@ def test_continuation_centres_on_border_runs():
     assert continuation_centres(mask, (100, 371), (400, 400), REGION) == []
 
 
+def test_a_flood_touching_all_four_borders_is_not_followed():
+    """An object larger than the field of view both ways is a flood (out-of-domain input), not
+    a nucleus at the model's scale: with ``stop_floods`` it starts no continuation; three
+    touched borders are still followed."""
+    flood = np.ones((52, 58), bool)
+    assert len(continuation_centres(flood, (100, 100), (400, 400), REGION)) == 4
+    assert continuation_centres(flood, (100, 100), (400, 400), REGION, stop_floods=True) == []
+    flood[:, -1] = False  # clear of the right border
+    assert len(continuation_centres(flood, (100, 100), (400, 400), REGION, stop_floods=True)) == 3
+    # at the image's corner the flood reaches past the image's edges (into reflected pixels):
+    # still a flood, and the two borders inside the image start nothing
+    corner = np.ones((52, 58), bool)
+    assert len(continuation_centres(corner, (10, 10), (400, 400), REGION)) == 2
+    assert continuation_centres(corner, (10, 10), (400, 400), REGION, stop_floods=True) == []
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_floods_cost_one_region_each_not_max_hops(stop):
+    """Every region flooded (an inverted frame: nearly every candidate): the recursion runs each
+    object's ``max_hops`` continuations unless floods stop it."""
+    seeds = np.array([[100, 100], [200, 300]])
+    spiral = SpiralSpec(max_hops=8, stop_floods=stop)
+    calls = []
+
+    def floods(centres):
+        calls.append(len(centres))
+        return np.ones((len(centres), REGION.height, REGION.width), bool)
+
+    objects = segment_objects(seeds, np.ones(2), floods, (400, 500), REGION, spiral)
+    assert [o.regions for o in objects] == ([1, 1] if stop else [9, 9])
+    assert sum(calls) == (2 if stop else 18)
+
+
 def test_continuation_follows_only_the_central_object():
     mask = np.zeros((52, 58), bool)
     mask[20:32, 20:40] = True  # the central object, inside the region

@@ -176,12 +176,14 @@ def continuation_centres(
     centre: tuple[int, int],
     image_shape: tuple[int, int],
     region: RegionSpec,
+    stop_floods: bool = False,
 ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Where the central object touches this region's border inside the image.
 
     mask: ``h x w`` bool central-object mask of the region centred at ``centre``. Only the
     object under the region's centre is followed (the thesis follows *the central object*): a
-    piece of the mask not connected to it does not start a continuation.
+    piece of the mask not connected to it does not start a continuation. With ``stop_floods``
+    (``SpiralSpec.stop_floods``) an object touching all four borders starts none: a flood.
     Returns ``(new_centre, beyond)`` per touched side (top, bottom, left, right): the new region
     is centred on the middle of the longest run along that border; ``beyond`` is the pixel just
     outside the border there.
@@ -195,6 +197,8 @@ def continuation_centres(
         return out
     pieces, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
     mask = pieces == pieces[cy, cx]
+    if stop_floods and mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any():
+        return out  # past the image's edge too: there the region holds the reflected image
     # Clip the border lines to the image: touching the image edge is not a region border.
     c0, c1 = max(0, -tx), min(w, W - tx)
     r0, r1 = max(0, -ty), min(h, H - ty)
@@ -254,7 +258,7 @@ def segment_objects(
         if spiral.continuation:
             for i, results in round_by_object.items():
                 for c, m in results:
-                    for new, beyond in continuation_centres(m, c, image_shape, region):
+                    for new, beyond in continuation_centres(m, c, image_shape, region, spiral.stop_floods):
                         if len(boxes[i]) >= 1 + spiral.max_hops:
                             break
                         if _inside_any(beyond, boxes[i], region):

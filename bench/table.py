@@ -310,11 +310,15 @@ def bbbc039_table(b) -> list[str]:
             f"| {rates} |"
         )
     notes = [r["postprocessing"] for r in b["methods"].values() if "postprocessing" in r]
-    return lines + [""] * bool(notes) + [
-        f"U-Net: {n.get('trained', '')}; post-processing chosen on validation: seeds over "
-        f"{n['min_area']} px grown {n['grow']} px."
-        for n in notes
-    ]
+    return (
+        lines
+        + [""] * bool(notes)
+        + [
+            f"U-Net: {n.get('trained', '')}; post-processing chosen on validation: seeds over "
+            f"{n['min_area']} px grown {n['grow']} px."
+            for n in notes
+        ]
+    )
 
 
 def equal_budget_bbbc039_table(b) -> list[str]:

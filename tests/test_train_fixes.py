@@ -156,3 +156,46 @@ def test_calibration_can_score_hela_against_conformed_outlines(hela):
             assert np.array_equal(im0, im1)
             assert 0.8 * (lb0 > 0).sum() < (lb1 > 0).sum() < 0.97 * (lb0 > 0).sum()
             assert set(np.unique(lb1)) == set(np.unique(lb0))
+
+
+def test_calibration_can_choose_on_shifted_validation_frames_too(hela):
+    """calibrate.py --shifts "dim + noisy": the shifted HeLa validation frames join the sets the
+    thresholds are chosen on, weight 1, their labels those of the (conformed) frames."""
+    from spiralray.data.shifts import SHIFTS, shifted
+    from tests.conftest import HELA
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from calibrate import validation_sets
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    sets, weights = validation_sets(str(HELA), None, conform_hela=True, shifts=["dim + noisy"])
+    assert weights == {"hela": 1.0, "hela half": 1.0, "hela dim + noisy": 1.0}
+    expected = shifted(sets["hela"], shifts={"dim + noisy": SHIFTS["dim + noisy"]})["dim + noisy"]
+    for (im, lb), (im_e, lb_e) in zip(sets["hela dim + noisy"], expected, strict=True):
+        np.testing.assert_array_equal(im, im_e)
+        np.testing.assert_array_equal(lb, lb_e)
+    assert len(sets["hela dim + noisy"]) == len(sets["hela"])
+
+
+def test_calibration_refuses_an_unknown_shift_in_one_line(tmp_path):
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "calibrate.py"), "--model", "x", "--out", str(tmp_path / "m")]
+        + ["--shifts", "dim + noisy,blurry"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "calibrate.py: unknown shift 'blurry' (known: " + ", ".join(_all_shift_names()) + ")"
+    ]
+    assert not (tmp_path / "m").exists()
+
+
+def _all_shift_names():
+    from spiralray.data.shifts import APPEARANCE_SHIFTS, SHIFTS
+
+    return [*SHIFTS, *APPEARANCE_SHIFTS]

@@ -62,11 +62,12 @@ def compare_table(c, full: bool = True) -> list[str]:
         )
     sn = c["models"].get("spiralnet", {})
     if full and "regions_per_object" in sn:
+        per = sn["regions_per_object"]
         lines += [
             "",
             f"SpiralNet ran as `spiralray segment` does (diameter estimated per image) and segmented "
-            f"{sn['regions']} regions for {sn['n_pred']} objects: {sn['regions_per_object']:.2f} per "
-            "found object, border continuations included.",
+            f"{sn['regions']} regions for {sn['n_pred']} objects"
+            + ("." if per is None else f": {per:.2f} per found object, border continuations included."),
         ]
     if full and c.get("note"):
         lines += ["", c["note"]]

@@ -12,8 +12,8 @@ python bench/train_baselines.py --base 32 --minutes 40 --threads 2 --calibrate \
     --synthetic 64 --synthetic-preset diverse         # bench compare's U-Net (README, docs/benchmarks.md)
 
 --calibrate then chooses the U-Net's post-processing (minimum seed area, growth) on the
-validation sets and objective the shipped model's thresholds were chosen on (bench/bbbc039.py's
-unet_method, HeLa conformed) and stores it with the weights; ``bench compare`` applies it.
+validation sets and objective calibrate.py uses (bench/bbbc039.py's unet_method, HeLa conformed,
+no shifts) and stores it with the weights; ``bench compare`` applies it.
 """
 
 import argparse

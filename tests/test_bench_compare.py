@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from spiralray import api, modelzoo
-from spiralray.bench.baselines import unet_instances, unet_logits, watershed_baseline
+from spiralray.bench.baselines import unet_instances, unet_logits
 from spiralray.bench.compare import _methods, _score, _unet, save_unet
 from spiralray.core.engine import Engine
 from spiralray.core.models import UNet
@@ -42,16 +42,16 @@ def test_bench_compare_applies_the_unet_postprocessing_stored_with_it(tmp_path):
 def test_bench_compare_counts_spiralnet_regions_per_found_object():
     """SpiralNet's row reports the regions its recursion segmented per object it found (the
     runaway check on out-of-domain data); a method that does not count regions reports none."""
-    engine = Engine(modelzoo.load(), device="cpu")
+    net = modelzoo.load()
+    engine = Engine(net, device="cpu")
     pairs = [generate(SyntheticSpec(128, 128), seed=s) for s in (1, 2)]
-    methods = {
-        "spiralnet": (lambda im: api.segment_image(engine, im), "shipped"),
-        "watershed": (lambda im: watershed_baseline(normalize(im)), "none"),
-    }
+    methods = _methods(engine, "shipped", {}, net.config.model)  # SpiralNet as compare runs it
     out = _score(methods, pairs)
     sn = out["spiralnet"]
     expected = sum(api.segment_image(engine, im).regions for im, _ in pairs)
     assert sn["regions"] == expected and sn["n_pred"] > 0
-    assert sn["regions_per_object"] == expected / sn["n_pred"] and sn["regions_per_object"] >= 1
+    assert sn["regions_per_object"] == expected / sn["n_pred"]
     assert sn["object_f1_50"] > 0.5  # the labels scored are the segmentation's own
     assert "regions" not in out["watershed"]
+    blank = _score(methods, [(np.zeros((96, 96), np.uint16), np.zeros((96, 96), np.int32))])
+    assert blank["spiralnet"]["n_pred"] == 0 and blank["spiralnet"]["regions_per_object"] is None

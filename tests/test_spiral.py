@@ -143,20 +143,42 @@ def test_continuation_centres_on_border_runs():
     assert continuation_centres(mask, (100, 371), (400, 400), REGION) == []
 
 
-def test_a_flood_touching_all_four_borders_is_not_followed():
-    """An object larger than the field of view both ways is a flood (out-of-domain input), not
-    a nucleus at the model's scale: with ``stop_floods`` it starts no continuation; three
-    touched borders are still followed."""
+def test_a_flood_over_all_four_borders_is_not_followed():
+    """A mask over half its region's border and a quarter or more of each side is a flood
+    (out-of-domain input), not a nucleus at the model's scale: it starts no continuation (the
+    default, ``SpiralSpec.stop_floods``); three sides, or one touched briefly, are followed."""
     flood = np.ones((52, 58), bool)
-    assert len(continuation_centres(flood, (100, 100), (400, 400), REGION)) == 4
-    assert continuation_centres(flood, (100, 100), (400, 400), REGION, stop_floods=True) == []
+    assert len(continuation_centres(flood, (100, 100), (400, 400), REGION, stop_floods=False)) == 4
+    assert continuation_centres(flood, (100, 100), (400, 400), REGION) == []
     flood[:, -1] = False  # clear of the right border
-    assert len(continuation_centres(flood, (100, 100), (400, 400), REGION, stop_floods=True)) == 3
+    assert len(continuation_centres(flood, (100, 100), (400, 400), REGION)) == 3
+    flood[:40, -1] = True  # 40 of its 52 rows: a flood again
+    assert continuation_centres(flood, (100, 100), (400, 400), REGION) == []
+    flood[12:, -1] = False  # 12 rows, under a quarter: followed
+    assert len(continuation_centres(flood, (100, 100), (400, 400), REGION)) == 4
+    cross = np.zeros((52, 58), bool)  # arms 16 px wide: each side over a quarter, the border 29%
+    cross[18:34, :] = cross[:, 21:37] = True
+    assert all(side.mean() >= 0.25 for side in (cross[0], cross[-1], cross[:, 0], cross[:, -1]))
+    assert len(continuation_centres(cross, (100, 100), (400, 400), REGION)) == 4
     # at the image's corner the flood reaches past the image's edges (into reflected pixels):
     # still a flood, and the two borders inside the image start nothing
     corner = np.ones((52, 58), bool)
-    assert len(continuation_centres(corner, (10, 10), (400, 400), REGION)) == 2
-    assert continuation_centres(corner, (10, 10), (400, 400), REGION, stop_floods=True) == []
+    assert len(continuation_centres(corner, (10, 10), (400, 400), REGION, stop_floods=False)) == 2
+    assert continuation_centres(corner, (10, 10), (400, 400), REGION) == []
+
+
+def test_a_long_diagonal_nucleus_is_no_flood():
+    """A long nucleus along the region's diagonal touches all four borders near two corners;
+    it is followed across them and comes back whole through the oracle."""
+    shape = (200, 220)
+    lab = np.zeros(shape, np.int32)
+    lab[ellipse(shape, (100, 110), 90, 11, np.arctan2(52, 58))] = 1
+    (mask,) = oracle_region_masks(lab, REGION, SPIRAL)(np.array([[100, 110]]))
+    assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()
+    (obj,) = segment_objects(
+        np.array([[100, 110]]), np.ones(1), oracle_region_masks(lab, REGION, SPIRAL), shape, REGION, SPIRAL
+    )
+    assert obj.regions >= 3 and obj.area == (lab == 1).sum()
 
 
 @pytest.mark.parametrize("stop", [False, True])

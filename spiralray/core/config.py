@@ -45,9 +45,10 @@ class SpiralSpec:
     threshold: float = 0.5  # central-channel threshold applied after the last step
     max_hops: int = 8  # border continuation: extra regions per object at most
     continuation: bool = True
-    # A region whose central object touches all four of its borders continues no further: at the
-    # model's scale a nucleus is smaller than the field of view; a mask larger than it both ways
-    # is a flood (an inverted frame: 305 of 310 candidates), which would run all max_hops.
+    # A region whose central object covers half its border and a quarter of each side continues
+    # no further (``spiral.is_flood``): at the model's scale no nucleus does; a flood on out-of-domain
+    # input (an inverted frame: ~95% of candidates) would run all max_hops. On for every model,
+    # older ones included: a bound on work, which changes no validation label of v12.
     stop_floods: bool = True
     # "centred": the first block centred on the region (63 steps for 52 x 58, n = 8);
     # "fewest": the block grid shifted so the fewest blocks cover the region (56 steps).

@@ -47,7 +47,7 @@ class SpiralSpec:
     continuation: bool = True
     # A region whose central object covers half its border and a quarter of each side continues
     # no further (``spiral.is_flood``): at the model's scale no nucleus does; a flood on out-of-domain
-    # input (an inverted frame: ~95% of candidates) would run all max_hops. On for every model,
+    # input (an inverted frame: 85-90% of candidates) would run all max_hops. On for every model,
     # older ones included: a bound on work, which changes no validation label of v12.
     stop_floods: bool = True
     # "centred": the first block centred on the region (63 steps for 52 x 58, n = 8);

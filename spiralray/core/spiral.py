@@ -175,8 +175,9 @@ FLOOD_SIDE, FLOOD_BORDER = 0.25, 0.5
 
 
 def is_flood(mask: np.ndarray) -> bool:
-    """mask: ``h x w`` bool, the central object of one region. A flood (out-of-domain input: on an
-    inverted frame ~95% of candidates) covers at least ``FLOOD_BORDER`` of the region's border
+    """mask: ``h x w`` bool, the central object of one region. A flood (out-of-domain input: on a
+    quarter HeLa frame inverted, 278 of 310 candidates with v12's thresholds, 180 of 212 with
+    v13's) covers at least ``FLOOD_BORDER`` of the region's border
     and ``FLOOD_SIDE`` of each of its four sides, counted past the image's edge too (the region
     holds the reflected image there). At the model's scale no nucleus does: on BBBC039
     validation the few masks that touch all four sides (clumps) cover 8-21% of the least-touched

@@ -196,10 +196,14 @@ def main():
     ap.add_argument("--names", default=None, help="display names of the models, comma-separated")
     ap.add_argument("--note", default=None, help="how the models were trained (stored as 'budget')")
     ap.add_argument("--unet", default=None, help="a U-Net model directory (train_baselines.py --out)")
+    ap.add_argument("--unet-name", default=None, help="the U-Net's display name (default: its folder's)")
     ap.add_argument("--hela", default="../shared/data/hela", help="HeLa, for the U-Net's calibration")
     ap.add_argument("--calibration-fields", type=int, default=20, help="BBBC039 fields (as calibrate.py)")
     ap.add_argument("--conform-hela", action="store_true", help="U-Net calibration as calibrate.py's")
     args = ap.parse_args()
+    names = args.names.split(",") if args.names else []
+    if names and len(names) != len(args.models):
+        ap.error(f"--names gives {len(names)} names for {len(args.models)} models")
     from spiralray.data.datasets import load_pairs
 
     torch.set_num_threads(args.threads)
@@ -227,10 +231,11 @@ def main():
         "device": "cpu",
         "figures": "per-image means, pooled counts beside them",
         "methods": rows,
-        "names": dict(zip(args.models, args.names.split(","), strict=True)) if args.names else {},
+        "names": dict(zip(args.models, names, strict=True)) if names else {},
     }
     if args.unet:
-        result["names"].setdefault(args.unet, f"U-Net ({os.path.basename(os.path.normpath(args.unet))})")
+        default = f"U-Net ({os.path.basename(os.path.normpath(args.unet))})"
+        result["names"].setdefault(args.unet, args.unet_name or default)
     if args.note:
         result["budget"] = args.note
     if args.json:

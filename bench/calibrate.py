@@ -31,10 +31,10 @@ from spiralray.data.datasets import (
     conform_pairs,
     load_pairs,
 )
-from spiralray.data.shifts import APPEARANCE_SHIFTS, SHIFTS, half_magnification, shifted
+from spiralray.data.shifts import ALL_SHIFTS, half_magnification, shifted
 
 # --shifts' choices: half magnification is always in (validation_sets' "hela half")
-ALL_SHIFTS = {k: v for k, v in {**SHIFTS, **APPEARANCE_SHIFTS}.items() if k != "half magnification"}
+CHOOSABLE = {k: v for k, v in ALL_SHIFTS.items() if k != "half magnification"}
 
 
 def cached_runner(net):
@@ -147,7 +147,7 @@ def validation_sets(
     sets = {"hela": val, "hela half": [half_magnification(im, lb) for im, lb in val]}
     weights = {"hela": 1.0, "hela half": 1.0}
     for name in shifts:  # acquisition shifts of the same frames (data.shifts), weight 1 each
-        sets[f"hela {name}"] = shifted(val, shifts={name: ALL_SHIFTS[name]})[name]
+        sets[f"hela {name}"] = shifted(val, shifts={name: CHOOSABLE[name]})[name]
         weights[f"hela {name}"] = 1.0
     if bbbc039:
         from bbbc039 import subset
@@ -208,9 +208,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shifts = [v.strip() for v in args.shifts.split(",") if v.strip()]
-    unknown = [v for v in shifts if v not in ALL_SHIFTS]
+    unknown = [v for v in shifts if v not in CHOOSABLE]
     if unknown:
-        raise SystemExit(f"calibrate.py: unknown shift {unknown[0]!r} (known: {', '.join(ALL_SHIFTS)})")
+        raise SystemExit(f"calibrate.py: unknown shift {unknown[0]!r} (known: {', '.join(CHOOSABLE)})")
     net = modelzoo.load(args.model)
     sets, weights = validation_sets(args.hela, args.bbbc039, args.fields, args.conform_hela, shifts)
     grid = {

@@ -20,7 +20,7 @@ from spiralray import modelzoo
 from spiralray.core.engine import Engine
 from spiralray.core.metrics import evaluate_many
 from spiralray.data.datasets import HELA_NOTE, HELA_SPLIT, load_pairs
-from spiralray.data.shifts import APPEARANCE_SHIFTS, SHIFTS, shifted
+from spiralray.data.shifts import ALL_SHIFTS, SHIFTS, shifted
 
 KEYS = ("object_f1_50", "object_f1_mean_50_90", "pixel_f1", "merges")
 
@@ -29,7 +29,7 @@ def validation_sets(hela: str, bbbc039: str, fields, shift_fields: int, appearan
     """name -> (image, labels) pairs: each data set native and under each shift."""
     from bbbc039 import subset
 
-    shifts = {**SHIFTS, **(APPEARANCE_SHIFTS if appearance else {})}
+    shifts = ALL_SHIFTS if appearance else SHIFTS
     val = load_pairs(hela, HELA_SPLIT["validation"])
     sets = {"hela": val, **{f"hela {k}": v for k, v in shifted(val, shifts=shifts).items()}}
     if bbbc039:

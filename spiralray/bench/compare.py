@@ -23,7 +23,7 @@ from ..core.metrics import evaluate_many
 from ..core.models import UNet
 from ..data.datasets import HELA_NOTE, HELA_SPLIT, load_pairs
 from ..data.normalize import normalize
-from ..data.shifts import APPEARANCE_SHIFTS, SHIFTS, inverted, shifted
+from ..data.shifts import ALL_SHIFTS, inverted, shifted
 from ..data.synthetic import SyntheticSpec, generate_many
 from ..errors import SpiralrayError
 from ..io import storage
@@ -187,7 +187,7 @@ def generalisation(methods: dict, test_pairs, dsb: str) -> dict:
     sets = {}
     if os.path.exists(os.path.join(dsb, "images.tif")):
         sets["DSB 2018 fluorescence (1 image, manual labels)"] = load_pairs(dsb, None)
-    shifts = {**SHIFTS, **APPEARANCE_SHIFTS, "inverted (out of domain)": inverted}
+    shifts = {**ALL_SHIFTS, "inverted (out of domain)": inverted}
     sets.update({f"HeLa test, {k}": v for k, v in shifted(test_pairs, shifts=shifts).items()})
     keys = GENERALISATION_KEYS + RUN_KEYS
     return {

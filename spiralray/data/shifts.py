@@ -120,6 +120,9 @@ APPEARANCE_SHIFTS = {
     "defocus": defocus,
     "8-bit, dim": dim_8bit,
 }
+# Every in-domain shift by name: the choices of ``bench/calibrate.py --shifts`` and the rows of
+# ``bench compare``'s generalisation table (which adds ``inverted``).
+ALL_SHIFTS = {**SHIFTS, **APPEARANCE_SHIFTS}
 
 
 def shifted(pairs, seed: int = 0, shifts=None) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:

@@ -4,6 +4,7 @@ The flags of ``spiralray train`` (``spiralray.train.job_args``): several ``--dat
 ``--val-data``, ``--synthetic N --synthetic-preset diverse``, ``--init MODEL``, ``--zoom``,
 ``--contact-weight W --contact-fraction F`` (training aimed at touching nuclei),
 ``--small-fraction F [--small-area PX]`` (regions centred on micronuclei and blebs),
+``--tissue-fraction F`` (regions given a tissue section's autofluorescent background),
 ``--conform-outlines SOURCE [--conform-level A --conform-passes N]`` (a source's labels peeled
 to the manual outline convention first, ``spiralray.data.outlines``), ``--skip-inner N`` (the
 ``--init`` segmenter's skip modules grown to N inner channels, same masks at the start,

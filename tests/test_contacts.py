@@ -100,3 +100,26 @@ def test_contact_weight_weighs_the_segmenter_loss_where_objects_meet():
     heavy = w4[:, 0] == 5
     targets = plain[2]
     assert targets[:, 0][heavy].any() and targets[:, 1][heavy].any()
+
+
+def test_tissue_background_adds_textured_light_and_keeps_the_labels():
+    image, labels = _pair_and_loner()
+    image = np.where(labels > 0, 1.0, 0.0).astype(np.float32)  # a black background
+    cfg = SpiralNetConfig()
+    for seed in range(6):  # one region per sampler: its crop, rotation and flip are drawn first
+        kw = dict(augment=True, object_fraction=0.0, seed=seed)
+        plain = RegionSampler([image], [labels], cfg, **kw)
+        tissue = RegionSampler([image], [labels], cfg, tissue_fraction=1.0, **kw)
+        for s in (plain, tissue):  # no jitter: what the tissue background adds is left alone
+            s._jitter = lambda im: np.asarray(im, np.float32)
+        (a, la, _), (b, lb, _) = plain.sample(1), tissue.sample(1)
+        assert np.array_equal(la, lb)
+        bg = la[0] == 0
+        assert np.abs(a[0, 0][bg]).max() == 0  # without it the background stays black
+        light = b[0, 0][bg]
+        assert light.min() >= 0 and 0.005 < light.mean() < 0.35  # light added, at most a third
+        assert light.std() > 0.005  # a texture, not an offset
+    # Off (the default), the random stream is the one recipes before it drew.
+    fresh = RegionSampler([image], [labels], cfg, augment=True)
+    off = RegionSampler([image], [labels], cfg, augment=True, tissue_fraction=0.0)
+    assert np.array_equal(fresh.sample(32)[0], off.sample(32)[0])

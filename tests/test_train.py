@@ -215,6 +215,9 @@ def test_job_arguments_make_the_job():
         job_from_args(parse(["--data", "a", "--small-fraction", "-0.1"]))
     with pytest.raises(SpiralrayError, match="bad --small-area 0"):
         job_from_args(parse(["--data", "a", "--small-area", "0"]))
+    with pytest.raises(SpiralrayError, match="bad --tissue-fraction 2"):
+        job_from_args(parse(["--data", "a", "--tissue-fraction", "2"]))
+    assert job_from_args(parse(["--data", "a", "--tissue-fraction", "0.3"])).tissue_fraction == 0.3
 
 
 def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_store, dataset, tmp_path):

@@ -81,7 +81,7 @@ def add_growth_argument(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_sampling_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Training aimed at hard cases, on ``p``: the job's flags and ``bench/train_default.py``'s.
     ``--contact-weight`` / ``--contact-fraction``: touching nuclei; ``--small-fraction`` /
-    ``--small-area``: micronuclei and blebs."""
+    ``--small-area``: micronuclei and blebs; ``--tissue-fraction``: a textured background."""
     p.add_argument("--contact-weight", type=float, default=0.0, help="segmenter loss weight at contacts")
     p.add_argument(
         "--contact-fraction", type=float, default=0.0, help="share of object regions on touching objects"
@@ -90,12 +90,18 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
         "--small-fraction", type=float, default=0.0, help="share of object regions on small objects"
     )
     p.add_argument("--small-area", type=float, default=60.0, help="small: under this area at native size, px")
+    p.add_argument(
+        "--tissue-fraction",
+        type=float,
+        default=0.0,
+        help="share of regions given a tissue section's autofluorescent background",
+    )
     return p
 
 
 def check_sampling_arguments(args: argparse.Namespace) -> None:
     """A clear error for a share outside 0-1 or a negative weight, area or ``--skip-inner``."""
-    for flag in ("contact_fraction", "small_fraction"):
+    for flag in ("contact_fraction", "small_fraction", "tissue_fraction"):
         if not 0 <= getattr(args, flag) <= 1:
             raise SpiralrayError(f"bad --{flag.replace('_', '-')} {getattr(args, flag)} (a share: 0 to 1)")
     if args.contact_weight < 0:

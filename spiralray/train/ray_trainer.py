@@ -56,6 +56,7 @@ class TrainJob:
     contact_fraction: float = 0.0  # share of object-centred regions on touching objects
     small_fraction: float = 0.0  # share of object-centred regions on small objects (micronuclei)
     small_area: float = 60.0  # "small": under this area at native size, px
+    tissue_fraction: float = 0.0  # share of regions given a tissue's autofluorescent background
     zoom: tuple[float, ...] = (0.75, 1.0, 1.33)  # zoomed copies of the training images
     seed: int = 0
     experiment: str = "spiralray"

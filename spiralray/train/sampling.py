@@ -10,9 +10,10 @@ from skimage.transform import rescale
 
 from ..core.config import SpiralNetConfig
 from ..core.regions import contact_zone, region_score, score_foreground
+from ..data.appearance import autofluorescence
 
 # RegionSampler's options for training aimed at hard cases, as the job and the script carry them.
-HARD_CASES = ("contact_fraction", "small_fraction", "small_area")
+HARD_CASES = ("contact_fraction", "small_fraction", "small_area", "tissue_fraction")
 
 
 def hard_case_options(source) -> dict:
@@ -34,6 +35,10 @@ class RegionSampler:
     touch another (``contact_zone``): touching pairs are where masks merge, and a few per field.
     ``small_fraction``: of the region centres drawn on objects, the share drawn on objects under
     ``small_area`` px at native size (micronuclei and blebs: BBBC039 labels them as objects).
+    ``tissue_fraction``: the share of augmented samples given a tissue section's textured
+    autofluorescent background (``data.appearance.autofluorescence``) over the whole crop, labels
+    untouched: real frames in a tissue's light, where the synthetic tissue frames alone left the
+    scorer passing bright patches of background as nuclei.
     """
 
     def __init__(
@@ -48,9 +53,11 @@ class RegionSampler:
         contact_fraction: float = 0.0,
         small_fraction: float = 0.0,
         small_area: float = 60.0,
+        tissue_fraction: float = 0.0,
     ):
         self.cfg, self.augment, self.object_fraction = cfg, augment, object_fraction
         self.contact_fraction, self.small_fraction = contact_fraction, small_fraction
+        self.tissue_fraction = tissue_fraction
         self.rng = np.random.default_rng(seed)
         # Zoomed copies: nuclei of other magnifications and cell lines come in other sizes.
         images, labels = zip(
@@ -75,6 +82,9 @@ class RegionSampler:
         white = np.random.default_rng((seed, 1)).standard_normal((512, 512), np.float32)
         smooth = ndi.gaussian_filter(white, 1.5)
         self._noise_bank = {"white": white, "smooth": smooth / smooth.std()}
+        if tissue_fraction > 0:  # only then: older recipes keep their random streams
+            af = autofluorescence(np.random.default_rng((seed, 2)), 768, 768, zoom=1.0).astype(np.float32)
+            self._noise_bank["tissue"] = af / max(float(np.percentile(af, 99)), 1e-6)
         self._disc_radius = np.hypot(*np.mgrid[-4:5, -4:5]).astype(np.float32)  # for _spots
         self.objects = [_pixels_by_object(lb) for lb in labels]
         # Only for contact sampling: a filter pass over every image copy at start-up otherwise.
@@ -180,6 +190,10 @@ class RegionSampler:
             fg = fg[:, ::-1] if fg is not None else None
         if self.rng.random() < 0.25:
             im = self._spots(im, lb)
+        if self.tissue_fraction > 0 and self.rng.random() < self.tissue_fraction:
+            # Up to a third of a bright nucleus's level at the texture's 99th percentile (the
+            # synthetic tissue frames' range); added light, so nuclei stay where they were.
+            im = im + self.rng.uniform(0.05, 0.35) * self._noise("tissue", im.shape)
         return self._jitter(im), lb, fg
 
     def _spots(self, im: np.ndarray, lb: np.ndarray) -> np.ndarray:
@@ -206,12 +220,16 @@ class RegionSampler:
         return im
 
     def _noise(self, field: str, shape) -> np.ndarray:
-        """Unit-variance noise ``shape`` float32 cut at a random offset from a pre-drawn field
-        ("white", or "smooth": Gaussian-smoothed, sigma 1.5), ~15x cheaper than drawing it."""
+        """Noise ``shape`` float32 cut at a random offset from a pre-drawn field, ~15x cheaper
+        than drawing it: "white" or "smooth" (Gaussian-smoothed, sigma 1.5), unit variance;
+        "tissue", the autofluorescent texture, 0 to ~1."""
         bank = self._noise_bank[field]
         (H, W), (h, w) = bank.shape, shape
         if h > H or w > W:
-            return self.rng.standard_normal(shape, np.float32)
+            if field != "tissue":
+                return self.rng.standard_normal(shape, np.float32)
+            bank = np.pad(bank, ((0, max(h - H, 0)), (0, max(w - W, 0))), mode="wrap")
+            H, W = bank.shape
         y, x = self.rng.integers(H - h + 1), self.rng.integers(W - w + 1)
         return bank[y : y + h, x : x + w]
 

@@ -32,6 +32,7 @@ from spiralray.data.datasets import (
     load_pairs,
 )
 from spiralray.data.shifts import ALL_SHIFTS, half_magnification, shifted
+from spiralray.errors import SpiralrayError
 
 # --shifts' choices: half magnification is always in (validation_sets' "hela half")
 CHOOSABLE = {k: v for k, v in ALL_SHIFTS.items() if k != "half magnification"}
@@ -199,19 +200,25 @@ def main():
     )
     ap.add_argument(
         "--shifts",
-        default="",
-        help="HeLa validation shifts to choose on too, comma-separated names from spiralray.data.shifts",
+        action="append",
+        default=[],
+        help="a HeLa validation shift to choose on too (a name in spiralray.data.shifts, some hold a"
+        " comma; repeatable), or 'all'",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--test", action="store_true", help="score the test sets once (the chosen model only)")
     ap.add_argument("--dsb", default="bench/data/dsb2018")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shifts = [v.strip() for v in args.shifts.split(",") if v.strip()]
+    shifts = list(CHOOSABLE) if "all" in args.shifts else list(dict.fromkeys(args.shifts))
     unknown = [v for v in shifts if v not in CHOOSABLE]
     if unknown:
-        raise SystemExit(f"calibrate.py: unknown shift {unknown[0]!r} (known: {', '.join(CHOOSABLE)})")
-    net = modelzoo.load(args.model)
+        known = "; ".join(CHOOSABLE)
+        raise SystemExit(f"calibrate.py: unknown shift {unknown[0]!r} (known: {known}; or all)")
+    try:
+        net = modelzoo.load(args.model)
+    except SpiralrayError as e:
+        raise SystemExit(f"calibrate.py: {e}") from None
     sets, weights = validation_sets(args.hela, args.bbbc039, args.fields, args.conform_hela, shifts)
     grid = {
         "score": _floats(args.score),

@@ -181,15 +181,21 @@ def test_calibration_can_choose_on_shifted_validation_frames_too(hela):
 def test_calibration_refuses_an_unknown_shift_in_one_line(tmp_path):
     import subprocess
 
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "calibrate.py"), "--model", "x", "--out", str(tmp_path / "m")]
-        + ["--shifts", "dim + noisy,blurry"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert out.returncode != 0 and "Traceback" not in out.stderr
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("calibrate.py: unknown shift 'blurry' (known: 8-bit, dim + noisy, ")
+    def calibrate(*shifts):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "calibrate.py"), "--model", str(tmp_path / "x")]
+            + ["--out", str(tmp_path / "m")]
+            + [a for name in shifts for a in ("--shifts", name)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert out.returncode != 0 and "Traceback" not in out.stderr
+        return out.stderr.strip().splitlines()[-1]
+
+    last = calibrate("dim + noisy", "blurry")
+    assert last.startswith("calibrate.py: unknown shift 'blurry' (known: 8-bit; dim + noisy; ")
     assert "half magnification" not in last  # always in: not a choice
     assert not (tmp_path / "m").exists()
+    # A name holding a comma is one shift; the run gets as far as the (missing) model.
+    assert "model not found" in calibrate("8-bit, dim", "defocus")

@@ -142,11 +142,12 @@ def methods(models: list[str], watershed: bool) -> dict:
     return out
 
 
-def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool = False):
+def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool = False, shifts=()):
     """(image -> labels, chosen settings) of the U-Net at ``path``: its post-processing (minimum
     seed area, growth) chosen on the validation sets and objective SpiralNet's thresholds are
     chosen on (``calibrate.validation_sets``, ``calibrate.choose``'s weighted objective;
-    ``conform_hela`` as ``calibrate.py --conform-hela``, which chose the shipped model's)."""
+    ``conform_hela`` and ``shifts`` as ``calibrate.py --conform-hela --shifts``, which chose the
+    shipped model's)."""
     import itertools
 
     from calibrate import validation_sets, weighted_objective
@@ -157,7 +158,7 @@ def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool
     from spiralray.data.normalize import normalize
 
     net, cfg = load_unet(path)
-    sets, weights = validation_sets(hela, f"{BBBC039}/val", fields, conform_hela)
+    sets, weights = validation_sets(hela, f"{BBBC039}/val", fields, conform_hela, shifts)
     cached = {k: [(unet_logits(net, normalize(im)), lb) for im, lb in v] for k, v in sets.items()}
     trials = []
     for min_area, grow in itertools.product((12, 30, 60, 120), (1, 2, 3, 5)):
@@ -170,7 +171,7 @@ def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool
         )
         log(json.dumps(trials[-1]))
     best = max(trials, key=lambda t: t["objective"])
-    best["trained"] = cfg.get("trained")
+    best["trained"], best["shifts"] = cfg.get("trained"), list(shifts)
     return (lambda im: unet_instances(unet_logits(net, normalize(im)), best["min_area"], best["grow"])), best
 
 
@@ -200,7 +201,11 @@ def main():
     ap.add_argument("--hela", default="../shared/data/hela", help="HeLa, for the U-Net's calibration")
     ap.add_argument("--calibration-fields", type=int, default=20, help="BBBC039 fields (as calibrate.py)")
     ap.add_argument("--conform-hela", action="store_true", help="U-Net calibration as calibrate.py's")
+    from calibrate import add_shifts_argument, parse_shifts
+
+    add_shifts_argument(ap)  # the U-Net's calibration, as calibrate.py's
     args = ap.parse_args()
+    shifts = parse_shifts(args.shifts, "bbbc039.py")
     names = args.names.split(",") if args.names else []
     if names and len(names) != len(args.models):
         ap.error(f"--names gives {len(names)} names for {len(args.models)} models")
@@ -214,7 +219,7 @@ def main():
     todo = methods(args.models, args.watershed)
     if args.unet:
         fn, chosen = unet_method(
-            args.unet, args.hela, args.calibration_fields, conform_hela=args.conform_hela
+            args.unet, args.hela, args.calibration_fields, conform_hela=args.conform_hela, shifts=shifts
         )
         todo[args.unet] = fn
         rows[args.unet] = {"postprocessing": chosen}

@@ -38,6 +38,27 @@ from spiralray.errors import SpiralrayError
 CHOOSABLE = {k: v for k, v in ALL_SHIFTS.items() if k != "half magnification"}
 
 
+def add_shifts_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--shifts",
+        action="append",
+        default=[],
+        help="a HeLa validation shift to choose on too (a name in spiralray.data.shifts, some hold a"
+        " comma; repeatable), or 'all'",
+    )
+
+
+def parse_shifts(values: list[str], prog: str = "calibrate.py") -> list[str]:
+    """``--shifts`` values as shift names (``all``: every one in ``CHOOSABLE``); an unknown name
+    exits with one line."""
+    unknown = [v for v in values if v not in CHOOSABLE and v != "all"]
+    if unknown:
+        hint = "; one name per --shifts" if "," in unknown[0] else ""
+        known = "; ".join(CHOOSABLE)
+        raise SystemExit(f"{prog}: unknown shift {unknown[0]!r} (known: {known}; or all{hint})")
+    return list(CHOOSABLE) if "all" in values else list(dict.fromkeys(values))
+
+
 def cached_runner(net):
     """Segment frames under many threshold settings, reusing each region's probabilities."""
     engine = Engine(net)
@@ -198,23 +219,13 @@ def main():
         action="store_true",
         help="score HeLa validation against its labels conformed to BBBC039's outline convention",
     )
-    ap.add_argument(
-        "--shifts",
-        action="append",
-        default=[],
-        help="a HeLa validation shift to choose on too (a name in spiralray.data.shifts, some hold a"
-        " comma; repeatable), or 'all'",
-    )
+    add_shifts_argument(ap)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--test", action="store_true", help="score the test sets once (the chosen model only)")
     ap.add_argument("--dsb", default="bench/data/dsb2018")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shifts = list(CHOOSABLE) if "all" in args.shifts else list(dict.fromkeys(args.shifts))
-    unknown = [v for v in shifts if v not in CHOOSABLE]
-    if unknown:
-        known = "; ".join(CHOOSABLE)
-        raise SystemExit(f"calibrate.py: unknown shift {unknown[0]!r} (known: {known}; or all)")
+    shifts = parse_shifts(args.shifts)
     try:
         net = modelzoo.load(args.model)
     except SpiralrayError as e:
@@ -263,7 +274,7 @@ def model_card(args, cfg, best: dict, test: dict | None) -> str:
         "",
         f"Scorer label: {cfg.model.score_label}. Thresholds chosen on validation only"
         f" ({'BBBC039 validation, ' if args.bbbc039 else ''}HeLa frames 14-16 at native and half"
-        f" magnification{''.join(f', {v}' for v in best_shifts(best))}): score >= {best['score']},"
+        f" magnification{''.join(f'; {v}' for v in best_shifts(best))}): score >= {best['score']},"
         f" central channel > {best['central']}, NMS radius"
         f" {best['nms']} px (prediction stride {cfg.candidates.stride}), objects under"
         f" {best['min_area']} px dropped"

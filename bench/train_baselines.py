@@ -7,13 +7,14 @@ python bench/train_baselines.py --base 32 --minutes 5.5 --device cuda   # the GP
 python bench/train_baselines.py --base 32 --out /tmp/eb/unet32 --minutes 30 --clock cpu --threads 1 \\
     --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \\
     --synthetic 64 --synthetic-preset diverse         # v7's data (docs/training.md, equal budget)
-python bench/train_baselines.py --base 32 --minutes 40 --threads 2 --calibrate \
+python bench/train_baselines.py --base 32 --minutes 40 --threads 2 --calibrate --shifts all \
     --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \
     --synthetic 64 --synthetic-preset diverse         # bench compare's U-Net (README, docs/benchmarks.md)
 
 --calibrate then chooses the U-Net's post-processing (minimum seed area, growth) on the
 validation sets and objective calibrate.py uses (bench/bbbc039.py's unet_method, HeLa conformed,
-no shifts) and stores it with the weights; ``bench compare`` applies it.
+``--shifts`` as calibrate.py's: ``--shifts all`` for the shipped model's) and stores it with the
+weights; ``bench compare`` applies it.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import os
 import time
 
 import torch
+from calibrate import add_shifts_argument, parse_shifts
 
 from spiralray.bench.compare import SCALES, SYNTHETIC, save_unet, train_unet
 from spiralray.core.engine import resolve_device
@@ -47,11 +49,13 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--calibrate", action="store_true", help="choose and store the post-processing")
     ap.add_argument("--calibrate-only", action="store_true", help="calibrate the saved U-Net; no training")
+    add_shifts_argument(ap)  # --calibrate's, as calibrate.py's
     args = ap.parse_args()
+    shifts = parse_shifts(args.shifts, "train_baselines.py")
     torch.set_num_threads(args.threads)
     path = args.out or os.path.join(args.weights, f"unet{args.base}")
     if args.calibrate_only:
-        calibrate(path, args.hela)
+        calibrate(path, args.hela, shifts)
         return
     net, cfg = UNet(base=args.base), {"base": args.base}
     if args.more:
@@ -80,19 +84,20 @@ def main():
     save_unet(path, net, cfg)
     print(json.dumps(cfg))
     if args.calibrate:
-        calibrate(path, args.hela)
+        calibrate(path, args.hela, shifts)
 
 
-def calibrate(path: str, hela: str) -> None:
+def calibrate(path: str, hela: str, shifts=()) -> None:
     """Store the post-processing chosen on validation in the U-Net directory at ``path``."""
     from bbbc039 import unet_method
 
     from spiralray.bench.compare import load_unet
 
-    _, best = unet_method(path, hela, fields=20, conform_hela=True)
+    _, best = unet_method(path, hela, fields=20, conform_hela=True, shifts=shifts)
     net, cfg = load_unet(path)
     cfg["postprocessing"] = {k: best[k] for k in ("min_area", "grow", "objective")}
-    cfg["postprocessing"]["chosen_on"] = "calibrate.py's validation objective, HeLa conformed"
+    on = f", HeLa 14-16 also under {'; '.join(shifts)}" if shifts else ""
+    cfg["postprocessing"]["chosen_on"] = f"calibrate.py's validation objective, HeLa conformed{on}"
     save_unet(path, net, cfg)
     print(json.dumps(cfg))
 

@@ -16,7 +16,7 @@ from spiralray.data.synthetic import SyntheticSpec, generate
 
 @pytest.fixture(scope="module")
 def shipped():
-    # The shipped networks at a score threshold of 0.4 (the model's own is 0.2): engine ==
+    # The shipped networks at a score threshold of 0.4 (the model's own is 0.55): engine ==
     # reference holds at any threshold, and fewer candidates keep the slow reference affordable.
     net = modelzoo.load()
     net.config = net.config.replace(candidates={"threshold": 0.4})

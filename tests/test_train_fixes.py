@@ -199,3 +199,5 @@ def test_calibration_refuses_an_unknown_shift_in_one_line(tmp_path):
     assert not (tmp_path / "m").exists()
     # A name holding a comma is one shift; the run gets as far as the (missing) model.
     assert "model not found" in calibrate("8-bit, dim", "defocus")
+    assert "unknown shift 'blurry'" in calibrate("all", "blurry")  # not swallowed by "all"
+    assert calibrate("dim + noisy,defocus").endswith("or all; one name per --shifts)")

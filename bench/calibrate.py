@@ -168,9 +168,9 @@ def validation_sets(
         val = conform_pairs(val)
     sets = {"hela": val, "hela half": [half_magnification(im, lb) for im, lb in val]}
     weights = {"hela": 1.0, "hela half": 1.0}
-    for name in shifts:  # acquisition shifts of the same frames (data.shifts), weight 1 each
-        sets[f"hela {name}"] = shifted(val, shifts={name: CHOOSABLE[name]})[name]
-        weights[f"hela {name}"] = 1.0
+    # acquisition shifts of the same frames (data.shifts), weight 1 each
+    for name, pairs in shifted(val, shifts={name: CHOOSABLE[name] for name in shifts}).items():
+        sets[f"hela {name}"], weights[f"hela {name}"] = pairs, 1.0
     if bbbc039:
         from bbbc039 import subset
 

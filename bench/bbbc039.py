@@ -7,6 +7,8 @@ and the watershed baseline, per-image means with pooled figures beside them, and
 
 Per-image means weight every field alike (the issue's headline figures); pooled figures sum the
 counts over fields first, so dense fields weigh more. Merges and splits: per-image mean and total.
+``--unet DIR`` adds a U-Net with the post-processing stored with it (``train_baselines.py
+--calibrate``), or, for one that stores none, chosen here as calibrate.py chooses SpiralNet's.
 """
 
 from __future__ import annotations
@@ -142,22 +144,19 @@ def methods(models: list[str], watershed: bool) -> dict:
     return out
 
 
-def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool = False, shifts=()):
-    """(image -> labels, chosen settings) of the U-Net at ``path``: its post-processing (minimum
-    seed area, growth) chosen on the validation sets and objective SpiralNet's thresholds are
-    chosen on (``calibrate.validation_sets``, ``calibrate.choose``'s weighted objective;
-    ``conform_hela`` and ``shifts`` as ``calibrate.py --conform-hela --shifts``, which chose the
-    shipped model's)."""
+def choose_unet_postprocessing(net, hela: str, fields: int, log=print, conform_hela=False, shifts=()) -> dict:
+    """The U-Net ``net``'s post-processing (minimum seed area, growth; ``min_area``, ``grow``,
+    ``objective``) chosen on the validation sets and objective SpiralNet's thresholds are chosen on
+    (``calibrate.validation_sets``, ``calibrate.choose``'s weighted objective; ``conform_hela`` and
+    ``shifts`` as ``calibrate.py --conform-hela --shifts``, which chose the shipped model's)."""
     import itertools
 
     from calibrate import validation_sets, weighted_objective
 
     from spiralray.bench.baselines import unet_instances, unet_logits
-    from spiralray.bench.compare import load_unet
     from spiralray.core.metrics import evaluate_many
     from spiralray.data.normalize import normalize
 
-    net, cfg = load_unet(path)
     sets, weights = validation_sets(hela, f"{BBBC039}/val", fields, conform_hela, shifts)
     cached = {k: [(unet_logits(net, normalize(im)), lb) for im, lb in v] for k, v in sets.items()}
     trials = []
@@ -170,8 +169,26 @@ def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool
             {"min_area": min_area, "grow": grow, "objective": round(weighted_objective(per, weights), 4)}
         )
         log(json.dumps(trials[-1]))
-    best = max(trials, key=lambda t: t["objective"])
-    best["trained"], best["shifts"] = cfg.get("trained"), list(shifts)
+    return max(trials, key=lambda t: t["objective"])
+
+
+def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool = False, shifts=()):
+    """(image -> labels, its post-processing) of the U-Net at ``path``: the post-processing stored
+    with it (``train_baselines.py --calibrate``), as each SpiralNet model brings its calibrated
+    thresholds; chosen here (``choose_unet_postprocessing``, with ``conform_hela`` and ``shifts``)
+    only for a directory that stores none."""
+    from spiralray.bench.baselines import unet_instances, unet_logits
+    from spiralray.bench.compare import load_unet
+    from spiralray.data.normalize import normalize
+
+    net, cfg = load_unet(path)
+    best = dict(cfg.get("postprocessing") or {})
+    if best:
+        log(f"{path}: stored post-processing {json.dumps(best)}")
+    else:
+        best = choose_unet_postprocessing(net, hela, fields, log, conform_hela, shifts)
+        best["shifts"] = list(shifts)
+    best["trained"] = cfg.get("trained")
     return (lambda im: unet_instances(unet_logits(net, normalize(im)), best["min_area"], best["grow"])), best
 
 
@@ -198,12 +215,19 @@ def main():
     ap.add_argument("--note", default=None, help="how the models were trained (stored as 'budget')")
     ap.add_argument("--unet", default=None, help="a U-Net model directory (train_baselines.py --out)")
     ap.add_argument("--unet-name", default=None, help="the U-Net's display name (default: its folder's)")
-    ap.add_argument("--hela", default="../shared/data/hela", help="HeLa, for the U-Net's calibration")
-    ap.add_argument("--calibration-fields", type=int, default=20, help="BBBC039 fields (as calibrate.py)")
+    ap.add_argument(
+        "--hela", default="../shared/data/hela", help="HeLa, for a U-Net with no stored post-processing"
+    )
+    ap.add_argument(
+        "--calibration-fields",
+        type=int,
+        default=20,
+        help="BBBC039 fields, as calibrate.py (a U-Net with no stored post-processing)",
+    )
     ap.add_argument("--conform-hela", action="store_true", help="U-Net calibration as calibrate.py's")
     from calibrate import add_shifts_argument, parse_shifts
 
-    add_shifts_argument(ap)  # the U-Net's calibration, as calibrate.py's
+    add_shifts_argument(ap)  # a U-Net with no stored post-processing: chosen as calibrate.py's
     args = ap.parse_args()
     shifts = parse_shifts(args.shifts, "bbbc039.py")
     names = args.names.split(",") if args.names else []

@@ -310,15 +310,13 @@ def bbbc039_table(b) -> list[str]:
             f"{m['splits']:.2f} ({p['splits']}) | {r['seconds_per_image']:.2f} ({r['cpu_seconds_per_image']:.2f}) "
             f"| {rates} |"
         )
+    from spiralray.bench.compare import postprocessing_note  # the same words as compare's table
+
     notes = [r["postprocessing"] for r in b["methods"].values() if "postprocessing" in r]
     return (
         lines
         + [""] * bool(notes)
-        + [
-            f"U-Net: {n.get('trained', '')}; post-processing chosen on validation: seeds over "
-            f"{n['min_area']} px grown {n['grow']} px."
-            for n in notes
-        ]
+        + [f"U-Net: {n.get('trained', '')}; {postprocessing_note(n)}." for n in notes]
     )
 
 

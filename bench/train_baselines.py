@@ -12,9 +12,9 @@ python bench/train_baselines.py --base 32 --minutes 40 --threads 2 --calibrate -
     --synthetic 64 --synthetic-preset diverse         # bench compare's U-Net (README, docs/benchmarks.md)
 
 --calibrate then chooses the U-Net's post-processing (minimum seed area, growth) on the
-validation sets and objective calibrate.py uses (bench/bbbc039.py's unet_method, HeLa conformed,
-``--shifts`` as calibrate.py's: ``--shifts all`` for the shipped model's) and stores it with the
-weights; ``bench compare`` applies it.
+validation sets and objective calibrate.py uses (bench/bbbc039.py's choose_unet_postprocessing,
+HeLa conformed, ``--shifts`` as calibrate.py's: ``--shifts all`` for the shipped model's) and
+stores it with the weights; ``bench compare`` and ``bench/bbbc039.py --unet`` apply it.
 """
 
 import argparse
@@ -89,12 +89,12 @@ def main():
 
 def calibrate(path: str, hela: str, shifts=()) -> None:
     """Store the post-processing chosen on validation in the U-Net directory at ``path``."""
-    from bbbc039 import unet_method
+    from bbbc039 import choose_unet_postprocessing
 
     from spiralray.bench.compare import load_unet
 
-    _, best = unet_method(path, hela, fields=20, conform_hela=True, shifts=shifts)
     net, cfg = load_unet(path)
+    best = choose_unet_postprocessing(net, hela, fields=20, conform_hela=True, shifts=shifts)
     cfg["postprocessing"] = {k: best[k] for k in ("min_area", "grow", "objective")}
     on = f", HeLa 14-16 also under {'; '.join(shifts)}" if shifts else ""
     cfg["postprocessing"]["chosen_on"] = f"calibrate.py's validation objective, HeLa conformed{on}"

@@ -39,6 +39,34 @@ def test_bench_compare_applies_the_unet_postprocessing_stored_with_it(tmp_path):
     np.testing.assert_array_equal(fn(image), chosen)
 
 
+def test_bbbc039_table_applies_the_unet_postprocessing_stored_with_it(tmp_path):
+    """``bench/bbbc039.py --unet`` takes the post-processing stored with the U-Net, as each SpiralNet
+    model brings its own thresholds: it does not choose again (the HeLa path it would need to
+    choose is missing here)."""
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        from bbbc039 import unet_method
+    finally:
+        sys.path.remove(bench)
+    torch.manual_seed(0)
+    net = UNet(base=8)
+    net.head.weight.data.normal_(0, 1)
+    post = {"min_area": 30, "grow": 1, "objective": 0.5}
+    save_unet(str(tmp_path / "u"), net, {"base": 8, "trained": "here", "postprocessing": post})
+    fn, chosen = unet_method(
+        str(tmp_path / "u"), hela=str(tmp_path / "no hela"), fields=2, log=lambda m: None
+    )
+    assert chosen == {**post, "trained": "here"}
+    image = generate(SyntheticSpec(96, 96), seed=3)[0]
+    expected = unet_instances(unet_logits(net, normalize(image)), 30, 1)
+    assert not np.array_equal(expected, unet_instances(unet_logits(net, normalize(image))))
+    np.testing.assert_array_equal(fn(image), expected)
+
+
 def test_bench_compare_counts_spiralnet_regions_per_found_object():
     """SpiralNet's row reports the regions its recursion segmented per object it found (the
     runaway check on out-of-domain data); a method that does not count regions reports none."""

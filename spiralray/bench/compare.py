@@ -102,6 +102,11 @@ def load_unet(path: str) -> tuple[UNet, dict]:
     return net.eval(), cfg
 
 
+def postprocessing_note(post: dict) -> str:
+    """How a U-Net's chosen post-processing (``min_area``, ``grow``) reads in tables."""
+    return f"post-processing chosen on validation: seeds over {post['min_area']} px grown {post['grow']} px"
+
+
 def _unet(base: int, args, log) -> tuple[UNet, str, dict]:
     """(U-Net, how it was trained, its post-processing: ``unet_instances`` keywords)."""
     path = os.path.join(args.weights, f"unet{base}")
@@ -111,9 +116,7 @@ def _unet(base: int, args, log) -> tuple[UNet, str, dict]:
         if not post:
             return net, cfg.get("trained", "cached"), {}
         chosen = {"min_area": post["min_area"], "grow": post["grow"]}
-        how = "post-processing chosen on validation: seeds over {min_area} px grown {grow} px"
-        note = "; " + how.format(**chosen)
-        return net, cfg.get("trained", "cached") + note, chosen
+        return net, cfg.get("trained", "cached") + "; " + postprocessing_note(chosen), chosen
     net = UNet(base=base)
     if args.baseline_minutes <= 0:
         return net.eval(), "untrained (random weights): timing only", {}

@@ -184,7 +184,7 @@ def unet_method(path: str, hela: str, fields: int, log=print, conform_hela: bool
     net, cfg = load_unet(path)
     best = dict(cfg.get("postprocessing") or {})
     if best:
-        log(f"{path}: stored post-processing {json.dumps(best)}")
+        log(f"{path}: stored post-processing {json.dumps(best)} (--hela, --conform-hela, --shifts unused)")
     else:
         best = choose_unet_postprocessing(net, hela, fields, log, conform_hela, shifts)
         best["shifts"] = list(shifts)

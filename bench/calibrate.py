@@ -92,7 +92,10 @@ def cached_runner(net):
 
 
 def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",")]
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"calibrate.py: expected comma-separated numbers, got {text!r}") from None
 
 
 def weighted_objective(per: dict, weights: dict) -> float:
@@ -113,6 +116,8 @@ def configured(config, setting: dict):
             "stride": setting["stride"],
             "neck": setting["neck"],
             "outline_level": setting["outline"],
+            "faint_contrast": setting.get("faint_contrast", config.candidates.faint_contrast),
+            "faint_area": setting.get("faint_area", config.candidates.faint_area),
         },
         spiral={"threshold": setting["central"]},
     )
@@ -126,8 +131,9 @@ def choose(
     of the first set. ``weights``: name -> weight (default: equal).
 
     segment(image, cfg) -> labels; grid: "score", "central", "nms", "min_area" -> values, and
-    optionally "stride" (the prediction grid's, px), "neck" (``CandidateSpec.neck``) and
-    "outline" (``CandidateSpec.outline_level``), each defaulting to the config's.
+    optionally "stride" (the prediction grid's, px), "neck" (``CandidateSpec.neck``), "outline"
+    (``CandidateSpec.outline_level``) and "faint" ((contrast, area) pairs: ``CandidateSpec.faint``),
+    each defaulting to the config's.
     Returns (best trial, every trial); each trial's figures are the first set's, plus a summary
     of the others. Give it validation data only: it scores every setting on everything it gets.
     """
@@ -137,9 +143,13 @@ def choose(
     strides = grid.get("stride") or [config.candidates.stride]
     necks = grid.get("neck") or [config.candidates.neck]
     outlines = grid.get("outline") or [config.candidates.outline_level]
+    faints = grid.get("faint") or [config.candidates.faint]
     keys = ("score", "central", "nms", "min_area")
-    for st, nk, ol, t, c, r, a in itertools.product(strides, necks, outlines, *(grid[k] for k in keys)):
-        trial = dict(stride=st, neck=nk, outline=ol, score=t, central=c, nms=r, min_area=a)
+    for st, nk, ol, (fc, fa), t, c, r, a in itertools.product(
+        strides, necks, outlines, faints, *(grid[k] for k in keys)
+    ):
+        trial = dict(stride=st, neck=nk, outline=ol, faint_contrast=fc, faint_area=fa)
+        trial.update(score=t, central=c, nms=r, min_area=a)
         cfg = configured(config, trial)
         per = {k: evaluate_many((segment(im, cfg), lb) for im, lb in v) for k, v in sets.items()}
         trial["objective"] = weighted_objective(per, w)
@@ -215,6 +225,12 @@ def main():
         "--outline", default="", help="outline levels to try (0 = no refinement; default: the model's)"
     )
     ap.add_argument(
+        "--faint-contrast",
+        default="",
+        help="faint-object contrasts to try (0 = keep faint objects; default: the model's)",
+    )
+    ap.add_argument("--faint-area", default="", help="... with these areas (px; default: the model's)")
+    ap.add_argument(
         "--conform-hela",
         action="store_true",
         help="score HeLa validation against its labels conformed to BBBC039's outline convention",
@@ -239,9 +255,20 @@ def main():
         "stride": [int(v) for v in _floats(args.stride)] if args.stride else None,
         "neck": _floats(args.neck) if args.neck else None,
         "outline": _floats(args.outline) if args.outline else None,
+        "faint": faint_grid(args.faint_contrast, args.faint_area, net.config.candidates.faint),
     }
     print(json.dumps({"note": HELA_NOTE, "sets": {k: len(v) for k, v in sets.items()}, "weights": weights}))
-    keys = ("stride", "neck", "outline", "score", "central", "nms", "min_area")
+    keys = (
+        "stride",
+        "neck",
+        "outline",
+        "faint_contrast",
+        "faint_area",
+        "score",
+        "central",
+        "nms",
+        "min_area",
+    )
     keys += ("objective", "object_f1_50", "pixel_f1", *tuple(sets)[1:])
     best, _ = choose(
         cached_runner(net),
@@ -257,6 +284,24 @@ def main():
     card = model_card(args, cfg, best, test)
     modelzoo.save(net, args.out, card=card, extra={"validation": best, "test": test, "note": HELA_NOTE})
     print(json.dumps({"best": best, "test": test, "note": HELA_NOTE}))
+
+
+def faint_grid(contrasts: str, areas: str, model: tuple[float, int]) -> list[tuple[float, int]]:
+    """(contrast, area) pairs to try: ``contrasts`` x ``areas`` (comma-separated; either empty:
+    the ``model``'s), a contrast or area of 0 (no faint rule) once."""
+    cs = _floats(contrasts) if contrasts else [model[0]]
+    areas_ = _floats(areas) if areas else [model[1]]
+    if any(c < 0 for c in cs) or any(a < 0 or a != int(a) for a in areas_):
+        raise SystemExit(
+            f"calibrate.py: --faint-contrast must be >= 0 and --faint-area whole px >= 0, got {cs} / {areas_}"
+        )
+    if areas and not any(c > 0 for c in cs):
+        raise SystemExit(
+            "calibrate.py: --faint-area needs a --faint-contrast over 0 (none given, and the model's is 0)"
+        )
+    areas_ = [int(a) for a in areas_]
+    pairs = [(c, a) if c > 0 and a > 0 else (0.0, 0) for c in cs for a in areas_]
+    return list(dict.fromkeys(pairs))
 
 
 def best_shifts(best: dict) -> list[str]:
@@ -285,8 +330,14 @@ def model_card(args, cfg, best: dict, test: dict | None) -> str:
         )
         + (
             f", outline pixels under {best['outline']} of the way from an object's local background"
-            " to its interior peeled (core.outline)."
+            " to its interior peeled (core.outline)"
             if best.get("outline")
+            else ""
+        )
+        + (
+            f", objects under {best['faint_area']} px standing less than {best['faint_contrast']} above"
+            " their local background (normalised intensity) dropped as faint (core.outline)."
+            if best.get("faint_contrast")
             else "."
         ),
         "",

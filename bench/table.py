@@ -322,7 +322,8 @@ def bbbc039_table(b) -> list[str]:
 
 def equal_budget_bbbc039_table(b) -> list[str]:
     """SpiralNet and a U-Net, each trained from scratch for the same CPU minutes on the same
-    data, each post-processing chosen on the same validation sets (bench/bbbc039.py --unet)."""
+    data, each post-processing chosen on the same validation sets (the U-Net's by
+    bench/bbbc039.py --unet, for one that stores no choice)."""
     lines = bbbc039_table(b)
     lines[0] = "Equal budget: " + lines[0]
     if b.get("budget"):

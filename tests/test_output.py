@@ -140,3 +140,20 @@ def test_unwritable_output_fails_before_any_work(image_file, tmp_path):
     code, _, err = run_cli("segment", image_file, tmp_path / "d.tif")
     assert code == 2 and "is a directory" in err
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_an_output_written_before_a_new_setting_existed_still_resumes():
+    """A manifest that predates a threshold setting (written before ``candidates.faint_*``)
+    matches this run when the setting is at its default, and a changed setting still refuses."""
+    from spiralray.core.config import SpiralNetConfig
+    from spiralray.pipeline.plan import mismatch
+    from spiralray.pipeline.run import Options
+
+    cfg = SpiralNetConfig()
+    new = {"version": 1, "images": [], "model": {"weights_sha256": "w"}, "params": Options().params(cfg)}
+    old = json.loads(json.dumps(new))
+    for key in ("faint_contrast", "faint_area"):
+        del old["params"]["candidates"][key]
+    assert mismatch(old, new) is None
+    faint = cfg.replace(candidates={"faint_contrast": 0.2, "faint_area": 400})
+    assert mismatch(old, {**new, "params": Options().params(faint)}) == "parameters (candidates)"

@@ -138,6 +138,31 @@ def test_calibration_chooses_on_validation_only():
     assert all(any(im is v for v in val_images) for im in seen)  # nothing but validation images
 
 
+def test_calibration_chooses_the_faint_rule_and_the_config_carries_it():
+    """``--faint-contrast`` x ``--faint-area`` become (contrast, area) trials, the rule off once;
+    the chosen pair reaches the segmenting config."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from calibrate import choose, faint_grid
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    pairs = faint_grid("0,0.2", "300,400", (0.0, 0))
+    assert pairs == [(0.0, 0), (0.2, 300), (0.2, 400)]
+    assert faint_grid("", "", (0.15, 250)) == [(0.15, 250)]  # the model's own
+    for bad in (("-0.1", "300"), ("0.2", "300.5"), ("0.2", "-5"), ("", "300"), ("0.2", "x")):
+        with pytest.raises(SystemExit, match="^calibrate.py: "):
+            faint_grid(*bad, (0.0, 0))
+
+    def segment(image, cfg):  # "good" only with the rule at (0.2, 400)
+        good = cfg.candidates.faint == (0.2, 400)
+        return np.full((4, 4), int(good), np.int32)
+
+    sets = {"native": [(np.zeros((4, 4)), np.ones((4, 4), np.int32))]}
+    grid = {"score": [0.4], "central": [0.3], "nms": [8.0], "min_area": [0], "faint": pairs}
+    best, trials = choose(segment, sets, grid, SpiralNetConfig(), log=lambda t: None)
+    assert (best["faint_contrast"], best["faint_area"]) == (0.2, 400) and len(trials) == 3
+
+
 def test_calibration_can_score_hela_against_conformed_outlines(hela):
     """calibrate.py --conform-hela: HeLa validation labels peeled to BBBC039's convention (fewer
     pixels, the same objects); HeLa at half magnification is made from those labels."""

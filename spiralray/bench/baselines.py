@@ -46,7 +46,8 @@ def unet_targets(labels: np.ndarray) -> np.ndarray:
 def unet_instances(logits: torch.Tensor, min_area: int = 12, grow: int = 3) -> np.ndarray:
     """logits ``3 x H x W`` -> instance labels: components of the interior (those over
     ``min_area`` px), grown by up to ``grow`` px back over the predicted foreground (interior +
-    boundary). ``bench/bbbc039.py --unet`` calibrates both on validation data."""
+    boundary). ``bench/train_baselines.py --calibrate`` chooses both on validation data (and
+    ``bench/bbbc039.py --unet`` for a U-Net that stores no choice)."""
     cls = logits.argmax(0).cpu().numpy()
     seeds = cc_label(cls == 1, connectivity=1)
     seeds = remove_small_objects(seeds, max_size=min_area)

@@ -75,9 +75,19 @@ class CandidateSpec:
     # Peel each object's outline pixels dimmer than this fraction of the way from its local
     # background to its interior (core.outline), before the resolve. 0 = never.
     outline_level: float = 0.0
+    # Drop objects under faint_area px whose interior stands less than faint_contrast (normalised
+    # intensity, 1 = the image's bright nuclei) above their local background (core.outline),
+    # before the resolve: textured background the scorer passes as nuclei. 0 = never.
+    faint_contrast: float = 0.0
+    faint_area: int = 0
     # Drop objects touching the image border: a cut nucleus biases size and intensity readouts
     # (CellProfiler's and skimage's clear_border convention). Off: a cut nucleus is still one.
     exclude_border: bool = False
+
+    @property
+    def faint(self) -> tuple[float, int]:
+        """``core.outline.refine_objects``'s faint rule: (contrast, area)."""
+        return self.faint_contrast, self.faint_area
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ The seed pixel is never peeled. An object without a usable ring (fewer than ``MI
 pixels), one not brighter than its surroundings, and one that would lose half its area are left
 as they are.
 
+The same reading drops faint small objects (``faint_object``): under an area and standing less
+than a contrast above their local background, as textured background that the scorer passes does.
+
 Pure NumPy, SciPy and scikit-image.
 """
 
@@ -39,14 +42,10 @@ MARGIN = BACKGROUND_RING[1] + 1  # image pixels read around an object's box
 Read = Callable[[int, int, int, int], np.ndarray]
 
 
-def levels(
+def _levels(
     mask: np.ndarray, image: np.ndarray, exclude: np.ndarray | None = None
 ) -> tuple[float, float] | None:
-    """(interior, background) intensity of the object ``mask`` (``h x w`` bool) in ``image``
-    (``h x w`` float): the median of its pixels at least ``INTERIOR_DEPTH`` px inside (all of
-    them for a thin object) and of the ``BACKGROUND_RING`` outside it, less ``exclude`` (other
-    objects) and non-finite pixels. None without ``MIN_BACKGROUND`` ring pixels, or when the
-    object is not brighter than its surroundings: no outline to place."""
+    """(interior, background) as ``levels`` reads them, brighter or not; None without a ring."""
     depth = ndi.distance_transform_edt(mask)
     deep = depth >= INTERIOR_DEPTH
     inner = image[deep] if deep.any() else image[mask]
@@ -56,8 +55,27 @@ def levels(
         ring &= ~exclude
     if ring.sum() < MIN_BACKGROUND or not np.isfinite(inner).any():
         return None
-    fg, bg = float(np.nanmedian(inner)), float(np.median(image[ring]))
-    return (fg, bg) if fg > bg else None
+    return float(np.nanmedian(inner)), float(np.median(image[ring]))
+
+
+def levels(
+    mask: np.ndarray, image: np.ndarray, exclude: np.ndarray | None = None
+) -> tuple[float, float] | None:
+    """(interior, background) intensity of the object ``mask`` (``h x w`` bool) in ``image``
+    (``h x w`` float): the median of its pixels at least ``INTERIOR_DEPTH`` px inside (all of
+    them for a thin object) and of the ``BACKGROUND_RING`` outside it, less ``exclude`` (other
+    objects) and non-finite pixels. None without ``MIN_BACKGROUND`` ring pixels, or when the
+    object is not brighter than its surroundings: no outline to place."""
+    got = _levels(mask, image, exclude)
+    return got if got is not None and got[0] > got[1] else None
+
+
+def contrast(mask: np.ndarray, image: np.ndarray) -> float | None:
+    """How far the object ``mask`` (``h x w`` bool) stands above its local background in
+    ``image`` (``h x w`` float, normalised: 1 is the image's bright nuclei): interior less
+    background as ``levels`` reads them, negative for a dark object; None without a ring."""
+    got = _levels(mask, image)
+    return None if got is None else got[0] - got[1]
 
 
 def peel(mask: np.ndarray, image: np.ndarray, level: float) -> np.ndarray:
@@ -92,16 +110,22 @@ def _boxes(o: ObjectMask, shape: tuple[int, int]):
 
 
 def refine_objects(
-    objects: list[ObjectMask | None], read: Read, shape: tuple[int, int], level: float
+    objects: list[ObjectMask | None],
+    read: Read,
+    shape: tuple[int, int],
+    level: float,
+    faint: tuple[float, int] = (0.0, 0),
 ) -> list[ObjectMask | None]:
     """Each object's mask peeled at ``level`` (``peel``) against the image (``shape`` H x W) that
-    ``read`` returns around it; None entries stay None, and ``level`` 0 returns the objects."""
-    if level <= 0:
+    ``read`` returns around it. ``faint`` = (contrast, area): an object under ``area`` px whose
+    ``contrast`` is under ``contrast`` becomes None (dropped; see ``faint_object``). None entries
+    stay None; with ``level`` 0 and no faint rule the objects come back as they are."""
+    if not active(level, faint):
         return objects
     out: list[ObjectMask | None] = []
     for o in objects:
-        if o is None or not o.mask.any():
-            out.append(o)
+        if o is None or not o.mask.any() or (level <= 0 and o.area >= faint[1]):
+            out.append(o)  # nothing to read: no peel, and too large for the faint rule
             continue
         (ry, rx), (y0, y1, x0, x1) = _boxes(o, shape)  # the mask's own box in o.mask, and around
         ty0, tx0 = o.y0 + ry.start, o.x0 + rx.start  # the mask's own box in the image
@@ -109,9 +133,36 @@ def refine_objects(
         big = np.zeros((y1 - y0, x1 - x0), bool)
         inside = (slice(ty0 - y0, ty0 - y0 + h), slice(tx0 - x0, tx0 - x0 + w))
         big[inside] = o.mask[ry, rx]
+        image = np.asarray(read(y0, y1, x0, x1), np.float32)
+        if faint_object(big, image, faint):
+            out.append(None)
+            continue
+        if level <= 0:
+            out.append(o)
+            continue
         mask = o.mask.copy()
-        mask[ry, rx] = peel(big, np.asarray(read(y0, y1, x0, x1), np.float32), level)[inside]
+        mask[ry, rx] = peel(big, image, level)[inside]
         if o.holds(o.seed):  # the seed stays: without it the resolve would drop the object
             mask[o.seed[0] - o.y0, o.seed[1] - o.x0] = True
         out.append(ObjectMask(o.seed, o.score, o.y0, o.x0, mask, o.regions))
     return out
+
+
+def active(level: float, faint: tuple[float, int]) -> bool:
+    """Whether ``refine_objects`` reads the image at all (a peel level or a faint rule)."""
+    return level > 0 or (faint[0] > 0 and faint[1] > 0)
+
+
+def faint_object(mask: np.ndarray, image: np.ndarray, faint: tuple[float, int]) -> bool:
+    """Whether the object ``mask`` (``h x w`` bool, in ``image``'s ``h x w`` normalised pixels)
+    is under ``faint[1]`` px and stands less than ``faint[0]`` above its local background
+    (``contrast``): a patch of textured background (a tissue section's autofluorescence, uneven
+    illumination, noise), not a nucleus. On HeLa validation frames under a tissue's
+    autofluorescence such patches have a median contrast of ~0.1; matched nuclei ~0.5, but the
+    dimmest 5% of them ~0.1 too (docs/training.md, thirteenth session). Larger faint objects,
+    and those without a background ring, stay."""
+    c, area = faint
+    if c <= 0 or area <= 0 or int(mask.sum()) >= area:
+        return False
+    got = contrast(mask, image)
+    return got is not None and got < c

@@ -52,8 +52,8 @@ def segment_with(
 ) -> Segmentation:
     """Stage 2 and assembly, given the score map and a ``region_masks`` implementation.
 
-    image: the ``H x W`` normalised plane outlines are refined against
-    (``cfg.candidates.outline_level``; None: not refined)."""
+    image: the ``H x W`` normalised plane outlines are refined and faint objects read against
+    (``cfg.candidates.outline_level``, ``cfg.candidates.faint``; None: neither)."""
     seeds, seed_scores = candidate_seeds(scores, image_shape, cfg)
     counted = [0]
 
@@ -74,14 +74,16 @@ def segment_with(
 
 def refined(objects: list[ObjectMask], image: np.ndarray | None, cfg: SpiralNetConfig) -> list:
     """Objects prepared for the resolve (``candidates.prepare_object``; those whose seed left
-    the mask dropped), their outlines refined against ``image`` (``H x W``) when the config asks
-    (``core.outline``). The tiled path does the same per tile, reading the image around each
-    object (``pipeline.tiles.segment_candidates``)."""
+    the mask dropped), their outlines refined and faint objects dropped against ``image``
+    (``H x W``) when the config asks (``core.outline``). The tiled path does the same per tile,
+    reading the image around each object (``pipeline.tiles.segment_candidates``)."""
     prepared = [p for p in (cand.prepare_object(o, cfg.candidates) for o in objects) if p is not None]
     if image is None:
         return prepared
     read = lambda y0, y1, x0, x1: image[y0:y1, x0:x1]  # noqa: E731
-    return outline.refine_objects(prepared, read, image.shape, cfg.candidates.outline_level)
+    c = cfg.candidates
+    refined = outline.refine_objects(prepared, read, image.shape, c.outline_level, c.faint)
+    return [o for o in refined if o is not None]  # faint objects dropped
 
 
 def seed_labels(objects: list[ObjectMask], image_shape: tuple[int, int]) -> np.ndarray:

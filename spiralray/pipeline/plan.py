@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..core.config import SpiralNetConfig
+from ..core.config import CandidateSpec, SpiralNetConfig, SpiralSpec
 from ..core.resample import scaled_shape
 from ..core.tiling import MIN_TILE, Tile, tile_grid
 from ..data.normalize import streaming_stats
@@ -167,8 +167,21 @@ def identity(manifest: dict) -> dict:
             (p["input"], list(p["shape"]), p["source"].get("plane")) for p in manifest.get("images", [])
         ],
         "model": manifest.get("model", {}).get("weights_sha256"),
-        "params": manifest.get("params"),
+        "params": _with_defaults(manifest.get("params")),
     }
+
+
+def _with_defaults(params: dict | None) -> dict | None:
+    """Run parameters with the threshold sections' settings that an older manifest predates
+    filled in at their defaults: an output written before a setting existed was made with the
+    behaviour its default keeps (``candidates.faint_contrast`` 0: no faint rule), so it resumes."""
+    if not params:
+        return params
+    out = dict(params)
+    for key, spec in (("candidates", CandidateSpec), ("spiral", SpiralSpec)):
+        if isinstance(out.get(key), dict):
+            out[key] = {**asdict(spec()), **out[key]}
+    return out
 
 
 def mismatch(old: dict, new: dict) -> str | None:

@@ -10,7 +10,7 @@ import numpy as np
 from ..core.candidates import prepare_object
 from ..core.config import SpiralNetConfig
 from ..core.engine import SCORE_BLOCK, to_channels
-from ..core.outline import context_box, refine_objects
+from ..core.outline import active, context_box, refine_objects
 from ..core.regions import reflect_index
 from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects
@@ -124,18 +124,20 @@ def seg_margin(cfg: SpiralNetConfig) -> int:
 
 
 def segment_candidates(engine, source: WindowSource, seeds: np.ndarray, scores: np.ndarray, shape, cfg):
-    """Objects (prepared for the resolve; None where the seed fell outside its mask) of
-    ``seeds``, border continuations read from the image wherever they lead, outlines refined
-    against the image around each (``core.outline``, as ``core.segment.refined`` does)."""
+    """Objects (prepared for the resolve; None where the seed fell outside its mask or the object
+    was dropped as faint) of ``seeds``, border continuations read from the image wherever they
+    lead, outlines refined against the image around each (``core.outline``, as
+    ``core.segment.refined`` does)."""
     if not len(seeds):
         return []
     objects = segment_objects(
         seeds, scores, lambda c: engine.masks_of(source.regions(c)), shape, cfg.region, cfg.spiral
     )
     prepared = [prepare_object(o, cfg.candidates) for o in objects]
-    if cfg.candidates.outline_level > 0:
+    level, faint = cfg.candidates.outline_level, cfg.candidates.faint
+    if active(level, faint):
         source.read_around([context_box(o, shape) for o in prepared if o is not None and o.mask.any()])
-    return refine_objects(prepared, source.plane, shape, cfg.candidates.outline_level)
+    return refine_objects(prepared, source.plane, shape, level, faint)
 
 
 def segment_tiles(engine, source: WindowSource, work: list[tuple[Tile, np.ndarray, np.ndarray]], shape, cfg):

@@ -116,8 +116,8 @@ def configured(config, setting: dict):
             "stride": setting["stride"],
             "neck": setting["neck"],
             "outline_level": setting["outline"],
-            "faint_contrast": setting.get("faint_contrast", config.candidates.faint_contrast),
-            "faint_area": setting.get("faint_area", config.candidates.faint_area),
+            "faint_contrast": setting["faint_contrast"],
+            "faint_area": setting["faint_area"],
         },
         spiral={"threshold": setting["central"]},
     )

@@ -120,12 +120,12 @@ def refine_objects(
     ``read`` returns around it. ``faint`` = (contrast, area): an object under ``area`` px whose
     ``contrast`` is under ``contrast`` becomes None (dropped; see ``faint_object``). None entries
     stay None; with ``level`` 0 and no faint rule the objects come back as they are."""
-    if not active(level, faint):
+    if level <= 0 and not _faint_on(faint):
         return objects
     out: list[ObjectMask | None] = []
     for o in objects:
-        if o is None or not o.mask.any() or (level <= 0 and o.area >= faint[1]):
-            out.append(o)  # nothing to read: no peel, and too large for the faint rule
+        if not reads_image(o, level, faint):
+            out.append(o)
             continue
         (ry, rx), (y0, y1, x0, x1) = _boxes(o, shape)  # the mask's own box in o.mask, and around
         ty0, tx0 = o.y0 + ry.start, o.x0 + rx.start  # the mask's own box in the image
@@ -148,9 +148,17 @@ def refine_objects(
     return out
 
 
-def active(level: float, faint: tuple[float, int]) -> bool:
-    """Whether ``refine_objects`` reads the image at all (a peel level or a faint rule)."""
-    return level > 0 or (faint[0] > 0 and faint[1] > 0)
+def _faint_on(faint: tuple[float, int]) -> bool:
+    return faint[0] > 0 and faint[1] > 0
+
+
+def reads_image(o: ObjectMask | None, level: float, faint: tuple[float, int]) -> bool:
+    """Whether ``refine_objects`` reads the image around the object ``o``: to peel it (``level``
+    over 0), or to judge it under the faint rule (an object under its area). The tiled path reads
+    ahead exactly these objects' ``context_box``es."""
+    if o is None or not o.mask.any():
+        return False
+    return level > 0 or (_faint_on(faint) and o.area < faint[1])
 
 
 def faint_object(mask: np.ndarray, image: np.ndarray, faint: tuple[float, int]) -> bool:
@@ -162,7 +170,7 @@ def faint_object(mask: np.ndarray, image: np.ndarray, faint: tuple[float, int]) 
     dimmest 5% of them ~0.1 too (docs/training.md, thirteenth session). Larger faint objects,
     and those without a background ring, stay."""
     c, area = faint
-    if c <= 0 or area <= 0 or int(mask.sum()) >= area:
+    if not _faint_on(faint) or int(mask.sum()) >= area:
         return False
     got = contrast(mask, image)
     return got is not None and got < c

@@ -10,7 +10,7 @@ import numpy as np
 from ..core.candidates import prepare_object
 from ..core.config import SpiralNetConfig
 from ..core.engine import SCORE_BLOCK, to_channels
-from ..core.outline import active, context_box, refine_objects
+from ..core.outline import context_box, reads_image, refine_objects
 from ..core.regions import reflect_index
 from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects
@@ -135,8 +135,7 @@ def segment_candidates(engine, source: WindowSource, seeds: np.ndarray, scores: 
     )
     prepared = [prepare_object(o, cfg.candidates) for o in objects]
     level, faint = cfg.candidates.outline_level, cfg.candidates.faint
-    if active(level, faint):
-        source.read_around([context_box(o, shape) for o in prepared if o is not None and o.mask.any()])
+    source.read_around([context_box(o, shape) for o in prepared if reads_image(o, level, faint)])
     return refine_objects(prepared, source.plane, shape, level, faint)
 
 

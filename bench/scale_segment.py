@@ -3,8 +3,10 @@ estimate (the default), against the same images at native size. Validation data 
 
     python bench/scale_segment.py --json bench/results/scale_segment.json
 
-Sets: HeLa 14-16 resized x0.5 and x2.5, an evenly spread subset of BBBC039 validation resized
-x3 (bilinear images, nearest-neighbour labels; ``bench/scale.py:zoomed``). Each is segmented by
+Sets: HeLa 14-16 resized x0.5 and x2.5 (issue 11's target) and x0.3 and x5 (nuclei ~8 and ~140 px
+across: the ends of the range the product promises), an evenly spread subset of BBBC039
+validation resized x0.35 and x3 (bilinear images, nearest-neighbour labels;
+``bench/scale.py:zoomed``). Each is segmented by
 ``api.segment_image`` as a user's call would be (auto diameter) and scored against its resized
 labels; pooled object F1@0.5, mean F1 and pixel F1, beside native, with the estimate and scale.
 """
@@ -34,8 +36,8 @@ def main():
     engine = api.load_engine(args.model)
     hela, bbbc = validation_pairs(args)
     data = {
-        "hela 14-16": (hela, (0.5, 2.5)),
-        f"bbbc039 val, {args.fields} fields": (bbbc, (3.0,)),
+        "hela 14-16": (hela, (0.3, 0.5, 2.5, 5.0)),
+        f"bbbc039 val, {args.fields} fields": (bbbc, (0.35, 3.0)),
     }
     rows = {}
     for name, (pairs, zooms) in data.items():

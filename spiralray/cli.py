@@ -137,11 +137,32 @@ def cmd_segment(args) -> int:
             if summary.get("missing_chunks")
             else ""
         )
+        why = _no_signal(summary)
         print(
-            f"{summary.get('objects', 0)} objects -> {args.output} ({summary.get('seconds', 0):.1f} s, "
+            f"{summary.get('objects', 0)} objects{why} -> {args.output} ({summary.get('seconds', 0):.1f} s, "
             f"{summary.get('tiles', 0)} tiles, {summary.get('regions', 0)} regions{extra})"
         )
-    return 0
+    return _report_failed(summary.get("failed") or [])
+
+
+# An archive run that finished with some images it could not segment exits with this code.
+EXIT_FAILED_IMAGES = 3
+
+
+def _report_failed(failed: list[dict]) -> int:
+    """Each image of an archive that could not be segmented, one line on stderr (the others are
+    finished); 0 when none, else ``EXIT_FAILED_IMAGES``."""
+    for f in failed:
+        print(f"spiralray: failed: {f['input']}: {f['error']}", file=sys.stderr)
+    if failed:
+        print(f"spiralray: {len(failed)} image(s) failed; the others are finished", file=sys.stderr)
+    return EXIT_FAILED_IMAGES if failed else 0
+
+
+def _no_signal(summary: dict) -> str:
+    """ " (constant image)" when one image had nothing to find, else ""."""
+    d = summary.get("diameter")
+    return " (constant image)" if isinstance(d, dict) and d.get("reason") == "constant image" else ""
 
 
 def _read_labels(path):

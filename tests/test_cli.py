@@ -1,3 +1,4 @@
+import io
 import json
 import subprocess
 import sys
@@ -74,14 +75,61 @@ def test_segment_constant_image_gives_zero_objects(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "c.tif", np.full((100, 120), 500, np.uint16))
     assert main(["segment", str(tmp_path / "c.tif"), str(tmp_path / "o.tif")]) == 0
     assert not tifffile.imread(tmp_path / "o.tif").any()
+    assert "0 objects (constant image) ->" in capsys.readouterr().out  # why, without --json
 
 
-def test_segment_picks_a_channel(tmp_path):
+def test_tiff_output_replaces_only_its_own_file_and_only_when_asked(tmp_path, capsys):
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    foreign = tmp_path / "mine.tif"
+    tifffile.imwrite(foreign, np.arange(12, dtype=np.uint16).reshape(3, 4))
+    before = foreign.read_bytes()
+    for extra in ([], ["--overwrite"]):  # never a file spiralray did not write
+        assert main(["segment", str(tmp_path / "i.tif"), str(foreign), *extra]) == 2
+        assert "not a spiralray output" in capsys.readouterr().err
+        assert foreign.read_bytes() == before
+    own = tmp_path / "o.tif"
+    assert main(["segment", str(tmp_path / "i.tif"), str(own)]) == 0
+    first = own.read_bytes()
+    assert main(["segment", str(tmp_path / "i.tif"), str(own)]) == 2  # its own: only when asked
+    assert "--overwrite" in capsys.readouterr().err and own.read_bytes() == first
+    assert main(["segment", str(tmp_path / "i.tif"), str(own), "--overwrite"]) == 0
+    assert np.array_equal(tifffile.imread(own), tifffile.imread(io.BytesIO(first)))
+
+
+def test_output_folder_is_never_created_and_a_plain_file_is_never_an_output(tmp_path, capsys):
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    for out in ("nope/o.zarr", "nope/o.tif"):  # a mistyped folder
+        assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / out)]) == 2
+        assert "output directory does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
+    plain = tmp_path / "file.zarr"
+    plain.write_bytes(b"someone's data")
+    assert main(["segment", str(tmp_path / "i.tif"), str(plain), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "not a spiralray output" in err and len(err.strip().splitlines()) == 1
+    assert plain.read_bytes() == b"someone's data"
+
+
+def test_plane_naming_an_absent_axis_says_so(tmp_path, capsys):
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(tmp_path / "zyx.tif", np.stack([image, image]), metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "yx.tif", image)
+    assert main(["segment", str(tmp_path / "zyx.tif"), str(tmp_path / "o.tif"), "--plane", "t=0"]) == 2
+    assert "axis 't'" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "yx.tif"), str(tmp_path / "o.tif"), "--plane", "0"]) == 2
+    assert "single plane" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "zyx.tif"), str(tmp_path / "o.tif"), "--plane", "z=1"]) == 0
+
+
+def test_segment_picks_a_channel(tmp_path, capsys):
     image, _ = generate(SyntheticSpec(100, 120), seed=2)
     tifffile.imwrite(tmp_path / "rgb.tif", np.stack([np.zeros_like(image), image]))
     assert main(["segment", str(tmp_path / "rgb.tif"), str(tmp_path / "o.tif"), "--channel", "1"]) == 0
     assert tifffile.imread(tmp_path / "o.tif").any()
-    assert main(["segment", str(tmp_path / "rgb.tif"), str(tmp_path / "o.tif"), "--channel", "5"]) == 2
+    assert main(["segment", str(tmp_path / "rgb.tif"), str(tmp_path / "o5.tif"), "--channel", "5"]) == 2
+    assert "channel 5 out of range" in capsys.readouterr().err
 
 
 def test_segment_unknown_model_and_output_format(tmp_path, capsys):

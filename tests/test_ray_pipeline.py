@@ -115,6 +115,28 @@ def test_folder_of_tiffs(ray_cluster, engine, tmp_path):
     assert (tmp_path.parent / (tmp_path.name + "_out") / "f1.zarr" / "labels" / "instances").exists()
 
 
+def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path, capsys):
+    """An archive run finishes the images it can; each one it could not segment is one line on
+    stderr and the exit code says so (a job over a terabyte archive must not end "successful"
+    with images silently missing)."""
+    from spiralray.cli import EXIT_FAILED_IMAGES, main
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", generate(SyntheticSpec(260, 300), seed=71)[0])
+    tifffile.imwrite(folder / "b.tif", generate(SyntheticSpec(260, 300), seed=72)[0])
+    whole = (folder / "b.tif").read_bytes()
+    (folder / "b.tif").write_bytes(whole[: len(whole) // 3])  # truncated on its way to storage
+    code = main(
+        ["segment", str(folder), str(tmp_path / "out"), "--segment-actors", "1", "--actor-cpus", "0.5"]
+    )
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED_IMAGES != 0, err
+    failed = [line for line in err.splitlines() if line.startswith("spiralray: failed:")]
+    assert len(failed) == 1 and "b.tif" in failed[0], err
+    assert (tmp_path / "out" / "a.zarr" / "labels" / "instances").exists()
+
+
 def _segmenter_pids():
     """PIDs of this cluster's segmenter actor processes: children of the raylet whose command
     line names this session's GCS (other Ray clusters may run on the machine)."""

@@ -263,6 +263,8 @@ def test_bad_requests_answer_4xx_json_and_the_service_keeps_working(server):
         error = r.json()["error"]
         assert isinstance(error, str) and error and "\n" not in error, name
     assert requests.get(f"{server.url}/v1/segment", timeout=30).status_code == 405
+    nan = post(server, npy_bytes(np.full((80, 80), np.nan, np.float32)), "application/x-npy", "")
+    assert nan.json()["error"] == "image contains NaN or infinite values"  # no made-up path
     missing = requests.get(f"{server.url}/v1/nothing", timeout=30)
     assert missing.status_code == 404 and "error" in missing.json()
     assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200

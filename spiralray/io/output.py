@@ -82,7 +82,7 @@ class Output:
         try:
             with self.fs.open(self._p(MANIFEST), "rb") as f:
                 return json.load(f)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing there, or a plain file
             return None
         except (OSError, ValueError) as exc:
             raise SpiralrayError(f"unreadable manifest in {redact(self.url)}: {one_line(exc)}") from exc

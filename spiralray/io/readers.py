@@ -139,7 +139,16 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
     picks = dict(plane) if isinstance(plane, dict) else {}
     rest = [a for a, n in zip(axes, shape, strict=True) if a not in "yx" and n > 1]
     stack = [a for a in rest if a != "c"]
+    absent = sorted(set(picks) - set(axes))
+    if absent:
+        raise SpiralrayError(
+            f"--plane names axis '{absent[0]}', which the image does not have (axes '{axes}', shape {shape})"
+        )
     if isinstance(plane, int):
+        if not stack:
+            raise SpiralrayError(
+                f"--plane {plane}: the image is a single plane (axes '{axes}', shape {shape})"
+            )
         if len(stack) != 1:
             raise SpiralrayError(
                 f"--plane {plane} is ambiguous for axes '{axes}' of shape {shape}; "

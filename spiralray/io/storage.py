@@ -97,8 +97,12 @@ def check_output(path) -> None:
         raise SpiralrayError(f"output directory does not exist: {parent}")
 
 
-def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
-    """Write a label image: ``.tif`` (compressed TIFF) or ``.zarr`` (a zarr v3 array)."""
+SOFTWARE = "spiralray"  # the TIFF Software tag of label images spiralray writes
+
+
+def write_labels(path, labels: np.ndarray, chunks: int = 1024, software: str | None = SOFTWARE) -> None:
+    """Write a label image: ``.tif`` (compressed TIFF, its Software tag ``software``: how a
+    later run recognises its own output) or ``.zarr`` (a zarr v3 array)."""
     s = _local(str(path))
     if is_zarr(s):
         import zarr
@@ -117,7 +121,7 @@ def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
 
     tmp = f"{s}.{os.getpid()}.partial"
     try:
-        tifffile.imwrite(tmp, labels, compression="zlib")
+        tifffile.imwrite(tmp, labels, compression="zlib", software=software)
         os.replace(tmp, s)  # never leave a half-written output behind
     except OSError as exc:
         raise SpiralrayError(f"cannot write {s}: {exc.__class__.__name__}: {exc}") from exc
@@ -127,8 +131,19 @@ def write_labels(path, labels: np.ndarray, chunks: int = 1024) -> None:
 
 
 def write_image(path, image: np.ndarray) -> None:
-    """Write an image (TIFF, or zarr when the path ends in .zarr)."""
-    write_labels(path, image)
+    """Write an image (TIFF, or zarr when the path ends in .zarr); not marked as an output."""
+    write_labels(path, image, software=None)
+
+
+def written_by_spiralray(path: str) -> bool:
+    """Whether the TIFF at ``path`` is a label image spiralray wrote (its Software tag)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(_local(path)) as tif:
+            return tif.pages[0].software == SOFTWARE
+    except Exception:  # unreadable, not a TIFF: not ours
+        return False
 
 
 # --- model directories: config.json + model.safetensors (+ card.md), self-describing -------------

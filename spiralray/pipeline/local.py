@@ -44,7 +44,8 @@ class Progress:
 
     def line(self) -> str:
         rate = self.regions / max(time.perf_counter() - self.t0, 1e-9)
-        return f"tiles {self.done}/{self.total} | {self.objects} objects | {rate:.0f} regions/s"
+        # objects as the tiles found them: one cut by a tile seam counts in each until assembly
+        return f"tiles {self.done}/{self.total} | {self.objects} objects in tiles | {rate:.0f} regions/s"
 
     def update(self, tiles: int = 0, objects: int = 0, regions: int = 0) -> None:
         self.done += tiles

@@ -66,7 +66,8 @@ def image_stats_of(reader, cfg: SpiralNetConfig) -> tuple[float, float] | None:
         for box in reader.windows():
             a = reader.read(*box)
             if a.dtype.kind == "f" and not np.isfinite(a).all():
-                raise SpiralrayError(f"{reader.describe()['url']} contains NaN or infinite values")
+                what = "image" if reader.kind == "memory" else reader.describe()["url"]  # no path to name
+                raise SpiralrayError(f"{what} contains NaN or infinite values")
             yield a
 
     lo, hi = streaming_stats(chunks, reader.dtype, m.norm, m.norm_low, m.norm_high)

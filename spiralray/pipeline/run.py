@@ -83,14 +83,31 @@ def output_kind(output: str) -> str:
     )
 
 
-def check_tiff_output(path: str) -> None:
-    """Fail before any work on a TIFF output that cannot be written."""
+def check_parent(output: str) -> None:
+    """A local output's folder must exist: a mistyped path is refused, not created."""
+    if is_url(output):
+        return
+    parent = os.path.dirname(os.path.abspath(local(output).rstrip("/")))
+    if not os.path.isdir(parent):
+        raise SpiralrayError(f"output directory does not exist: {parent}")
+
+
+def check_tiff_output(path: str, overwrite: bool = False) -> None:
+    """Fail before any work on a TIFF output that cannot be written, or that exists and is not
+    spiralray's to replace: a file spiralray did not write never is; its own, with ``overwrite``.
+    (A TIFF holds no manifest to resume from or compare with: the run is done again.)"""
+    from ..io.storage import written_by_spiralray
+
     p = local(path)
     if os.path.isdir(p):
         raise SpiralrayError(f"output {p} is a directory")
+    if os.path.exists(p):
+        if not written_by_spiralray(p):
+            raise SpiralrayError(f"output {p} exists and is not a spiralray output: choose another path")
+        if not overwrite:
+            raise SpiralrayError(f"output {p} exists: use --overwrite to replace it")
+    check_parent(p)
     parent = os.path.dirname(os.path.abspath(p))
-    if not os.path.isdir(parent):
-        raise SpiralrayError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise SpiralrayError(f"output directory is not writable: {parent}")
 
@@ -99,11 +116,14 @@ def preflight(input: str, output: str, opts: Options, kind: str | None = None) -
     """The checks that need no model and no pixels, made before anything is loaded; returns
     the output kind ("zarr" or "tiff")."""
     check_tile_size(opts.tile_size)
+    in_archive = kind is not None  # an archive's image outputs: folders the run makes in its output
     kind = kind or output_kind(output)
     if _same_place(input, output):
         raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
     if kind == "tiff":
-        check_tiff_output(output)
+        check_tiff_output(output, opts.overwrite)
+    elif not in_archive:
+        check_parent(output)
     return kind
 
 

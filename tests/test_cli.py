@@ -112,6 +112,15 @@ def test_output_folder_is_never_created_and_a_plain_file_is_never_an_output(tmp_
     assert plain.read_bytes() == b"someone's data"
 
 
+def test_an_output_given_as_input_is_one_line(tmp_path):
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.zarr")]) == 0
+    code, _, err = run_cli("segment", tmp_path / "o.zarr", tmp_path / "again.tif")
+    assert code == 2 and "is a spiralray output" in err
+    assert len(err.strip().splitlines()) == 1, err  # no zarr warnings about the table beside it
+
+
 def test_plane_naming_an_absent_axis_says_so(tmp_path, capsys):
     image, _ = generate(SyntheticSpec(100, 120), seed=2)
     tifffile.imwrite(tmp_path / "zyx.tif", np.stack([image, image]), metadata={"axes": "ZYX"})

@@ -14,6 +14,7 @@ archive with no counter. No torch here.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 from ..errors import SpiralrayError
@@ -71,11 +72,17 @@ def list_images(url: str, storage_options=None) -> list[Entry]:
     if is_zarr(url):
         import zarr
 
+        from .output import MANIFEST
+
+        if exists(f"{url}/{MANIFEST}", storage_options):
+            raise SpiralrayError(f"{redact(url)} is a spiralray output (labels), not images to segment")
         try:
             root = zarr.open_group(
                 local(url), mode="r", storage_options=storage_options if is_url(url) else None
             )
-            paths = _zarr_images(root)
+            with warnings.catch_warnings():  # files beside the zarr nodes (OME/ XML, a table)
+                warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
+                paths = _zarr_images(root)
         except SpiralrayError:
             raise
         except Exception as exc:

@@ -112,9 +112,13 @@ class Plane:
     index: tuple = field(default_factory=tuple)  # ints, with slices for y and x
 
 
+FIRST_PLANE = "first"  # ``plane``: the first plane along every stack axis the image has
+
+
 def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, plane) -> Plane:
     """Pick the 2-D plane: singleton axes are squeezed, C by ``channel``, T / Z by ``plane``
-    (an int for the one stack axis left, or a dict like {"t": 0, "z": 5}).
+    (an int for the one stack axis left, a dict like {"t": 0, "z": 5} naming axes the image
+    has, or ``FIRST_PLANE``).
 
     ``axes`` (lower-case letters, one per axis) comes from OME or TIFF metadata; without it the
     last two axes are y, x, unless the last is small (<= 4: channels-last RGB(A) or stacks)."""
@@ -136,6 +140,8 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
         axes = axes[:k] + ("c" if channel is not None else "z") + axes[k + 1 :]
     if "y" not in axes or "x" not in axes or len(axes) != nd:
         raise SpiralrayError(f"array of shape {shape} (axes '{axes}') is not an image with y and x axes")
+    if plane == FIRST_PLANE:
+        plane = {a: 0 for a in axes if a not in "cyx"}
     picks = dict(plane) if isinstance(plane, dict) else {}
     rest = [a for a, n in zip(axes, shape, strict=True) if a not in "yx" and n > 1]
     stack = [a for a in rest if a != "c"]

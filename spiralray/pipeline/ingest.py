@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import string
 import sys
 import time
 from dataclasses import dataclass
@@ -31,12 +30,11 @@ from dataclasses import dataclass
 from ..errors import SpiralrayError
 from ..io import readers
 from ..io.archive import Entry, is_archive, list_images, output_for
-from ..io.readers import is_url, local, one_line, open_image, redact
+from ..io.readers import FIRST_PLANE, is_url, local, one_line, open_image, redact
 from ..io.windows import as_dask
 
 MARK = "spiralray_ingest"
 VERSION = 1
-ANY_PLANE = {a: 0 for a in string.ascii_lowercase if a not in "cyx"}  # open_image: first plane
 
 
 @dataclass
@@ -136,7 +134,7 @@ def _write(url: str, group, opts: IngestOptions) -> dict:
     from ome_zarr.scale import Methods
     from ome_zarr.writer import write_image
 
-    reader = open_image(url, channel=0, plane=ANY_PLANE)
+    reader = open_image(url, channel=0, plane=FIRST_PLANE)
     darr, axes, whole = as_dask(reader, opts.chunk)
     levels = opts.levels or pyramid_levels(*reader.shape, opts.chunk)
     chunks = [min(opts.chunk, n) if a in "yx" else 1 for a, n in zip(axes, darr.shape, strict=True)]

@@ -152,8 +152,9 @@ EXIT_FAILED_IMAGES = 3
 def _report_failed(failed: list[dict]) -> int:
     """Each image of an archive that could not be segmented, one line on stderr (the others are
     finished); 0 when none, else ``EXIT_FAILED_IMAGES``."""
-    for f in failed:
-        print(f"spiralray: failed: {f['input']}: {f['error']}", file=sys.stderr)
+    for f in failed:  # the error names the image already, most often
+        what = f["error"] if f["input"] in f["error"] else f"{f['input']}: {f['error']}"
+        print(f"spiralray: failed: {what}", file=sys.stderr)
     if failed:
         print(f"spiralray: {len(failed)} image(s) failed; the others are finished", file=sys.stderr)
     return EXIT_FAILED_IMAGES if failed else 0

@@ -1,4 +1,3 @@
-import io
 import json
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import tifffile
 
 from spiralray.cli import main
 from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.io.storage import write_labels
 
 
 def run_cli(*args, cwd=None):
@@ -86,15 +86,20 @@ def test_tiff_output_replaces_only_its_own_file_and_only_when_asked(tmp_path, ca
     before = foreign.read_bytes()
     for extra in ([], ["--overwrite"]):  # never a file spiralray did not write
         assert main(["segment", str(tmp_path / "i.tif"), str(foreign), *extra]) == 2
-        assert "not a spiralray output" in capsys.readouterr().err
+        assert "was not written by spiralray" in capsys.readouterr().err
         assert foreign.read_bytes() == before
     own = tmp_path / "o.tif"
     assert main(["segment", str(tmp_path / "i.tif"), str(own)]) == 0
+    found = tifffile.imread(own)
+    assert found.max() > 1
+    write_labels(own, np.ones_like(found))  # spiralray's, but not this run's answer
     first = own.read_bytes()
     assert main(["segment", str(tmp_path / "i.tif"), str(own)]) == 2  # its own: only when asked
     assert "--overwrite" in capsys.readouterr().err and own.read_bytes() == first
     assert main(["segment", str(tmp_path / "i.tif"), str(own), "--overwrite"]) == 0
-    assert np.array_equal(tifffile.imread(own), tifffile.imread(io.BytesIO(first)))
+    assert np.array_equal(tifffile.imread(own), found)
+    assert main(["segment", str(tmp_path / "i.tif"), "s3://bucket/o.tif"]) == 2
+    assert "local path" in capsys.readouterr().err
 
 
 def test_output_folder_is_never_created_and_a_plain_file_is_never_an_output(tmp_path, capsys):

@@ -14,6 +14,8 @@ import zarr
 
 from spiralray import api
 from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.errors import SpiralrayError
+from spiralray.io.archive import list_images
 from spiralray.pipeline.ray_exec import RayOptions
 from spiralray.pipeline.run import Options
 from spiralray.pipeline.segment import segment
@@ -99,11 +101,14 @@ def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, eng
         json.loads((tmp_path / "out" / n / ".spiralray" / "manifest.json").read_text()) for n in sorted(imgs)
     ]
     assert [m["images"][0]["index"] for m in manifests] == [1, 2, 3]  # "broken" sorts first: index 0
+    with pytest.raises(SpiralrayError, match="holds spiralray outputs"):  # not an archive of images
+        list_images(str(tmp_path / "out"))
 
 
 def test_folder_of_tiffs(ray_cluster, engine, tmp_path):
-    for i in range(2):
-        tifffile.imwrite(tmp_path / f"f{i}.tif", generate(SyntheticSpec(260, 300), seed=70 + i)[0])
+    (tmp_path / "sub").mkdir()  # its output folder is made by the run, inside the output
+    for i, name in enumerate(["f0.tif", "sub/f1.tif"]):
+        tifffile.imwrite(tmp_path / name, generate(SyntheticSpec(260, 300), seed=70 + i)[0])
     s = segment(
         str(tmp_path),
         str(tmp_path.parent / (tmp_path.name + "_out")),
@@ -112,7 +117,7 @@ def test_folder_of_tiffs(ray_cluster, engine, tmp_path):
         ropts=ROPTS,
     )
     assert s["images"] == 2 and not s["failed"]
-    assert (tmp_path.parent / (tmp_path.name + "_out") / "f1.zarr" / "labels" / "instances").exists()
+    assert (tmp_path.parent / (tmp_path.name + "_out") / "sub" / "f1.zarr" / "labels" / "instances").exists()
 
 
 def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path, capsys):

@@ -6,6 +6,9 @@
   (``A/1/0``: row / column / field); an image's own ``labels`` are skipped;
 - a folder or object-store prefix of TIFF / PNG files.
 
+Labels an earlier run wrote (spiralray outputs) are never images: they are skipped, and an
+archive that holds nothing else is refused with a line that says so.
+
 Images are listed in sorted path order: an image's position in that list is its index in the
 archive, which its objects' seed ids carry (``core.objects``), so ids are unique across the
 archive with no counter. No torch here.
@@ -18,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 
 from ..errors import SpiralrayError
+from .output import MANIFEST
 from .readers import RASTER, TIFF, exists, is_url, is_zarr, local, one_line, redact
 
 LIMIT = 1 << 24  # images per archive (the seed ids' 24 index bits)
@@ -47,7 +51,9 @@ def is_archive(url: str, storage_options=None) -> bool:
     return os.path.isdir(local(url))
 
 
-def _zarr_images(group, prefix: str = "") -> list[str]:
+def _zarr_images(group, prefix: str = "", outputs: list | None = None) -> list[str]:
+    """Image paths under ``group``; spiralray outputs found are skipped, their paths added to
+    ``outputs``."""
     import zarr
 
     found = []
@@ -55,10 +61,13 @@ def _zarr_images(group, prefix: str = "") -> list[str]:
         path = f"{prefix}{name}"
         if isinstance(node, zarr.Group):
             attrs = dict(node.attrs)
-            if attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"):
+            if "spiralray" in attrs:  # labels an earlier run wrote: not an image to segment
+                if outputs is not None:
+                    outputs.append(path)
+            elif attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"):
                 found.append(path)  # an image: its levels and labels are not images of their own
             elif name != "labels":
-                found += _zarr_images(node, path + "/")
+                found += _zarr_images(node, path + "/", outputs)
         elif len(node.shape) >= 2 and node.dtype.kind in "uifb":
             found.append(path)
     return found
@@ -67,12 +76,11 @@ def _zarr_images(group, prefix: str = "") -> list[str]:
 def list_images(url: str, storage_options=None) -> list[Entry]:
     """The archive's images in sorted path order (see the module docstring)."""
     url = str(url).rstrip("/")
+    outputs: list[str] = []
     if not exists(url, storage_options):
         raise SpiralrayError(f"input not found: {redact(url) if is_url(url) else url}")
     if is_zarr(url):
         import zarr
-
-        from .output import MANIFEST
 
         if exists(f"{url}/{MANIFEST}", storage_options):
             raise SpiralrayError(f"{redact(url)} is a spiralray output (labels), not images to segment")
@@ -82,14 +90,18 @@ def list_images(url: str, storage_options=None) -> list[Entry]:
             )
             with warnings.catch_warnings():  # files beside the zarr nodes (OME/ XML, a table)
                 warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
-                paths = _zarr_images(root)
+                paths = _zarr_images(root, outputs=outputs)
         except SpiralrayError:
             raise
         except Exception as exc:
             raise SpiralrayError(f"cannot list {redact(url)} as a zarr archive: {one_line(exc)}") from exc
         entries = [Entry(p, f"{url}/{p}") for p in sorted(paths)]
     else:
-        entries = [Entry(p, f"{url}/{p}") for p in sorted(_files(url, storage_options))]
+        files = _files(url, storage_options)
+        outputs = [f[: -len(MANIFEST)].rstrip("/") or "." for f in files if f"/{f}".endswith(f"/{MANIFEST}")]
+        entries = [Entry(p, f"{url}/{p}") for p in sorted(files) if p.lower().endswith(TIFF + RASTER)]
+    if not entries and outputs:
+        raise SpiralrayError(f"{redact(url)} holds spiralray outputs (labels at {outputs[0]}), not images")
     if not entries:
         raise SpiralrayError(
             f"{redact(url)} holds no images (zarr arrays, OME-Zarr images, TIFF or PNG files)"
@@ -100,17 +112,16 @@ def list_images(url: str, storage_options=None) -> list[Entry]:
 
 
 def _files(url: str, storage_options=None) -> list[str]:
-    """Relative paths of the TIFF / PNG files under a folder or prefix (recursively)."""
+    """Relative paths of the files under a folder or prefix (recursively)."""
     import fsspec
 
-    suffixes = TIFF + RASTER
     try:
         fs, root = fsspec.core.url_to_fs(local(url), **(storage_options or {}))
         names = fs.find(root)
     except Exception as exc:
         raise SpiralrayError(f"cannot list {redact(url)}: {one_line(exc)}") from exc
     root = root.rstrip("/")
-    return [n[len(root) + 1 :] for n in names if n.lower().endswith(suffixes)]
+    return [n[len(root) + 1 :] for n in names]
 
 
 def output_for(out_root: str, entry: Entry) -> str:

@@ -98,12 +98,17 @@ def check_tiff_output(path: str, overwrite: bool = False) -> None:
     (A TIFF holds no manifest to resume from or compare with: the run is done again.)"""
     from ..io.storage import written_by_spiralray
 
+    if is_url(path):
+        raise SpiralrayError(f"a .tif output must be a local path, not {redact(path)}: write .zarr there")
     p = local(path)
     if os.path.isdir(p):
         raise SpiralrayError(f"output {p} is a directory")
     if os.path.exists(p):
         if not written_by_spiralray(p):
-            raise SpiralrayError(f"output {p} exists and is not a spiralray output: choose another path")
+            raise SpiralrayError(
+                f"output {p} exists and was not written by spiralray (no 'spiralray' Software tag; "
+                "TIFF outputs before 2026-12-06 have none): remove it yourself or choose another path"
+            )
         if not overwrite:
             raise SpiralrayError(f"output {p} exists: use --overwrite to replace it")
     check_parent(p)
@@ -112,12 +117,12 @@ def check_tiff_output(path: str, overwrite: bool = False) -> None:
         raise SpiralrayError(f"output directory is not writable: {parent}")
 
 
-def preflight(input: str, output: str, opts: Options, kind: str | None = None) -> str:
+def preflight(input: str, output: str, opts: Options, in_archive: bool = False) -> str:
     """The checks that need no model and no pixels, made before anything is loaded; returns
-    the output kind ("zarr" or "tiff")."""
+    the output kind ("zarr" or "tiff"). ``in_archive``: an archive's image, whose output is an
+    OME-Zarr group (whatever its name) in folders the run makes inside the archive's output."""
     check_tile_size(opts.tile_size)
-    in_archive = kind is not None  # an archive's image outputs: folders the run makes in its output
-    kind = kind or output_kind(output)
+    kind = "zarr" if in_archive else output_kind(output)
     if _same_place(input, output):
         raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
     if kind == "tiff":
@@ -135,11 +140,11 @@ def check_image_run(
     model: str | None = None,
     storage_options: dict | None = None,
     index: int = 0,
-    kind: str | None = None,
+    in_archive: bool = False,
 ) -> ImageRun:
     """Everything checked and the output's state read; no pixels read, nothing written yet.
-    ``kind`` forces the output kind (an archive's images are OME-Zarr groups, whatever name)."""
-    kind = preflight(input, output, opts, kind)
+    ``in_archive``: an archive's image (``preflight``)."""
+    kind = preflight(input, output, opts, in_archive)
     reader = open_image(input, opts.channel, opts.plane, storage_options)
     if opts.strict and reader.missing_chunks:
         raise SpiralrayError(

@@ -92,7 +92,7 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
         try:
             if archive:
                 run = check_image_run(
-                    e.url, output_for(output, e), engine.net, opts, model, index=index, kind="zarr"
+                    e.url, output_for(output, e), engine.net, opts, model, index=index, in_archive=True
                 )
             else:
                 run = check_image_run(e.url, output, engine.net, opts, model, index=index)

@@ -117,6 +117,8 @@ def test_encode_formats_round_trip():
     labels = np.zeros((64, 70), np.uint32)
     labels[5:20, 5:20], labels[30:50, 40:60] = 1, 2
     assert np.array_equal(tifffile.imread(io.BytesIO(codecs.encode(labels, "tiff"))), labels)
+    with tifffile.TiffFile(io.BytesIO(codecs.encode(labels, "tiff"))) as tif:  # as the CLI's output
+        assert tif.pages[0].software == "spiralray"
     got = np.load(io.BytesIO(codecs.encode(labels, "npy")), allow_pickle=False)
     assert got.dtype == np.uint32 and np.array_equal(got, labels)
     png = iio.imread(codecs.encode(labels, "png"), extension=".png")

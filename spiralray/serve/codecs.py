@@ -137,13 +137,16 @@ def first_line(exc: Exception) -> str:
 def encode(labels: np.ndarray, fmt: str) -> bytes:
     """Body of a label image ``H x W`` in ``fmt`` (tiff, png or npy).
 
-    TIFF is written as ``spiralray segment`` writes it (zlib); PNG holds at most 16 bits, so
+    TIFF is written as ``spiralray segment`` writes it (zlib, its Software tag: a saved answer is
+    recognised as spiralray's output, replaceable with ``--overwrite``); PNG holds at most 16 bits, so
     larger ids are refused (use tiff or npy for them)."""
     buf = io.BytesIO()
     if fmt == "tiff":
         import tifffile
 
-        tifffile.imwrite(buf, labels, compression="zlib")
+        from ..io.storage import SOFTWARE
+
+        tifffile.imwrite(buf, labels, compression="zlib", software=SOFTWARE)
     elif fmt == "npy":
         np.save(buf, labels, allow_pickle=False)
     elif fmt == "png":

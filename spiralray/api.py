@@ -65,6 +65,8 @@ def segment_image(
     if ids not in IDS:
         raise SpiralrayError(f"unknown id scheme {ids!r} (use {' or '.join(IDS)})")
     plane = select_plane(image, channel)
+    if 0 in plane.shape:
+        raise SpiralrayError(f"image is {plane.shape[0]} x {plane.shape[1]} px: there is nothing to segment")
     reader = ImageReader(
         "memory", plane, choose_plane(plane.shape, "yx", None, None), plane.shape, True, "memory"
     )

@@ -12,6 +12,7 @@ from spiralray.cli import main
 from spiralray.core.resample import resample, resample_window, to_input
 from spiralray.core.spiral import ObjectMask
 from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.errors import SpiralrayError
 from spiralray.pipeline.local import Options, segment_array
 
 
@@ -80,6 +81,14 @@ def test_bad_diameter_values_are_one_line(tmp_path, capsys, value, expected):
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), "--diameter", value]) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_api_bad_diameter_and_empty_image_are_spiralray_errors(engine):
+    image = generate(SyntheticSpec(100, 120), seed=2)[0]
+    with pytest.raises(SpiralrayError, match="number of pixels"):
+        api.segment_image(engine, image, diameter="big")
+    with pytest.raises(SpiralrayError, match="nothing to segment"):
+        api.segment_image(engine, np.zeros((0, 0), np.uint16))
 
 
 def test_diameter_larger_than_the_image_is_refused(tmp_path, capsys):

@@ -234,7 +234,25 @@ def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_st
     assert run.data.tags["validation"] == "none" and not [k for k in run.data.metrics if "val_" in k]
 
 
-def test_bad_training_input(ray_cluster, tmp_path, dataset):
+def test_a_bad_mlflow_store_fails_before_any_work(tmp_path, monkeypatch, dataset):
+    """A mistyped store is found before training (not after hours of it), an unreachable server
+    after one try (not MLflow's minutes of retries), and reading never creates a store."""
+    from spiralray.train import registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqllite:///x.db")
+    with pytest.raises(SpiralrayError, match="cannot use the MLflow store"):
+        train(TrainJob(data=str(dataset), **TINY))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with pytest.raises(SpiralrayError, match="cannot use the MLflow store"):
+        registry.load("models:/spiralnet@champion")
+    typo = tmp_path / "typo.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{typo}")
+    with pytest.raises(SpiralrayError, match="no MLflow store"):
+        registry.load("models:/spiralnet@champion")
+    assert not typo.exists()
+
+
+def test_bad_training_input(ray_cluster, mlflow_store, tmp_path, dataset):
     with pytest.raises(SpiralrayError, match="no frame 7"):
         train(TrainJob(data=str(dataset), frames=[0, 7]))
     with pytest.raises(SpiralrayError, match="not found"):

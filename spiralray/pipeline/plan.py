@@ -78,7 +78,10 @@ def check_diameter(diameter, shape) -> None:
     """A clear error for a diameter that no image of ``shape`` can hold."""
     if diameter in (None, "auto"):
         return
-    d = float(diameter)
+    try:
+        d = float(diameter)
+    except (TypeError, ValueError):
+        raise SpiralrayError(f"diameter must be a number of pixels or 'auto', got {diameter!r}") from None
     if not np.isfinite(d) or d <= 0:
         raise SpiralrayError(f"diameter must be a positive number of pixels (or auto), got {diameter}")
     if d > min(shape):

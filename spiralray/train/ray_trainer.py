@@ -225,6 +225,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from .widen import widen_skips
     from .worker_loop import train_loop
 
+    registry.check_store(create=True)  # before any work: a bad store must not cost the run
     cfg, weights = SpiralNetConfig(), None
     if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
         from .. import modelzoo

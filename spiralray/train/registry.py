@@ -15,12 +15,44 @@ from dataclasses import asdict
 import numpy as np
 
 from ..errors import SpiralrayError
+from ..io.readers import one_line
 
 MODEL_CODE = os.path.join(os.path.dirname(__file__), "mlflow_model.py")
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+
+
+def check_store(create: bool) -> None:
+    """Fail at once, before any work, on a tracking store that cannot be used: an unsupported
+    scheme, an unreachable server (one try, not MLflow's minutes of retries), or a sqlite file
+    that does not exist when only reading (``create`` False): a mistyped path must not create
+    an empty store, nor a run's hours end in an error at registration."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = os.path.abspath(uri[len("sqlite:///") :])
+        if not create and not os.path.isfile(path):
+            raise SpiralrayError(f"no MLflow store at {path} (set MLFLOW_TRACKING_URI to yours)")
+        if create and not os.path.isdir(os.path.dirname(path)):
+            raise SpiralrayError(f"the MLflow store's folder does not exist: {os.path.dirname(path)}")
+    mlflow = _mlflow()
+    saved = {k: os.environ.get(k) for k in _ONE_TRY}
+    os.environ.update(_ONE_TRY)
+    try:
+        mlflow.MlflowClient().search_registered_models(max_results=1)
+    except Exception as exc:
+        raise SpiralrayError(f"cannot use the MLflow store at {uri}: {one_line(exc)}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# MLflow's HTTP settings for check_store: one quick try
+_ONE_TRY = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def _mlflow():
@@ -124,6 +156,7 @@ def load(uri: str):
     """A SpiralNet from ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
     from .. import modelzoo
 
+    check_store(create=False)
     mlflow = _mlflow()
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp())
@@ -139,6 +172,7 @@ def describe(uri: str) -> dict:
     """Which version ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) names now, with its
     aliases and its source run's metrics; ``pinned`` is ``models:/NAME/VERSION``, so a caller can
     load exactly the version described even if the alias moves meanwhile."""
+    check_store(create=False)
     mlflow = _mlflow()
     rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
     name, alias = rest.rsplit("@", 1) if "@" in rest else (rest, None)

@@ -97,6 +97,12 @@ def test_bad_training_input_gets_clear_errors(tmp_path):
     tifffile.imwrite(bad / "labels.tif", np.zeros((2, 8, 9), np.uint16))
     with pytest.raises(SpiralrayError, match="labels are"):
         load_pairs(str(bad))
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    tifffile.imwrite(pair / "f0.tif", np.zeros((8, 8), np.uint16))
+    tifffile.imwrite(pair / "f0_labels.tif", np.zeros((8, 9), np.uint16))
+    with pytest.raises(SpiralrayError, match="f0.tif is"):  # the file, not its index
+        load_pairs(str(pair))
     tifffile.imwrite(bad / "labels.tif", np.zeros((2, 8, 8), np.uint16))
     with pytest.raises(SpiralrayError, match="no objects"):
         load_pairs(str(bad))

@@ -24,13 +24,17 @@ def _frames(a: np.ndarray) -> list[np.ndarray]:
     return [a] if a.ndim == 2 else list(a)
 
 
-def _check(images: list, labels: list, where: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def _check(
+    images: list, labels: list, where: str, names: list[str] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``names``: each image's file (a folder of pairs), named in errors instead of its index."""
     if len(images) != len(labels):
         raise SpiralrayError(f"{where}: {len(images)} images but {len(labels)} label images")
     pairs = []
     for i, (im, lb) in enumerate(zip(images, labels, strict=True)):
         if im.shape != lb.shape:
-            raise SpiralrayError(f"{where}: image {i} is {im.shape} but its labels are {lb.shape}")
+            what = names[i] if names else f"image {i}"
+            raise SpiralrayError(f"{where}: {what} is {im.shape} but its labels are {lb.shape}")
         if lb.dtype.kind not in "iub":
             raise SpiralrayError(f"{where}: labels {i} are {lb.dtype}, expected integer instance ids")
         pairs.append((im, lb.astype(np.int32)))
@@ -50,7 +54,8 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
     """All (image ``H x W``, labels ``H x W`` int32) pairs of a dataset; ``frames`` selects some."""
     path = str(path).rstrip("/")
     if not storage.exists(path):
-        raise SpiralrayError(f"training data not found: {path}")
+        raise SpiralrayError(f"data not found: {path}")  # training or validation data
+    names = None
     if storage.is_zarr(path):
         group = storage.open_zarr_group(path)
         if "images" not in group or "labels" not in group:
@@ -68,6 +73,7 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
             missing = sorted(set(imgs) - set(labs))
             if missing:
                 raise SpiralrayError(f"{path}: missing labels for {', '.join(missing[:5])}")
+            names = [os.path.basename(imgs[k]) for k in sorted(imgs)]
             images = [storage.read_image(imgs[k]) for k in sorted(imgs)]
             labels = [storage.read_image(labs[k]) for k in sorted(imgs)]
         else:
@@ -80,9 +86,10 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
             unlabelled = sorted(k for k in stems if k not in label_of and not k.endswith(LABEL_SUFFIXES))
             if unlabelled and not keys:
                 raise SpiralrayError(f"{path}: missing labels (expected e.g. {unlabelled[0]}_labels.tif)")
+            names = [os.path.basename(stems[k]) for k in keys]
             images = [storage.read_image(stems[k]) for k in keys]
             labels = [storage.read_image(label_of[k]) for k in keys]
-    pairs = _check(images, labels, path)
+    pairs = _check(images, labels, path, names)
     if frames is not None:
         check_frames(len(pairs), frames, path)
         pairs = [pairs[i] for i in frames]

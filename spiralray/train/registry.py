@@ -36,19 +36,14 @@ def check_store(create: bool) -> None:
             raise SpiralrayError(f"no MLflow store at {path} (set MLFLOW_TRACKING_URI to yours)")
         if create and not os.path.isdir(os.path.dirname(path)):
             raise SpiralrayError(f"the MLflow store's folder does not exist: {os.path.dirname(path)}")
+    from unittest import mock
+
     mlflow = _mlflow()
-    saved = {k: os.environ.get(k) for k in _ONE_TRY}
-    os.environ.update(_ONE_TRY)
     try:
-        mlflow.MlflowClient().search_registered_models(max_results=1)
+        with mock.patch.dict(os.environ, _ONE_TRY):  # the user's settings back afterwards
+            mlflow.MlflowClient().search_registered_models(max_results=1)
     except Exception as exc:
         raise SpiralrayError(f"cannot use the MLflow store at {uri}: {one_line(exc)}") from None
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # MLflow's HTTP settings for check_store: one quick try

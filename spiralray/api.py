@@ -57,7 +57,8 @@ def segment_image(
     "auto" (estimated): an image whose nuclei are far from the model's size is segmented
     resampled to it, and its labels come back at its own resolution."""
     from .core.engine import select_plane
-    from .io.readers import ImageReader, choose_plane
+    from .io.planes import choose_plane
+    from .io.readers import ImageReader
     from .pipeline.local import run_plan
     from .pipeline.plan import make_plan
     from .pipeline.run import Options

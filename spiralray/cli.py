@@ -179,18 +179,34 @@ def _read_labels(path):
     return a
 
 
+def _instances(frames, path) -> list:
+    """Each 2-D frame as instance labels (``metrics.as_instances``); a mask's note on stderr."""
+    from .core.metrics import as_instances
+
+    out = []
+    for k, frame in enumerate(frames):
+        try:
+            labels, note = as_instances(frame)
+        except ValueError as exc:
+            where = f"{path} (frame {k})" if len(frames) > 1 else str(path)
+            raise SpiralrayError(f"{where} is {exc}") from exc
+        if note and k == 0:
+            print(f"spiralray: {path} is {note}", file=sys.stderr)
+        out.append(labels)
+    return out
+
+
 def cmd_evaluate(args) -> int:
     from .core.metrics import evaluate_many
 
     pred, truth = _read_labels(args.pred), _read_labels(args.truth)
     if pred.shape != truth.shape:
         raise SpiralrayError(f"shape mismatch: {args.pred} is {pred.shape}, {args.truth} is {truth.shape}")
-    if pred.ndim == 2:
-        pairs = [(pred, truth)]
-    elif pred.ndim == 3:
-        pairs = list(zip(pred, truth, strict=True))
-    else:
+    if pred.ndim not in (2, 3):
         raise SpiralrayError(f"label images must be 2-D (or a stack of 2-D frames), got {pred.shape}")
+    if pred.ndim == 2:
+        pred, truth = pred[None], truth[None]
+    pairs = list(zip(_instances(list(pred), args.pred), _instances(list(truth), args.truth), strict=True))
     scores = evaluate_many(pairs)
     if not args.json:
         for k, v in scores.items():

@@ -39,6 +39,22 @@ def test_evaluate_json(tmp_path):
         assert key in s
 
 
+def test_evaluate_refuses_an_intensity_image_and_reads_a_mask_as_its_regions(tmp_path):
+    image, truth = generate(SyntheticSpec(120, 140), seed=3)
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "truth.tif", truth.astype(np.uint16))
+    code, out, err = run_cli("evaluate", tmp_path / "image.tif", tmp_path / "truth.tif")
+    assert code == 2 and "image.tif is not a label image" in err and len(err.strip().splitlines()) == 1
+    apart = np.zeros((60, 60), np.uint8)  # two separate objects, as a 0/1 mask and as labels
+    apart[5:20, 5:20], apart[30:50, 30:50] = 1, 2
+    tifffile.imwrite(tmp_path / "mask.tif", (apart > 0).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "apart.tif", apart)
+    code, out, err = run_cli("evaluate", tmp_path / "mask.tif", tmp_path / "apart.tif", "--json")
+    assert code == 0 and "2 connected regions are taken as the objects" in err
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["n_pred"] == 2 and s["object_f1_50"] == 1.0
+
+
 def test_segment_writes_uint32_labels_and_finds_nuclei(tmp_path):
     image, truth = generate(SyntheticSpec(160, 200), seed=11)
     tifffile.imwrite(tmp_path / "in.tif", image)

@@ -262,7 +262,8 @@ class _Flaky:
 
 
 def test_transient_storage_errors_are_retried_permanent_ones_are_not(image, monkeypatch):
-    from spiralray.io.readers import ImageReader, Plane
+    from spiralray.io.planes import Plane
+    from spiralray.io.readers import ImageReader
 
     monkeypatch.setattr("time.sleep", lambda s: None)
     plane = Plane("yx", (slice(None), slice(None)))

@@ -144,6 +144,7 @@ def test_health_model_and_openapi(server):
         "format",
         "mode",
         "channel",
+        "plane",
         "ids",
         "exclude_border",
         "diameter",
@@ -189,6 +190,9 @@ def test_options_match_the_api(server, registry):
     assert np.array_equal(seed_ids, api.segment_image(engine, image, ids="seed").labels)
     from_channel, _ = served_labels(server, stack, "?channel=1")
     assert np.array_equal(from_channel, api.segment_image(engine, image).labels)
+    zstack = np.stack([np.zeros_like(image), np.zeros_like(image), image, image[::-1]])
+    from_plane, _ = served_labels(server, zstack, "?plane=2")
+    assert np.array_equal(from_plane, api.segment_image(engine, image).labels)
     big = generate(SyntheticSpec(300, 320, radius=(30, 40), density=0.0002), seed=6)[0]
     resized, _ = served_labels(server, big, "?diameter=70")
     assert np.array_equal(resized, api.segment_image(engine, big, diameter=70.0).labels)
@@ -241,6 +245,8 @@ def bad_requests():
         ("3-D image without channel", npy_bytes(np.stack([image, image])), "application/x-npy", "", 422),
         ("channel out of range", npy_bytes(np.stack([image, image])), "application/x-npy", "?channel=5", 422),
         ("channel of a 2-D image", good, "image/tiff", "?channel=0", 422),
+        ("plane of a 2-D image", good, "image/tiff", "?plane=0", 422),
+        ("plane out of range", npy_bytes(np.stack([image, image])), "application/x-npy", "?plane=2", 422),
         ("image smaller than a region", tiff_bytes(np.ones((30, 300), np.uint16)), "image/tiff", "", 422),
         ("NaN pixels", npy_bytes(np.full((80, 80), np.nan, np.float32)), "application/x-npy", "", 422),
         ("bad format", good, "image/tiff", "?format=bmp", 422),

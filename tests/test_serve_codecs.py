@@ -113,6 +113,21 @@ def test_length_and_channel_checks():
         assert e.value.status == 422
 
 
+def test_plane_of_a_stack():
+    stack = np.arange(5 * 60 * 70).reshape(5, 60, 70)
+    assert codecs.take_plane(stack, None, None) is stack
+    assert np.array_equal(codecs.take_plane(stack, 3, None), stack[3])
+    for image, plane, channel, match in [
+        (stack, 5, None, "plane 5 out of range: the stack has 5 planes"),
+        (stack, 1, 0, "not both"),
+        (stack[0], 0, None, "2-D"),
+        (np.zeros((60, 70, 3)), 0, None, "colour"),
+    ]:
+        with pytest.raises(codecs.RequestError, match=match) as e:
+            codecs.take_plane(image, plane, channel)
+        assert e.value.status == 422
+
+
 def test_encode_formats_round_trip():
     labels = np.zeros((64, 70), np.uint32)
     labels[5:20, 5:20], labels[30:50, 40:60] = 1, 2

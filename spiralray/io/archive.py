@@ -7,7 +7,11 @@
 - a folder or object-store prefix of TIFF / PNG files.
 
 Labels an earlier run wrote (spiralray outputs) are never images: they are skipped, and an
-archive that holds nothing else is refused with a line that says so.
+archive that holds nothing else is refused with a line that says so. An output is known by its
+manifest file (``output.MANIFEST``) where files are listed (a folder; a zarr root, whose group
+may not exist yet when a run was killed right after writing its manifest), and by the
+``spiralray`` attribute its group gets right after, where a zarr tree is walked: that costs no
+request per group, which matters on object storage.
 
 Images are listed in sorted path order: an image's position in that list is its index in the
 archive, which its objects' seed ids carry (``core.objects``), so ids are unique across the

@@ -84,6 +84,17 @@ def list_dir(path) -> list[str]:
     return sorted(os.path.join(s, name) for name in os.listdir(s))
 
 
+def check_parent(path) -> None:
+    """A local output's folder must exist: a mistyped path is refused, not created. (A URL's
+    "folders" are key prefixes: nothing to check.)"""
+    s = str(path)
+    if _is_url(s):
+        return
+    parent = os.path.dirname(os.path.abspath(_local(s).rstrip("/")))
+    if not os.path.isdir(parent):
+        raise SpiralrayError(f"output directory does not exist: {parent}")
+
+
 def check_output(path) -> None:
     """Fail early, before any work, on an output path that cannot be written."""
     s = _local(str(path))
@@ -92,9 +103,7 @@ def check_output(path) -> None:
     suffix = Path(s).suffix.lower()
     if suffix not in TIFF:
         raise SpiralrayError(f"unsupported output format '{suffix or 'none'}' for {s} (use .tif or .zarr)")
-    parent = os.path.dirname(os.path.abspath(s))
-    if not os.path.isdir(parent):
-        raise SpiralrayError(f"output directory does not exist: {parent}")
+    check_parent(s)
 
 
 SOFTWARE = "spiralray"  # the TIFF Software tag of label images spiralray writes

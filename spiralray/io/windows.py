@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SpiralrayError
-from .readers import ImageReader, Plane, redact
+from .planes import Plane
+from .readers import ImageReader, redact
 
 BAND_BYTES = 256 * 2**20  # a striped TIFF is read in full-width row bands up to this size
 

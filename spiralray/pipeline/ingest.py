@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from ..errors import SpiralrayError
 from ..io import readers
 from ..io.archive import Entry, is_archive, list_images, output_for
-from ..io.readers import FIRST_PLANE, is_url, local, one_line, open_image, redact
+from ..io.planes import FIRST_PLANE
+from ..io.readers import is_url, local, one_line, open_image, redact
 from ..io.windows import as_dask
 
 MARK = "spiralray_ingest"

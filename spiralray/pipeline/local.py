@@ -180,7 +180,8 @@ def segment_image_file(
 def segment_array(image: np.ndarray, engine, opts: Options | None = None) -> dict:
     """The tiled path on an image held in memory (``H x W``, or with ``opts.channel``):
     its summary, with the label image under ``"labels"``."""
-    from ..io.readers import ImageReader, choose_plane
+    from ..io.planes import choose_plane
+    from ..io.readers import ImageReader
 
     opts = opts or Options()
     a = np.asarray(image)

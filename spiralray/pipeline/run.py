@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import SpiralrayError
 from ..io.output import Output
 from ..io.readers import TIFF, is_url, local, open_image, redact
+from ..io.storage import check_parent, written_by_spiralray
 from .plan import VERSION, ImagePlan, check_tile_size, mismatch, weights_hash
 
 TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
@@ -83,21 +84,10 @@ def output_kind(output: str) -> str:
     )
 
 
-def check_parent(output: str) -> None:
-    """A local output's folder must exist: a mistyped path is refused, not created."""
-    if is_url(output):
-        return
-    parent = os.path.dirname(os.path.abspath(local(output).rstrip("/")))
-    if not os.path.isdir(parent):
-        raise SpiralrayError(f"output directory does not exist: {parent}")
-
-
 def check_tiff_output(path: str, overwrite: bool = False) -> None:
     """Fail before any work on a TIFF output that cannot be written, or that exists and is not
     spiralray's to replace: a file spiralray did not write never is; its own, with ``overwrite``.
     (A TIFF holds no manifest to resume from or compare with: the run is done again.)"""
-    from ..io.storage import written_by_spiralray
-
     if is_url(path):
         raise SpiralrayError(f"a .tif output must be a local path, not {redact(path)}: write .zarr there")
     p = local(path)

@@ -37,7 +37,8 @@ def check_output(input: str, output: str, opts: Options) -> None:
     """The checks that need no model: an image's output kind and place; an archive's output
     never inside its input (nor the input inside the output)."""
     if is_archive(input):
-        from .run import _same_place, check_parent
+        from ..io.storage import check_parent
+        from .run import _same_place
 
         if _same_place(input, output):
             raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")

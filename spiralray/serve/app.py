@@ -41,7 +41,7 @@ from .batching import Item, segment_many
 from .config import ServeConfig
 
 log = logging.getLogger("ray.serve")
-SEGMENT_PARAMS = {"format", "mode", "channel", "ids", "exclude_border", "diameter"}
+SEGMENT_PARAMS = {"format", "mode", "channel", "plane", "ids", "exclude_border", "diameter"}
 
 api = FastAPI(
     title="spiralray",
@@ -76,7 +76,8 @@ IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 SEGMENT_OPENAPI = {
     "requestBody": {
         "required": True,
-        "description": "The image's bytes: a TIFF, PNG or .npy file (2-D, or 3-D with ?channel=C).",
+        "description": "The image's bytes: a TIFF, PNG or .npy file "
+        "(2-D, or 3-D with ?channel=C or ?plane=Z).",
         "content": dict.fromkeys(codecs.MEDIA_TYPES, IMAGE_BODY),
     }
 }
@@ -242,6 +243,7 @@ class Ingress:
         format: Literal["tiff", "png", "npy", "json"] = Query("tiff", description="response format"),
         mode: Literal["instance", "semantic"] = Query("instance", description="ids or a 0/1 mask"),
         channel: int | None = Query(None, ge=0, description="channel of a 3-D image"),
+        plane: int | None = Query(None, ge=0, description="plane of a Z x H x W stack (its first axis)"),
         ids: Literal["sequential", "seed"] = Query("sequential", description="1..N or seed-pixel ids"),
         exclude_border: bool = Query(False, description="drop objects touching the image border"),
         diameter: str = Query(
@@ -255,14 +257,16 @@ class Ingress:
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
         self.admitted += 1
         try:
-            return await self._segment(request, format, mode, channel, ids, exclude_border, diameter)
+            return await self._segment(request, format, mode, channel, plane, ids, exclude_border, diameter)
         finally:
             self.admitted -= 1
 
-    async def _segment(self, request, format, mode, channel, ids, exclude_border, diameter) -> Response:
+    async def _segment(
+        self, request, format, mode, channel, plane, ids, exclude_border, diameter
+    ) -> Response:
         t0 = time.perf_counter()
         try:
-            image = await self._read_image(request, channel)
+            image = await self._read_image(request, channel, plane)
             if format == "png" and mode == "instance" and ids == "seed":
                 raise codecs.RequestError(422, "seed ids do not fit 16-bit PNG: use format=tiff or npy")
         except codecs.RequestError as exc:
@@ -290,7 +294,7 @@ class Ingress:
         headers["X-Seconds"] = f"{time.perf_counter() - t0:.4f}"
         return Response(body, media_type=codecs.FORMATS[format], headers=headers)
 
-    async def _read_image(self, request: Request, channel: int | None) -> np.ndarray:
+    async def _read_image(self, request: Request, channel: int | None, plane: int | None) -> np.ndarray:
         unknown = sorted(set(request.query_params) - SEGMENT_PARAMS)
         if unknown:
             raise codecs.RequestError(
@@ -306,6 +310,7 @@ class Ingress:
             codecs.check_length(size, self.max_bytes)
             chunks.append(chunk)
         image = await asyncio.to_thread(codecs.decode, b"".join(chunks), kind, self.max_pixels)
+        image = codecs.take_plane(image, plane, channel)
         codecs.check_channel(image.shape, channel)
         return image
 

@@ -72,18 +72,42 @@ def check_array(image: np.ndarray, max_pixels: int) -> None:
         raise RequestError(422, f"unsupported dtype {image.dtype}: send integer, float or bool pixels")
     if image.ndim not in (2, 3):
         raise RequestError(
-            422, f"image has shape {image.shape}: send a 2-D image, or a 3-D one with ?channel=C"
+            422,
+            f"image has shape {image.shape}: send a 2-D image, or a 3-D one with ?channel=C or ?plane=Z",
         )
     _check_pixels(image.shape, max_pixels)
 
 
 def check_channel(shape: tuple[int, ...], channel: int | None) -> None:
-    """A 3-D image needs ?channel=C (which axis holds channels is the engine's rule); a 2-D image
-    has no channels to choose."""
+    """A 3-D image needs ?channel=C (which axis holds channels is the engine's rule) or, for a
+    stack, ?plane=Z (taken before this check); a 2-D image has no channels to choose."""
     if len(shape) == 3 and channel is None:
-        raise RequestError(422, f"image has shape {tuple(shape)}: choose a channel with ?channel=C")
+        raise RequestError(
+            422,
+            f"image has shape {tuple(shape)}: choose a channel with ?channel=C, "
+            "or a plane of a Z x H x W stack with ?plane=Z",
+        )
     if len(shape) == 2 and channel is not None:
         raise RequestError(422, f"?channel={channel} given but the image is 2-D {tuple(shape)}")
+
+
+def take_plane(image: np.ndarray, plane: int | None, channel: int | None) -> np.ndarray:
+    """``Z x H x W`` -> the ``H x W`` plane ``plane`` (a z-stack or time series: its first axis is
+    never read as channels, as ?channel would). ``image`` is returned as is without ``plane``."""
+    if plane is None:
+        return image
+    if channel is not None:
+        raise RequestError(422, "?plane and ?channel given: a 3-D image is a stack or channels, not both")
+    if image.ndim != 3:
+        raise RequestError(422, f"?plane={plane} given but the image is {image.ndim}-D {tuple(image.shape)}")
+    if image.shape[-1] <= 4 < min(image.shape[:2]):
+        raise RequestError(
+            422,
+            f"image of shape {tuple(image.shape)} is H x W x C (colour): choose a channel with ?channel=C",
+        )
+    if plane >= image.shape[0]:
+        raise RequestError(422, f"plane {plane} out of range: the stack has {image.shape[0]} planes")
+    return np.ascontiguousarray(image[plane])
 
 
 def _check_pixels(shape, max_pixels: int) -> None:

@@ -1,0 +1,107 @@
+"""Which 2-D plane of an N-D image is segmented: the axes' meaning (from OME or TIFF metadata,
+or guessed from the shape), the channel and the stack plane a user chose, and a one-line error
+for every choice that does not fit the image. Pure: shapes and letters in, a ``Plane`` out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import SpiralrayError
+
+
+@dataclass
+class Plane:
+    """How a 2-D plane sits in an N-D array: ``index`` holds an int for every non-YX axis."""
+
+    axes: str  # one letter per array axis, e.g. "tczyx", "cyx", "yx"
+    index: tuple = field(default_factory=tuple)  # ints, with slices for y and x
+
+
+FIRST_PLANE = "first"  # ``plane``: the first plane along every stack axis the image has
+
+
+def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, plane) -> Plane:
+    """Pick the 2-D plane: singleton axes are squeezed, C by ``channel``, T / Z by ``plane``
+    (an int for the one stack axis left, a dict like {"t": 0, "z": 5} naming axes the image
+    has, or ``FIRST_PLANE``).
+
+    ``axes`` (lower-case letters, one per axis) comes from OME or TIFF metadata; without it the
+    last two axes are y, x, unless the last is small (<= 4: channels-last RGB(A) or stacks)."""
+    nd = len(shape)
+    guessed = axes is None or "q" in axes.lower()
+    if axes is None:
+        if nd == 2:
+            axes = "yx"
+        elif nd == 3 and shape[-1] <= 4 < min(shape[:2]):
+            axes = "yxc"
+        elif nd == 3:
+            axes = "cyx" if channel is not None or plane is None else "zyx"
+        else:
+            axes = "q" * (nd - 2) + "yx"
+    axes = axes.lower()
+    unknown = [i for i, (a, n) in enumerate(zip(axes, shape, strict=False)) if a == "q" and n > 1]
+    if len(unknown) == 1 and (channel is not None or plane is not None) and "c" not in axes:
+        k = unknown[0]  # one axis of unknown meaning: it is what the user selects along
+        axes = axes[:k] + ("c" if channel is not None else "z") + axes[k + 1 :]
+    if "y" not in axes or "x" not in axes or len(axes) != nd:
+        raise SpiralrayError(f"array of shape {shape} (axes '{axes}') is not an image with y and x axes")
+    if plane == FIRST_PLANE:
+        plane = {a: 0 for a in axes if a not in "cyx"}
+    picks = dict(plane) if isinstance(plane, dict) else {}
+    rest = [a for a, n in zip(axes, shape, strict=True) if a not in "yx" and n > 1]
+    stack = [a for a in rest if a != "c"]
+    absent = sorted(set(picks) - set(axes))
+    if absent:
+        raise SpiralrayError(
+            f"--plane names axis '{absent[0]}', which the image does not have (axes '{axes}', shape {shape})"
+        )
+    if isinstance(plane, int):
+        if not stack:
+            raise SpiralrayError(
+                f"--plane {plane}: the image is a single plane (axes '{axes}', shape {shape})"
+            )
+        if len(stack) != 1:
+            raise SpiralrayError(
+                f"--plane {plane} is ambiguous for axes '{axes}' of shape {shape}; "
+                "name the axis, e.g. --plane z=3,t=0"
+            )
+        picks[stack[0]] = plane
+    index = []
+    for a, n in zip(axes, shape, strict=True):
+        if a in "yx":
+            index.append(slice(None))
+            continue
+        if a == "c" and n > 1:
+            if channel is None:
+                raise SpiralrayError(
+                    f"image has {n} channels (axes '{axes}', shape {shape}); choose one with --channel"
+                )
+            k = channel
+        elif n > 1:
+            if a not in picks and guessed:
+                raise SpiralrayError(
+                    f"image has shape {shape}: expected a 2-D image; choose a channel with --channel "
+                    "or a plane with --plane"
+                )
+            if a not in picks:
+                raise SpiralrayError(
+                    f"image is a stack (axes '{axes}', shape {shape}); choose a plane with --plane "
+                    + ("N" if len(stack) == 1 else ",".join(f"{s}=N" for s in stack))
+                )
+            k = picks[a]
+        else:
+            k = 0
+        if not 0 <= k < n:
+            what = "channel" if a == "c" else f"plane {a}"
+            raise SpiralrayError(f"{what} {k} out of range: the image has {n} along axis '{a}'")
+        index.append(int(k))
+    if (
+        channel is not None
+        and "c" not in [a for a, n in zip(axes, shape, strict=True) if n > 1]
+        and channel != 0
+    ):
+        raise SpiralrayError(f"channel {channel} out of range: image has 1 channel")
+    if axes.index("y") > axes.index("x"):
+        raise SpiralrayError(f"axes '{axes}': x before y is not supported")
+    return Plane(axes, tuple(index))

@@ -1,6 +1,7 @@
 """Distributed training end to end: Ray Train with 2 workers on a real local Ray cluster,
 a real MLflow sqlite store and registry, loading back by alias, resuming from checkpoints."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,8 @@ def test_two_workers_log_register_and_alias(trained, mlflow_store):
     history = client.get_metric_history(out["run_id"], "segmenter/segmenter_loss")
     assert len(history) == 1 and np.isfinite(history[0].value)
     assert "segmenter/val_object_f1_50" in run.data.metrics and "val_pixel_f1" in run.data.metrics
+    store = os.path.dirname(mlflow_store[len("sqlite:///") :])  # artifacts beside the store, no mlruns/
+    assert run.info.artifact_uri.startswith(Path(store, "mlartifacts").as_uri() + "/")
     arts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
     assert {"plots/loss_curves.png", "plots/val_overlay.png"} <= arts
     samples = [h["samples_per_s"] for h in out["stages"]["scorer"]["history"]]

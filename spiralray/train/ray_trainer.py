@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -213,6 +214,13 @@ def _cpus_per_worker(workers: int) -> float:
     return max(0.25, min(1.0, (total - 1) / max(workers, 1)))
 
 
+def quiet_pg_cleaner() -> None:
+    """Worker setup hook (see ``train``): Ray Train's placement-group cleaner logs errors only."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
+        logging.ERROR
+    )
+
+
 def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     """Train both stages; returns {"model_dir", "run_id", "version", "metrics", ...}."""
     import ray
@@ -247,7 +255,11 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     norm = [normalize(im, m.norm, m.norm_low, m.norm_high) for im, _ in train_pairs]
     labels = [lb for _, lb in train_pairs]
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False)
+        where = address or os.environ.get("RAY_ADDRESS") or "local"
+        # A local cluster of our own runs no dashboard, so the State API that Ray Train's
+        # placement-group cleaner polls is absent: it would warn every few seconds.
+        quiet = {"worker_process_setup_hook": f"{__name__}.quiet_pg_cleaner"} if where == "local" else None
+        ray.init(address=where, include_dashboard=False, runtime_env=quiet)
     storage = job.storage or os.path.expanduser("~/ray_results")
     if job.resume and not job.name:
         raise SpiralrayError("--resume needs the --name of the run to continue")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
@@ -56,6 +57,17 @@ def _mlflow():
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
     return mlflow
+
+
+def _experiment(mlflow, name: str) -> None:
+    """Make ``name`` the active experiment. A new one in a sqlite store keeps its artifacts
+    beside the store's file (``mlartifacts/``), not in an ``mlruns/`` folder wherever training
+    happened to be started (MLflow's default)."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        folder = os.path.join(os.path.dirname(os.path.abspath(uri[len("sqlite:///") :])), "mlartifacts")
+        mlflow.create_experiment(name, artifact_location=Path(folder).as_uri())
+    mlflow.set_experiment(name)
 
 
 def _loss_plot(results: dict, path: str) -> None:
@@ -106,7 +118,7 @@ def log_training(job, cfg, weights: dict, results: dict, val_pairs) -> dict:
     net = SpiralNet.build(cfg, seed=None).load_state_dict(
         {k: torch.from_numpy(v) for k, v in weights.items()}
     )
-    mlflow.set_experiment(job.experiment)
+    _experiment(mlflow, job.experiment)
     with mlflow.start_run(run_name=job.name) as run, tempfile.TemporaryDirectory() as tmp:
         params = {k: v for k, v in asdict(job).items() if k not in ("config",)}
         mlflow.log_params({k: str(v) for k, v in params.items()})

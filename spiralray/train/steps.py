@@ -65,7 +65,7 @@ def scorer_step(net: SpiralNet, opt, imgs, targets, spec: TrainSpec, device, syn
     ``RegionSampler.sample``); ``sync(module)`` runs between backward and step (the distributed
     gradient all-reduce)."""
     x = torch.from_numpy(imgs).to(device)
-    y = torch.from_numpy(np.asarray(targets, np.float32)).to(device)
+    y = torch.from_numpy(np.array(targets, np.float32)).to(device)  # a copy: Ray Data's are read-only
     pred = net.scorer(x)
     loss = F.mse_loss(pred, y) if spec.scorer_loss == "mse" else F.l1_loss(pred, y)
     opt.zero_grad()

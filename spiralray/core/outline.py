@@ -58,31 +58,37 @@ def _levels(
     return float(np.nanmedian(inner)), float(np.median(image[ring]))
 
 
+_UNREAD = object()  # levels not read yet (``None`` is a result: no ring)
+
+
 def levels(
-    mask: np.ndarray, image: np.ndarray, exclude: np.ndarray | None = None
+    mask: np.ndarray, image: np.ndarray, exclude: np.ndarray | None = None, raw=_UNREAD
 ) -> tuple[float, float] | None:
     """(interior, background) intensity of the object ``mask`` (``h x w`` bool) in ``image``
     (``h x w`` float): the median of its pixels at least ``INTERIOR_DEPTH`` px inside (all of
     them for a thin object) and of the ``BACKGROUND_RING`` outside it, less ``exclude`` (other
     objects) and non-finite pixels. None without ``MIN_BACKGROUND`` ring pixels, or when the
-    object is not brighter than its surroundings: no outline to place."""
-    got = _levels(mask, image, exclude)
+    object is not brighter than its surroundings: no outline to place. ``raw``: ``_levels``'s
+    answer for these arguments when the caller already has it (two EDTs saved)."""
+    got = _levels(mask, image, exclude) if raw is _UNREAD else raw
     return got if got is not None and got[0] > got[1] else None
 
 
-def contrast(mask: np.ndarray, image: np.ndarray) -> float | None:
+def contrast(mask: np.ndarray, image: np.ndarray, raw=_UNREAD) -> float | None:
     """How far the object ``mask`` (``h x w`` bool) stands above its local background in
     ``image`` (``h x w`` float, normalised: 1 is the image's bright nuclei): interior less
-    background as ``levels`` reads them, negative for a dark object; None without a ring."""
-    got = _levels(mask, image)
+    background as ``levels`` reads them, negative for a dark object; None without a ring.
+    ``raw`` as in ``levels``."""
+    got = _levels(mask, image) if raw is _UNREAD else raw
     return None if got is None else got[0] - got[1]
 
 
-def peel(mask: np.ndarray, image: np.ndarray, level: float) -> np.ndarray:
+def peel(mask: np.ndarray, image: np.ndarray, level: float, raw=_UNREAD) -> np.ndarray:
     """``mask`` (``h x w`` bool) without its outline pixels whose normalised intensity in
     ``image`` (``h x w`` float, the same pixels) is under ``level``; the mask itself when the
-    object's levels cannot be read (``levels``) or the peel would take half of it."""
-    got = levels(mask, image)
+    object's levels cannot be read (``levels``) or the peel would take half of it. ``raw`` as
+    in ``levels``."""
+    got = levels(mask, image, raw=raw)
     if got is None:
         return mask
     fg, bg = got
@@ -134,14 +140,15 @@ def refine_objects(
         inside = (slice(ty0 - y0, ty0 - y0 + h), slice(tx0 - x0, tx0 - x0 + w))
         big[inside] = o.mask[ry, rx]
         image = np.asarray(read(y0, y1, x0, x1), np.float32)
-        if faint_object(big, image, faint):
+        raw = _levels(big, image)  # read once: the faint rule and the peel share it
+        if faint_object(big, image, faint, raw):
             out.append(None)
             continue
         if level <= 0:
             out.append(o)
             continue
         mask = o.mask.copy()
-        mask[ry, rx] = peel(big, image, level)[inside]
+        mask[ry, rx] = peel(big, image, level, raw)[inside]
         if o.holds(o.seed):  # the seed stays: without it the resolve would drop the object
             mask[o.seed[0] - o.y0, o.seed[1] - o.x0] = True
         out.append(ObjectMask(o.seed, o.score, o.y0, o.x0, mask, o.regions))
@@ -161,16 +168,16 @@ def reads_image(o: ObjectMask | None, level: float, faint: tuple[float, int]) ->
     return level > 0 or (_faint_on(faint) and o.area < faint[1])
 
 
-def faint_object(mask: np.ndarray, image: np.ndarray, faint: tuple[float, int]) -> bool:
+def faint_object(mask: np.ndarray, image: np.ndarray, faint: tuple[float, int], raw=_UNREAD) -> bool:
     """Whether the object ``mask`` (``h x w`` bool, in ``image``'s ``h x w`` normalised pixels)
     is under ``faint[1]`` px and stands less than ``faint[0]`` above its local background
     (``contrast``): a patch of textured background (a tissue section's autofluorescence, uneven
     illumination, noise), not a nucleus. On HeLa validation frames under a tissue's
     autofluorescence such patches have a median contrast of ~0.1; matched nuclei ~0.5, but the
     dimmest 5% of them ~0.1 too (docs/training.md, thirteenth session). Larger faint objects,
-    and those without a background ring, stay."""
+    and those without a background ring, stay. ``raw`` as in ``levels``."""
     c, area = faint
     if not _faint_on(faint) or int(mask.sum()) >= area:
         return False
-    got = contrast(mask, image)
+    got = contrast(mask, image, raw)
     return got is not None and got < c

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -216,8 +217,12 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
                 fn_constructor_kwargs={**common, "threads": threads or max(1, round(ropts.segment_cpus))},
                 batch_format="numpy",
             )
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                _consume(batch, images, progress, busy, regions)
+            with warnings.catch_warnings():  # global: Ray Data warns from its executor's thread
+                # A run with fewer candidate blocks than segmenters (a small image) leaves some of
+                # the fixed pool idle, which Ray Data warns about: expected, not the user's to fix.
+                warnings.filterwarnings("ignore", "The minimum number of concurrent actors", UserWarning)
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    _consume(batch, images, progress, busy, regions)
         finally:
             ctx.target_max_block_size = saved_block_size
     progress.close()

@@ -183,15 +183,17 @@ def _instances(frames, path) -> list:
     """Each 2-D frame as instance labels (``metrics.as_instances``); a mask's note on stderr."""
     from .core.metrics import as_instances
 
-    out = []
+    out, noted = [], False
     for k, frame in enumerate(frames):
         try:
             labels, note = as_instances(frame)
         except ValueError as exc:
             where = f"{path} (frame {k})" if len(frames) > 1 else str(path)
             raise SpiralrayError(f"{where} is {exc}") from exc
-        if note and k == 0:
-            print(f"spiralray: {path} is {note}", file=sys.stderr)
+        if note and not noted:  # once per file, at the first frame read as a mask
+            where = f"{path} (frame {k} and maybe others)" if len(frames) > 1 else str(path)
+            print(f"spiralray: {where} has {note}", file=sys.stderr)
+            noted = True
         out.append(labels)
     return out
 

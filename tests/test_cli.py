@@ -50,7 +50,7 @@ def test_evaluate_refuses_an_intensity_image_and_reads_a_mask_as_its_regions(tmp
     tifffile.imwrite(tmp_path / "mask.tif", (apart > 0).astype(np.uint8))
     tifffile.imwrite(tmp_path / "apart.tif", apart)
     code, out, err = run_cli("evaluate", tmp_path / "mask.tif", tmp_path / "apart.tif", "--json")
-    assert code == 0 and "2 connected regions are taken as the objects" in err
+    assert code == 0 and "over 2 separate regions: read as a mask" in err
     s = json.loads(out.strip().splitlines()[-1])
     assert s["n_pred"] == 2 and s["object_f1_50"] == 1.0
 

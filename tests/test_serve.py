@@ -269,6 +269,13 @@ def test_bad_requests_answer_4xx_json_and_the_service_keeps_working(server):
         error = r.json()["error"]
         assert isinstance(error, str) and error and "\n" not in error, name
     assert requests.get(f"{server.url}/v1/segment", timeout=30).status_code == 405
+    stack = npy_bytes(np.stack([np.ones((80, 80), np.uint16)] * 2))
+    for body, query, says in [
+        (tiff_bytes(np.ones((80, 80), np.uint16)), "?plane=0", "image is 2-D"),
+        (stack, "?plane=2", "plane 2 out of range: the stack has 2 planes"),
+        (stack, "?plane=0&channel=1", "not both"),
+    ]:
+        assert says in post(server, body, "application/x-npy" if body is stack else "image/tiff", query).text
     nan = post(server, npy_bytes(np.full((80, 80), np.nan, np.float32)), "application/x-npy", "")
     assert nan.json()["error"] == "image contains NaN or infinite values"  # no made-up path
     missing = requests.get(f"{server.url}/v1/nothing", timeout=30)

@@ -121,7 +121,8 @@ def test_plane_of_a_stack():
         (stack, 5, None, "plane 5 out of range: the stack has 5 planes"),
         (stack, 1, 0, "not both"),
         (stack[0], 0, None, "2-D"),
-        (np.zeros((60, 70, 3)), 0, None, "colour"),
+        (np.zeros((60, 70, 3)), 0, None, "channels last"),
+        (np.zeros((512, 512, 6)), 0, None, "channels last"),
     ]:
         with pytest.raises(codecs.RequestError, match=match) as e:
             codecs.take_plane(image, plane, channel)

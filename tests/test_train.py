@@ -237,6 +237,27 @@ def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_st
     assert run.data.tags["validation"] == "none" and not [k for k in run.data.metrics if "val_" in k]
 
 
+def test_the_worker_setup_hook_drops_only_the_state_api_warning():
+    """The hook a local training cluster's workers run (by its dotted path, as Ray resolves it):
+    a broken hook would stop every worker, so it is loaded and run here as Ray does."""
+    import logging
+
+    from ray._common.utils import load_class
+    from ray.train.v2._internal.execution.controller import placement_group_cleaner
+
+    from spiralray.train import ray_trainer
+
+    assert placement_group_cleaner.logger.name == ray_trainer.PG_CLEANER_LOGGER  # Ray's own logger
+    load_class(f"{ray_trainer.__name__}.quiet_pg_cleaner")()
+    logger = logging.getLogger(ray_trainer.PG_CLEANER_LOGGER)
+
+    def kept(msg):
+        return logger.filter(logging.LogRecord(logger.name, logging.WARNING, "", 0, msg, None, None))
+
+    assert not kept("Failed to query ... State API may be temporarily unavailable. Continuing to monitor.")
+    assert kept("Failed to clean up placement group")
+
+
 def test_a_bad_mlflow_store_fails_before_any_work(tmp_path, monkeypatch, dataset):
     """A mistyped store is found before training (not after hours of it), an unreachable server
     after one try (not MLflow's minutes of retries), and reading never creates a store."""

@@ -155,11 +155,15 @@ def as_instances(a: np.ndarray) -> tuple[np.ndarray, str | None]:
     regions = label(a, background=0, connectivity=2)
     n_regions = int(regions.max())
     if n_ids == 1 and n_regions > 1:
-        return regions, f"a mask (one value): its {n_regions} connected regions are taken as the objects"
+        return (
+            regions,
+            f"one value over {n_regions} separate regions: read as a mask, its regions as the objects",
+        )
     speckle = np.count_nonzero(a) < SPECKLE * n_regions
     if n_regions > SCATTER * n_ids or (speckle and n_regions > 1.5 * n_ids):
         raise ValueError(
-            f"not a label image: its {n_ids} values form {n_regions} separate regions "
-            "(an intensity image? labels hold one id per object, 0 for background)"
+            f"not a label image: its {n_ids} values repeat over {n_regions} separate regions (an "
+            "intensity image, a class map or overflowed uint8 ids? labels hold one id per object, 0 "
+            "for background)"
         )
     return a, None

@@ -100,10 +100,9 @@ def take_plane(image: np.ndarray, plane: int | None, channel: int | None) -> np.
         raise RequestError(422, "?plane and ?channel given: a 3-D image is a stack or channels, not both")
     if image.ndim != 3:
         raise RequestError(422, f"?plane={plane} given but the image is {image.ndim}-D {tuple(image.shape)}")
-    if image.shape[-1] <= 4 < min(image.shape[:2]):
+    if image.shape[-1] < image.shape[0]:  # the engine's rule: the smaller end axis holds channels
         raise RequestError(
-            422,
-            f"image of shape {tuple(image.shape)} is H x W x C (colour): choose a channel with ?channel=C",
+            422, f"image of shape {tuple(image.shape)} has channels last (H x W x C): use ?channel=C"
         )
     if plane >= image.shape[0]:
         raise RequestError(422, f"plane {plane} out of range: the stack has {image.shape[0]} planes")

@@ -214,11 +214,17 @@ def _cpus_per_worker(workers: int) -> float:
     return max(0.25, min(1.0, (total - 1) / max(workers, 1)))
 
 
+PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def _not_state_api_absent(record: logging.LogRecord) -> bool:
+    return "State API may be temporarily unavailable" not in record.getMessage()
+
+
 def quiet_pg_cleaner() -> None:
-    """Worker setup hook (see ``train``): Ray Train's placement-group cleaner logs errors only."""
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
-        logging.ERROR
-    )
+    """Worker setup hook (see ``train``): Ray Train's placement-group cleaner drops its warning
+    that the State API is absent; its other messages (a dead controller's clean-up) stay."""
+    logging.getLogger(PG_CLEANER_LOGGER).addFilter(_not_state_api_absent)
 
 
 def train(job: TrainJob, address: str | None = None, log=print) -> dict:

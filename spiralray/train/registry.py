@@ -66,7 +66,11 @@ def _experiment(mlflow, name: str) -> None:
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
         folder = os.path.join(os.path.dirname(os.path.abspath(uri[len("sqlite:///") :])), "mlartifacts")
-        mlflow.create_experiment(name, artifact_location=Path(folder).as_uri())
+        try:
+            mlflow.create_experiment(name, artifact_location=Path(folder).as_uri())
+        except mlflow.exceptions.MlflowException:
+            if mlflow.get_experiment_by_name(name) is None:  # not another run creating it first
+                raise
     mlflow.set_experiment(name)
 
 

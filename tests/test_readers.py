@@ -14,6 +14,7 @@ from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
 from spiralray.io.readers import open_image, redact
 from spiralray.pipeline.local import Options, segment_image_file
+from spiralray.pipeline.segment import check_output
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +180,12 @@ def test_s3_input_and_output_on_a_local_endpoint(s3, tmp_path, image, engine):
     assert zarr.open_group(out, mode="r").attrs["spiralray"]["complete"] is True
     with pytest.raises(SpiralrayError, match="input not found"):
         open_image("s3://no-such-bucket/x.zarr")
+    import s3fs
+
+    for typo in ("s3://spiralray-tset/out/img.zarr", "s3://spiralray-tset/labels/"):  # image, archive
+        with pytest.raises(SpiralrayError, match="output bucket does not exist: s3://spiralray-tset"):
+            check_output(url, typo, Options(tile_size=256))
+    assert not s3fs.S3FileSystem(skip_instance_cache=True).exists("spiralray-tset")  # not created
 
 
 def test_redact_removes_credentials_and_query():

@@ -85,14 +85,34 @@ def list_dir(path) -> list[str]:
 
 
 def check_parent(path) -> None:
-    """A local output's folder must exist: a mistyped path is refused, not created. (A URL's
-    "folders" are key prefixes: nothing to check.)"""
+    """A local output's folder must exist, and a URL's bucket: a mistyped path is refused, not
+    created (writing through fsspec would create a missing bucket). A URL's folders are key
+    prefixes: nothing to check below the bucket."""
     s = str(path)
     if _is_url(s):
+        _check_bucket(s)
         return
     parent = os.path.dirname(os.path.abspath(_local(s).rstrip("/")))
     if not os.path.isdir(parent):
         raise SpiralrayError(f"output directory does not exist: {parent}")
+
+
+def _check_bucket(url: str) -> None:
+    import fsspec
+
+    from .readers import one_line, redact
+
+    try:
+        fs, p = fsspec.core.url_to_fs(url)
+        bucket = p.strip("/").split("/", 1)[0]
+        found = fs.exists(bucket)
+    except PermissionError:
+        return  # credentials that may write but not look: the write itself will tell
+    except Exception as exc:
+        raise SpiralrayError(f"cannot use output {redact(url)}: {one_line(exc)}") from None
+    if not found:
+        proto = url.split("://", 1)[0]
+        raise SpiralrayError(f"output bucket does not exist: {proto}://{bucket} (create it first)")
 
 
 def check_output(path) -> None:

@@ -120,6 +120,28 @@ def test_folder_of_tiffs(ray_cluster, engine, tmp_path):
     assert (tmp_path.parent / (tmp_path.name + "_out") / "sub" / "f1.zarr" / "labels" / "instances").exists()
 
 
+def test_images_added_to_an_archive_get_new_indices_and_ids(ray_cluster, engine, tmp_path):
+    """A re-run after images arrive (sorting before the known ones) keeps every seed id unique:
+    finished outputs keep their indices and the new images are numbered after them."""
+    arch, out = tmp_path / "arch", tmp_path / "out"
+    arch.mkdir()
+    image = generate(SyntheticSpec(128, 144, density=0.0015), seed=81)[0]
+    for name in ("b.tif", "c.tif"):
+        tifffile.imwrite(arch / name, image)
+    segment(str(arch), str(out), engine, Options(tile_size=256, ids="seed"), ropts=ROPTS)
+    for name in ("a.tif", "a0.tif"):  # the same pixels: equal seeds, so only the index tells them apart
+        tifffile.imwrite(arch / name, image)
+    s = segment(str(arch), str(out), engine, Options(tile_size=256, ids="seed"), ropts=ROPTS)
+    assert s["images"] == 4 and not s["failed"]
+    index = {
+        n: json.loads((out / f"{n}.zarr" / ".spiralray" / "manifest.json").read_text())["images"][0]["index"]
+        for n in ("a", "a0", "b", "c")
+    }
+    assert index == {"b": 0, "c": 1, "a": 2, "a0": 3}
+    ids = [set(np.unique(_labels(out / f"{n}.zarr"))) - {0} for n in ("a", "a0", "b", "c")]
+    assert all(ids) and len(set().union(*ids)) == sum(len(i) for i in ids)  # unique across the archive
+
+
 def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path, capsys):
     """An archive run finishes the images it can; each one it could not segment is one line on
     stderr and the exit code says so (a job over a terabyte archive must not end "successful"

@@ -15,7 +15,9 @@ request per group, which matters on object storage.
 
 Images are listed in sorted path order: an image's position in that list is its index in the
 archive, which its objects' seed ids carry (``core.objects``), so ids are unique across the
-archive with no counter. No torch here.
+archive with no counter. The output keeps that order (``INDEX``): images added to the archive
+after a run began are numbered after those it knew, so a re-run never gives a new image an index
+an earlier one's labels already carry. No torch here.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import warnings
 from dataclasses import dataclass
 
 from ..errors import SpiralrayError
-from .output import MANIFEST
+from .output import MANIFEST, Output
 from .readers import RASTER, TIFF, exists, is_url, is_zarr, local, one_line, redact
 
 LIMIT = 1 << 24  # images per archive (the seed ids' 24 index bits)
+INDEX = ".spiralray/archive.json"  # at an archive output's root: {"images": [path, ...]} by index
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,22 @@ def _files(url: str, storage_options=None) -> list[str]:
         raise SpiralrayError(f"cannot list {redact(url)}: {one_line(exc)}") from exc
     root = root.rstrip("/")
     return [n[len(root) + 1 :] for n in names]
+
+
+def indexed(out_root: str, entries: list[Entry], storage_options=None) -> list[tuple[int, Entry]]:
+    """Each entry with its index in the archive: its position in the order the output at
+    ``out_root`` recorded (``INDEX``), new paths appended in sorted order; the record is written
+    when it grows. Without a record (a new output) the index is the sorted position."""
+    out = Output(out_root, storage_options)
+    known = (out.get_json(INDEX, "archive index") or {}).get("images", [])
+    order = {p: i for i, p in enumerate(known)}
+    for e in entries:
+        order.setdefault(e.path, len(order))
+    if len(order) > LIMIT:
+        raise SpiralrayError(f"{redact(out_root)} has indexed {len(order)} images: more than {LIMIT}")
+    if len(order) > len(known):
+        out.put_json(INDEX, {"images": sorted(order, key=order.get)})
+    return [(order[e.path], e) for e in entries]
 
 
 def output_for(out_root: str, entry: Entry) -> str:

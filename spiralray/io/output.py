@@ -79,13 +79,17 @@ class Output:
             raise SpiralrayError(f"cannot reach output {redact(self.url)}: {one_line(exc)}") from exc
 
     def manifest(self) -> dict | None:
+        return self.get_json(MANIFEST, "manifest")
+
+    def get_json(self, key: str, what: str) -> dict | None:
+        """The JSON object at ``key``, None when there is none (nothing, or a plain file above)."""
         try:
-            with self.fs.open(self._p(MANIFEST), "rb") as f:
+            with self.fs.open(self._p(key), "rb") as f:
                 return json.load(f)
         except (FileNotFoundError, NotADirectoryError):  # nothing there, or a plain file
             return None
         except (OSError, ValueError) as exc:
-            raise SpiralrayError(f"unreadable manifest in {redact(self.url)}: {one_line(exc)}") from exc
+            raise SpiralrayError(f"unreadable {what} in {redact(self.url)}: {one_line(exc)}") from exc
 
     def remove(self) -> None:
         """Delete a spiralray output (refused for anything without a spiralray manifest)."""
@@ -113,7 +117,10 @@ class Output:
             raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
 
     def write_manifest(self, manifest: dict) -> None:
-        self._put(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        self.put_json(MANIFEST, manifest)
+
+    def put_json(self, key: str, obj: dict) -> None:
+        self._put(key, json.dumps(obj, indent=1, sort_keys=True).encode())
 
     # --- tile records ------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import os
 import time
 
 from ..errors import SpiralrayError
-from ..io.archive import Entry, is_archive, list_images, output_for
+from ..io.archive import Entry, indexed, is_archive, list_images, output_for
 from ..io.readers import is_url, redact
 from .run import Options, check_image_run, preflight, start_image_run
 
@@ -65,6 +65,8 @@ def segment(
     archive = is_archive(input)
     entries = list_images(input) if archive else [Entry("", input)]
     shape = None
+    if archive:
+        check_output(input, output, opts)  # before the archive's index is written there
     if not archive:
         preflight(input, output, opts)
         # opened here, before any Ray starts: a missing or unreadable image is one line at once
@@ -89,7 +91,7 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     ropts = ropts or RayOptions()
     init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
     runs, finished, failed = [], [], []
-    for index, e in enumerate(entries):
+    for index, e in indexed(output, entries) if archive else enumerate(entries):
         try:
             if archive:
                 run = check_image_run(

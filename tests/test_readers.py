@@ -148,6 +148,14 @@ def test_missing_chunk_is_counted_and_strict_refuses(tmp_path, image, engine):
         segment_image_file(str(path), str(tmp_path / "o2.tif"), engine, Options(tile_size=256, strict=True))
 
 
+def test_missing_chunks_are_counted_in_the_chosen_plane_only(tmp_path):
+    path = str(tmp_path / "cyx.zarr")
+    z = zarr.create_array(path, shape=(3, 200, 300), chunks=(1, 128, 128), dtype="u2")
+    z[1] = 7  # one channel written: every other channel's chunks are missing
+    z[2, :100] = 7  # and half of another's
+    assert [open_image(path, channel=c).missing_chunks for c in (0, 1, 2)] == [6, 0, 3]
+
+
 def test_corrupt_chunk_names_the_chunk_and_leaves_the_output_resumable(tmp_path, image, engine):
     path = _chunked(tmp_path, image)
     good = (path / "c" / "2" / "1").read_bytes()

@@ -57,6 +57,12 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
             f"--plane names axis '{absent[0]}', which the image does not have (axes '{axes}', shape {shape})"
         )
     if isinstance(plane, int):
+        if not stack and "c" in rest:  # e.g. a 3-page TIFF its writer marked as RGB
+            n = shape[axes.index("c")]
+            raise SpiralrayError(
+                f"--plane {plane}: the image's {n} planes are channels by its metadata (axes '{axes}', "
+                f"shape {shape}): use --channel {plane}"
+            )
         if not stack:
             raise SpiralrayError(
                 f"--plane {plane}: the image is a single plane (axes '{axes}', shape {shape})"

@@ -3,6 +3,7 @@ encoding, the configuration, and several images segmented together (labels uncha
 
 import copy
 import io
+import re
 import threading
 import zlib
 
@@ -98,6 +99,23 @@ def test_pixel_limit_is_read_from_the_header_before_decoding():
     # The bomb is refused although its body is small; the same image under a larger limit decodes.
     assert len(BOMB) < 64 << 10
     assert codecs.decode(BOMB, "tiff", 2048 * 2048).shape == (2048, 2048)
+
+
+def test_singleton_axes_are_squeezed_and_errors_name_the_real_shape():
+    image = np.arange(60 * 70, dtype=np.uint16).reshape(60, 70)
+
+    def npy(a):
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
+    assert np.array_equal(codecs.decode(npy(image[None, None]), "npy", 10**6), image)  # 1 x 1 x H x W
+    assert codecs.decode(npy(np.stack([image] * 3)[None]), "npy", 10**6).shape == (3, 60, 70)
+    bads = [(np.zeros(5, np.uint8), "(5,)"), (np.zeros((2, 2, 60, 70), np.uint8), "(2, 2, 60, 70)")]
+    for bad, shape in bads:
+        with pytest.raises(codecs.RequestError, match=f"image has shape {re.escape(shape)}") as e:
+            codecs.decode(npy(bad), "npy", 10**6)
+        assert e.value.status == 422
 
 
 def test_length_and_channel_checks():

@@ -63,19 +63,30 @@ def decode(data: bytes, kind: str, max_pixels: int) -> np.ndarray:
     except Exception as exc:  # whatever the codec library raises, the client sent bad bytes
         raise RequestError(400, f"cannot decode the body as {kind}: {first_line(exc)}") from exc
     check_array(image, max_pixels)
-    return image
+    return image.reshape(squeezed(image.shape))
+
+
+def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without its singleton leading axes (a 1 x 1 x H x W array is an H x W image),
+    as the engine reads it."""
+    return tuple(n for n in shape[:-2] if n != 1) + tuple(shape[-2:])
 
 
 def check_array(image: np.ndarray, max_pixels: int) -> None:
     """Refuse arrays the engine cannot segment: wrong dtype, dimensionality or size."""
-    if image.dtype.kind not in "uifb":
-        raise RequestError(422, f"unsupported dtype {image.dtype}: send integer, float or bool pixels")
-    if image.ndim not in (2, 3):
+    check_header(tuple(image.shape), image.dtype, max_pixels)
+
+
+def check_header(shape: tuple[int, ...], dtype, max_pixels: int) -> None:
+    """``check_array`` from a header's shape and dtype, before any pixel is read."""
+    if np.dtype(dtype).kind not in "uifb":
+        raise RequestError(422, f"unsupported dtype {dtype}: send integer, float or bool pixels")
+    if len(squeezed(shape)) not in (2, 3):
         raise RequestError(
             422,
-            f"image has shape {image.shape}: send a 2-D image, or a 3-D one with ?channel=C or ?plane=Z",
+            f"image has shape {tuple(shape)}: send a 2-D image, or a 3-D one with ?channel=C or ?plane=Z",
         )
-    _check_pixels(image.shape, max_pixels)
+    _check_pixels(shape, max_pixels)
 
 
 def check_channel(shape: tuple[int, ...], channel: int | None) -> None:
@@ -146,8 +157,7 @@ def _npy(data: bytes, max_pixels: int) -> np.ndarray:
         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
     else:
         raise RequestError(400, f"unsupported .npy format version {version[0]}.{version[1]}")
-    check_array(np.empty((0,) * len(shape), dtype), max_pixels)  # dtype and ndim, before any data
-    _check_pixels(shape, max_pixels)
+    check_header(tuple(shape), dtype, max_pixels)  # before any data
     f.seek(0)
     return np.load(f, allow_pickle=False)
 

@@ -105,19 +105,21 @@ def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, eng
         list_images(str(tmp_path / "out"))
 
 
-def test_folder_of_tiffs(ray_cluster, engine, tmp_path):
+def test_folder_of_tiffs_and_zarr_stores(ray_cluster, engine, tmp_path):
     (tmp_path / "sub").mkdir()  # its output folder is made by the run, inside the output
     for i, name in enumerate(["f0.tif", "sub/f1.tif"]):
         tifffile.imwrite(tmp_path / name, generate(SyntheticSpec(260, 300), seed=70 + i)[0])
-    s = segment(
-        str(tmp_path),
-        str(tmp_path.parent / (tmp_path.name + "_out")),
-        engine,
-        Options(tile_size=256),
-        ropts=ROPTS,
-    )
-    assert s["images"] == 2 and not s["failed"]
-    assert (tmp_path.parent / (tmp_path.name + "_out") / "sub" / "f1.zarr" / "labels" / "instances").exists()
+    small = generate(SyntheticSpec(128, 144, density=0.0015), seed=72)[0]
+    plate = zarr.open_group(str(tmp_path / "plate.zarr"), mode="w")  # a store of images in a folder
+    for well in ("A/1", "A/2"):
+        plate.create_array(well, shape=small.shape, chunks=(64, 64), dtype=small.dtype)[...] = small
+    zarr.create_array(str(tmp_path / "one.zarr"), shape=small.shape, dtype=small.dtype)[...] = small
+    out = tmp_path.parent / (tmp_path.name + "_out")
+    s = segment(str(tmp_path), str(out), engine, Options(tile_size=256), ropts=ROPTS)
+    assert s["images"] == 5 and not s["failed"]
+    assert (out / "sub" / "f1.zarr" / "labels" / "instances").exists()
+    for where in ("plate.zarr/A/1", "plate.zarr/A/2", "one.zarr"):
+        assert np.array_equal(_labels(out / where), api.segment_image(engine, small).labels)
 
 
 def test_images_added_to_an_archive_get_new_indices_and_ids(ray_cluster, engine, tmp_path):

@@ -4,7 +4,8 @@
   of two or more dimensions not inside an image, at any depth; this covers the
   bioformats2raw layout (``0/``, ``1/``, ... image groups beside ``OME/``) and plates
   (``A/1/0``: row / column / field); an image's own ``labels`` are skipped;
-- a folder or object-store prefix of TIFF / PNG files.
+- a folder or object-store prefix of TIFF / PNG files and zarr stores (``NAME.zarr``, read as
+  above: an image, or a group of them).
 
 Labels an earlier run wrote (spiralray outputs) are never images: they are skipped, and an
 archive that holds nothing else is refused with a line that says so. An output is known by its
@@ -98,15 +99,19 @@ def list_images(url: str, storage_options=None) -> list[Entry]:
             with warnings.catch_warnings():  # files beside the zarr nodes (OME/ XML, a table)
                 warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
                 paths = _zarr_images(root, outputs=outputs)
-        except SpiralrayError:
-            raise
         except Exception as exc:
             raise SpiralrayError(f"cannot list {redact(url)} as a zarr archive: {one_line(exc)}") from exc
         entries = [Entry(p, f"{url}/{p}") for p in sorted(paths)]
     else:
         files = _files(url, storage_options)
         outputs = [f[: -len(MANIFEST)].rstrip("/") or "." for f in files if f"/{f}".endswith(f"/{MANIFEST}")]
-        entries = [Entry(p, f"{url}/{p}") for p in sorted(files) if p.lower().endswith(TIFF + RASTER)]
+        stores = sorted({_store_of(f) for f in files} - {None})
+        found = [p for p in files if p.lower().endswith(TIFF + RASTER) and _store_of(p) is None]
+        for s in stores:
+            if any(o == s or o.startswith(s + "/") for o in outputs):
+                continue  # an output in the folder (or labels inside it): skipped
+            found += [f"{s}/{p}" if p else s for p in _store_images(f"{url}/{s}", storage_options, outputs)]
+        entries = [Entry(p, f"{url}/{p}") for p in sorted(found)]
     if not entries and outputs:
         raise SpiralrayError(f"{redact(url)} holds spiralray outputs (labels at {outputs[0]}), not images")
     if not entries:
@@ -116,6 +121,33 @@ def list_images(url: str, storage_options=None) -> list[Entry]:
     if len(entries) > LIMIT:
         raise SpiralrayError(f"{redact(url)} holds {len(entries)} images: more than {LIMIT} per archive")
     return entries
+
+
+def _store_of(rel: str) -> str | None:
+    """The zarr store a listed file belongs to (its path up to a ``*.zarr`` folder), if any."""
+    parts = rel.split("/")
+    for k, part in enumerate(parts[:-1]):
+        if part.lower().endswith(".zarr"):
+            return "/".join(parts[: k + 1])
+    return None
+
+
+def _store_images(url: str, storage_options, outputs: list) -> list[str]:
+    """Image paths inside the zarr store at ``url`` ("" for a store that is one image)."""
+    import zarr
+
+    try:
+        node = zarr.open(local(url), mode="r", storage_options=storage_options if is_url(url) else None)
+        if not isinstance(node, zarr.Group):
+            return [""] if len(node.shape) >= 2 and node.dtype.kind in "uifb" else []
+        attrs = dict(node.attrs)
+        if attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"):
+            return [""]
+        with warnings.catch_warnings():  # files beside the zarr nodes (OME/ XML, a table)
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
+            return _zarr_images(node, outputs=outputs)
+    except Exception:  # listed as one image: its run fails alone, with its own error
+        return [""]
 
 
 def _files(url: str, storage_options=None) -> list[str]:

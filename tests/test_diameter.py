@@ -89,6 +89,11 @@ def test_api_bad_diameter_and_empty_image_are_spiralray_errors(engine):
         api.segment_image(engine, image, diameter="big")
     with pytest.raises(SpiralrayError, match="nothing to segment"):
         api.segment_image(engine, np.zeros((0, 0), np.uint16))
+    with pytest.raises(SpiralrayError, match="channel 1 out of range: the image is 2-D"):  # as the CLI
+        api.segment_image(engine, image, channel=1)
+    assert np.array_equal(
+        api.segment_image(engine, image, channel=0).labels, api.segment_image(engine, image).labels
+    )
 
 
 def test_diameter_larger_than_the_image_is_refused(tmp_path, capsys):

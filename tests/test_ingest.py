@@ -147,6 +147,9 @@ def test_places_and_ownership_are_checked(ray_cluster, tmp_path):
         ingest(str(src / "d"), str(src), OPTS)
     with pytest.raises(SpiralrayError, match="input not found"):
         ingest(str(tmp_path / "nope"), str(tmp_path / "o.zarr"), OPTS)
+    with pytest.raises(SpiralrayError, match="output directory does not exist"):  # a mistyped DST
+        ingest(str(src), str(tmp_path / "typo" / "o.zarr"), OPTS)
+    assert not (tmp_path / "typo").exists()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("someone else's")

@@ -75,6 +75,8 @@ def select_plane(image: np.ndarray, channel: int | None = None) -> np.ndarray:
         raise SpiralrayError(f"image has non-numeric dtype {a.dtype}")
     if a.ndim > 2 and 1 in a.shape[:-2]:  # singleton leading axes (T, Z, C of size 1)
         a = a.reshape([n for n in a.shape[:-2] if n != 1] + list(a.shape[-2:]))
+    if a.ndim == 2 and channel not in (None, 0):
+        raise SpiralrayError(f"channel {channel} out of range: the image is 2-D (one channel)")
     if a.ndim == 3 and channel is not None:
         axis = 0 if a.shape[0] <= a.shape[-1] else a.ndim - 1
         if not 0 <= channel < a.shape[axis]:
@@ -82,7 +84,7 @@ def select_plane(image: np.ndarray, channel: int | None = None) -> np.ndarray:
         a = np.take(a, channel, axis=axis)
     if a.ndim != 2:
         raise SpiralrayError(
-            f"image has shape {a.shape}: expected a 2-D image; choose a channel with --channel"
+            f"image has shape {a.shape}: expected a 2-D image; choose a channel (--channel, channel=)"
         )
     return a
 

@@ -32,6 +32,7 @@ from ..io import readers
 from ..io.archive import Entry, is_archive, list_images, output_for
 from ..io.planes import FIRST_PLANE
 from ..io.readers import is_url, local, one_line, open_image, redact
+from ..io.storage import check_parent
 from ..io.windows import as_dask
 
 MARK = "spiralray_ingest"
@@ -58,6 +59,7 @@ def check_places(src: str, dst: str) -> None:
     readers.check_protocol(dst)
     if readers.is_zarr(src):
         raise SpiralrayError(f"SRC {src} is a zarr store already: ingest converts TIFF / PNG files")
+    check_parent(dst)  # a mistyped DST is refused, as segment's output is, not created
     if is_url(src) != is_url(dst):
         return
     s, d = _where(src), _where(dst)

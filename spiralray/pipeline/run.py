@@ -72,6 +72,14 @@ def _same_place(a: str, b: str) -> bool:
     return pa == pb or pa.startswith(pb + "/") or pb.startswith(pa + "/")
 
 
+def check_apart(input: str, output: str) -> None:
+    """The output never is the input, nor lies inside it, nor holds it."""
+    if _same_place(input, output):
+        raise SpiralrayError(
+            f"output {output} and input {input} overlap (one is, or holds, the other): choose another output"
+        )
+
+
 def output_kind(output: str) -> str:
     s = local(output).rstrip("/").lower()
     if s.endswith(TIFF):
@@ -113,8 +121,7 @@ def preflight(input: str, output: str, opts: Options, in_archive: bool = False) 
     OME-Zarr group (whatever its name) in folders the run makes inside the archive's output."""
     check_tile_size(opts.tile_size)
     kind = "zarr" if in_archive else output_kind(output)
-    if _same_place(input, output):
-        raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
+    check_apart(input, output)
     if kind == "tiff":
         check_tiff_output(output, opts.overwrite)
     elif not in_archive:

@@ -38,10 +38,9 @@ def check_output(input: str, output: str, opts: Options) -> None:
     never inside its input (nor the input inside the output)."""
     if is_archive(input):
         from ..io.storage import check_parent
-        from .run import _same_place
+        from .run import check_apart
 
-        if _same_place(input, output):
-            raise SpiralrayError(f"output {output} is the input (or inside it): choose another output")
+        check_apart(input, output)
         check_parent(output)
         return
     preflight(input, output, opts)

@@ -1,7 +1,8 @@
 """Zero padding (stitching, registration, crop-and-pad) against per-image normalisation: HeLa test
 frames 17-19 (600 x 600 crops) segmented whole and with their top 128 rows set to 0; object F1@0.5
 on rows 160 and below (away from the padding's edge). HeLa's test frames are near-duplicates of
-its validation frames 14-16.
+its validation frames 14-16. A known limitation, measured: the padding enters the per-image
+statistics and flattens the nuclei's contrast (README, "What the model expects").
 
 python bench/padding.py --json bench/results/padding.json
 """

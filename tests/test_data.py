@@ -37,35 +37,6 @@ def test_normalisation_is_per_image_and_float32():
         normalize(img, "bogus")
 
 
-def test_statistics_are_exact_percentiles_and_padding_is_left_out():
-    rng = np.random.default_rng(0)
-    for a in (
-        rng.integers(0, 60000, (90, 110)).astype(np.uint16),
-        rng.normal(size=(90, 110)).astype(np.float32),
-    ):
-        assert image_stats(a) == tuple(np.percentile(a, (1, 99.8)))
-    image, labels = generate(SyntheticSpec(200, 220), seed=4)  # a camera offset, no zeros
-    assert image.min() > 0
-    padded = image.copy()
-    padded[:50] = 0  # a quarter of the rows: stitching or registration padding
-    assert image_stats(padded) == image_stats(image[50:])  # the padding is not data
-    clipped = np.clip(rng.normal(3, 4, (90, 110)), 0, 255).astype(np.uint8)  # background at 0 and above
-    assert (clipped == 0).mean() > 0.2 and image_stats(clipped) == tuple(np.percentile(clipped, (1, 99.8)))
-
-
-def test_a_padded_image_is_segmented_as_its_unpadded_part():
-    from spiralray import api
-    from spiralray.core.metrics import evaluate
-
-    engine = api.load_engine(None)
-    image, truth = generate(SyntheticSpec(240, 260), seed=6)
-    padded = image.copy()
-    padded[:60] = 0
-    inner = (slice(80, None), slice(None))  # away from the padding's edge
-    got = api.segment_image(engine, padded).labels
-    assert evaluate(got[inner], truth[inner])["object_f1_50"] > 0.8
-
-
 def _write_stack(d, n=2):
     pairs = [generate(SyntheticSpec(64, 80), seed=s) for s in range(n)]
     tifffile.imwrite(d / "images.tif", np.stack([p[0] for p in pairs]))

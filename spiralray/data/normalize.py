@@ -7,15 +7,6 @@ select reads the chunks once per 16-bit digit (one pass for 8/16-bit data, two f
 integers and float32, four for 64-bit) with a 65,536-bin histogram, so the statistics of an
 image bigger than memory equal ``np.percentile`` of the whole image (linear interpolation
 between the two order statistics around ``(n - 1) q / 100``). Nothing is sampled.
-
-Padding: a stitched, registered or cropped-and-padded image can hold a large block of one value
-(0) far below its real background (a camera offset). Taken as data, it drags the low percentile
-to 0 and flattens the nuclei's contrast (a HeLa frame with a fifth of its rows at 0: no nucleus
-found). When the image's minimum covers at least ``PAD_FRACTION`` of its pixels and the rest's low
-percentile lies at least ``PAD_GAP`` of the rest's range above it, the statistics are the rest's.
-Clipped background (zeros beside values just above 0, as in 8-bit background-subtracted data)
-shows no such gap and keeps its statistics; no training or benchmark image meets the rule (none
-has 2% of its pixels at its minimum).
 """
 
 from __future__ import annotations
@@ -25,11 +16,6 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 Chunks = Callable[[], Iterable[np.ndarray]]  # a fresh iterator over the image's chunks per call
-PAD_FRACTION = 0.02  # share of the pixels at the minimum from which it may be padding
-# ... and the rest's low percentile this far (of the rest's range) above the minimum. The harm
-# padding does grows with this gap (the background lifted by it); a dim, clipped 8-bit background
-# (0 beside 1, 2, ... of a range of 15) measures ~0.07, the padded HeLa frame 0.96.
-PAD_GAP = 0.25
 
 
 def _keys(a: np.ndarray) -> np.ndarray:
@@ -123,13 +109,7 @@ def streaming_stats(
                 lo, hi = min(lo, float(np.min(c))), max(hi, float(np.max(c)))
         return float(lo), float(hi)
     if method == "percentile":
-        m, at_pad, lo, hi = percentiles(chunks, dtype, (0.0, 100 * PAD_FRACTION, low, high))
-        if at_pad == m < hi:  # the minimum covers PAD_FRACTION or more: padding, if far below the rest
-            rest = lambda: (c[c != m] for c in (np.asarray(c) for c in chunks()))  # noqa: E731
-            if count_values(rest):
-                r_lo, r_hi = percentiles(rest, dtype, (low, high))
-                if r_lo - m >= PAD_GAP * (r_hi - m):
-                    return r_lo, r_hi
+        lo, hi = percentiles(chunks, dtype, (low, high))
         return lo, hi
     raise ValueError(f"unknown normalisation '{method}' (use 'percentile' or 'minmax')")
 

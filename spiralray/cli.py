@@ -138,6 +138,7 @@ def cmd_segment(args) -> int:
             else ""
         )
         why = _no_signal(summary)
+        extra += _already_done(summary)
         print(
             f"{summary.get('objects', 0)} objects{why} -> {args.output} ({summary.get('seconds', 0):.1f} s, "
             f"{summary.get('tiles', 0)} tiles, {summary.get('regions', 0)} regions{extra})"
@@ -160,23 +161,19 @@ def _report_failed(failed: list[dict]) -> int:
     return EXIT_FAILED_IMAGES if failed else 0
 
 
+def _already_done(summary: dict) -> str:
+    """ "; already complete" for a re-run that had nothing left to do (or "; N of M images ...")."""
+    done = "already complete"
+    if "per_image" not in summary:
+        return f"; {done}: nothing done" if summary.get("resumed") == done else ""
+    n = sum(i.get("resumed") == done for i in summary["per_image"])
+    return f"; {n} of {len(summary['per_image'])} images {done}" if n else ""
+
+
 def _no_signal(summary: dict) -> str:
     """ " (constant image)" when one image had nothing to find, else ""."""
     d = summary.get("diameter")
     return " (constant image)" if isinstance(d, dict) and d.get("reason") == "constant image" else ""
-
-
-def _read_labels(path):
-    import numpy as np
-
-    from .io import storage
-
-    a = storage.read_image(path)
-    if a.dtype.kind not in "iub":
-        if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
-            return a.astype(np.int64)
-        raise SpiralrayError(f"{path} is not a label image (dtype {a.dtype}, expected integers)")
-    return a
 
 
 def _instances(frames, path) -> list:
@@ -200,8 +197,9 @@ def _instances(frames, path) -> list:
 
 def cmd_evaluate(args) -> int:
     from .core.metrics import evaluate_many
+    from .io.storage import read_labels
 
-    pred, truth = _read_labels(args.pred), _read_labels(args.truth)
+    pred, truth = read_labels(args.pred), read_labels(args.truth)
     if pred.shape != truth.shape:
         raise SpiralrayError(f"shape mismatch: {args.pred} is {pred.shape}, {args.truth} is {truth.shape}")
     if pred.ndim not in (2, 3):

@@ -133,10 +133,17 @@ def test_output_folder_is_never_created_and_a_plain_file_is_never_an_output(tmp_
     assert plain.read_bytes() == b"someone's data"
 
 
-def test_an_output_given_as_input_is_one_line(tmp_path):
+def test_an_output_given_as_input_is_one_line(tmp_path, capsys):
     image, _ = generate(SyntheticSpec(100, 120), seed=2)
     tifffile.imwrite(tmp_path / "i.tif", image)
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.zarr")]) == 0
+    assert "already complete" not in capsys.readouterr().out
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.zarr")]) == 0  # nothing left
+    assert "already complete: nothing done" in capsys.readouterr().out
+    main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif")])
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o.zarr"), str(tmp_path / "o.tif"), "--json"]) == 0  # by group
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["object_f1_50"] == 1.0
     code, _, err = run_cli("segment", tmp_path / "o.zarr", tmp_path / "again.tif")
     assert code == 2 and "is a spiralray output" in err
     assert len(err.strip().splitlines()) == 1, err  # no zarr warnings about the table beside it

@@ -84,6 +84,21 @@ def list_dir(path) -> list[str]:
     return sorted(os.path.join(s, name) for name in os.listdir(s))
 
 
+def read_labels(path) -> np.ndarray:
+    """A label image (integer ids; whole-number floats are taken as ids), or a spiralray output's
+    instance labels when ``path`` is one."""
+    from .output import MANIFEST
+
+    if exists(f"{str(path).rstrip('/')}/{MANIFEST}"):
+        path = f"{str(path).rstrip('/')}/labels/instances/0"
+    a = read_image(path)
+    if a.dtype.kind not in "iub":
+        if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
+            return a.astype(np.int64)
+        raise SpiralrayError(f"{path} is not a label image (dtype {a.dtype}, expected integers)")
+    return a
+
+
 def check_parent(path) -> None:
     """A local output's folder must exist, and a URL's bucket: a mistyped path is refused, not
     created (writing through fsspec would create a missing bucket). A URL's folders are key

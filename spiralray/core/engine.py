@@ -67,18 +67,30 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def squeezed_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without its singleton leading axes (T, Z, C of size 1): a 1 x 1 x H x W array
+    is an H x W image."""
+    return tuple(n for n in shape[:-2] if n != 1) + tuple(shape[-2:])
+
+
+def channel_axis(shape: tuple[int, ...]) -> int:
+    """Which end axis of a 3-D in-memory image holds its channels: the smaller (the first on a
+    tie), so C x H x W and H x W x C both read."""
+    return 0 if shape[0] <= shape[-1] else len(shape) - 1
+
+
 def select_plane(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     """Validate an in-memory image and pick its 2-D plane: ``H x W`` (a channel of ``C x H x W``
     or ``H x W x C`` with ``channel``; the smaller end axis is taken as the channel axis)."""
     a = np.asarray(image)
     if a.dtype.kind not in "uifb":
         raise SpiralrayError(f"image has non-numeric dtype {a.dtype}")
-    if a.ndim > 2 and 1 in a.shape[:-2]:  # singleton leading axes (T, Z, C of size 1)
-        a = a.reshape([n for n in a.shape[:-2] if n != 1] + list(a.shape[-2:]))
+    if a.ndim > 2:
+        a = a.reshape(squeezed_shape(a.shape))
     if a.ndim == 2 and channel not in (None, 0):
         raise SpiralrayError(f"channel {channel} out of range: the image is 2-D (one channel)")
     if a.ndim == 3 and channel is not None:
-        axis = 0 if a.shape[0] <= a.shape[-1] else a.ndim - 1
+        axis = channel_axis(a.shape)
         if not 0 <= channel < a.shape[axis]:
             raise SpiralrayError(f"channel {channel} out of range: image has {a.shape[axis]} channels")
         a = np.take(a, channel, axis=axis)

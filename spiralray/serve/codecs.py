@@ -13,6 +13,7 @@ import io
 
 import numpy as np
 
+from ..core.engine import channel_axis, squeezed_shape
 from ..core.objects import COLUMNS
 from ..errors import SpiralrayError
 
@@ -63,13 +64,7 @@ def decode(data: bytes, kind: str, max_pixels: int) -> np.ndarray:
     except Exception as exc:  # whatever the codec library raises, the client sent bad bytes
         raise RequestError(400, f"cannot decode the body as {kind}: {first_line(exc)}") from exc
     check_array(image, max_pixels)
-    return image.reshape(squeezed(image.shape))
-
-
-def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``shape`` without its singleton leading axes (a 1 x 1 x H x W array is an H x W image),
-    as the engine reads it."""
-    return tuple(n for n in shape[:-2] if n != 1) + tuple(shape[-2:])
+    return image.reshape(squeezed_shape(image.shape))  # as the engine reads it
 
 
 def check_array(image: np.ndarray, max_pixels: int) -> None:
@@ -81,7 +76,7 @@ def check_header(shape: tuple[int, ...], dtype, max_pixels: int) -> None:
     """``check_array`` from a header's shape and dtype, before any pixel is read."""
     if np.dtype(dtype).kind not in "uifb":
         raise RequestError(422, f"unsupported dtype {dtype}: send integer, float or bool pixels")
-    if len(squeezed(shape)) not in (2, 3):
+    if len(squeezed_shape(shape)) not in (2, 3):
         raise RequestError(
             422,
             f"image has shape {tuple(shape)}: send a 2-D image, or a 3-D one with ?channel=C or ?plane=Z",
@@ -111,7 +106,7 @@ def take_plane(image: np.ndarray, plane: int | None, channel: int | None) -> np.
         raise RequestError(422, "?plane and ?channel given: a 3-D image is a stack or channels, not both")
     if image.ndim != 3:
         raise RequestError(422, f"?plane={plane} given but the image is {image.ndim}-D {tuple(image.shape)}")
-    if image.shape[-1] < image.shape[0]:  # the engine's rule: the smaller end axis holds channels
+    if channel_axis(image.shape) != 0:  # the engine's rule: the smaller end axis holds channels
         raise RequestError(
             422, f"image of shape {tuple(image.shape)} has channels last (H x W x C): use ?channel=C"
         )

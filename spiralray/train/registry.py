@@ -25,14 +25,19 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
 
 
+def _sqlite_file(uri: str) -> str | None:
+    """The absolute path of a ``sqlite:///`` store's file; None for any other store."""
+    return os.path.abspath(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 def check_store(create: bool) -> None:
     """Fail at once, before any work, on a tracking store that cannot be used: an unsupported
     scheme, an unreachable server (one try, not MLflow's minutes of retries), or a sqlite file
     that does not exist when only reading (``create`` False): a mistyped path must not create
     an empty store, nor a run's hours end in an error at registration."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        path = os.path.abspath(uri[len("sqlite:///") :])
+    path = _sqlite_file(uri)
+    if path:
         if not create and not os.path.isfile(path):
             raise SpiralrayError(f"no MLflow store at {path} (set MLFLOW_TRACKING_URI to yours)")
         if create and not os.path.isdir(os.path.dirname(path)):
@@ -63,9 +68,9 @@ def _experiment(mlflow, name: str) -> None:
     """Make ``name`` the active experiment. A new one in a sqlite store keeps its artifacts
     beside the store's file (``mlartifacts/``), not in an ``mlruns/`` folder wherever training
     happened to be started (MLflow's default)."""
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
-        folder = os.path.join(os.path.dirname(os.path.abspath(uri[len("sqlite:///") :])), "mlartifacts")
+    store = _sqlite_file(tracking_uri())
+    if store and mlflow.get_experiment_by_name(name) is None:
+        folder = os.path.join(os.path.dirname(store), "mlartifacts")
         try:
             mlflow.create_experiment(name, artifact_location=Path(folder).as_uri())
         except mlflow.exceptions.MlflowException:

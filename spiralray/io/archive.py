@@ -50,13 +50,27 @@ def is_archive(url: str, storage_options=None) -> bool:
             node = zarr.open(local(url), mode="r", storage_options=storage_options if is_url(url) else None)
         except Exception:
             return False
-        if not isinstance(node, zarr.Group):
-            return False
-        attrs = dict(node.attrs)
-        return not (attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"))
+        return isinstance(node, zarr.Group) and not _is_image_group(node)
     if is_url(url):
         return str(url).endswith("/") or "." not in str(url).rstrip("/").rsplit("/", 1)[-1]
     return os.path.isdir(local(url))
+
+
+def _is_image_group(group) -> bool:
+    """An OME-Zarr image: a group with multiscales (NGFF 0.4, or 0.5 under ``ome``)."""
+    attrs = dict(group.attrs)
+    return bool(attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"))
+
+
+def _is_image_array(array) -> bool:
+    return len(array.shape) >= 2 and array.dtype.kind in "uifb"
+
+
+def _walk(group, outputs: list) -> list[str]:
+    """``_zarr_images`` of a store's group, quiet about files beside its nodes (OME/ XML, a table)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
+        return _zarr_images(group, outputs=outputs)
 
 
 def _zarr_images(group, prefix: str = "", outputs: list | None = None) -> list[str]:
@@ -68,15 +82,14 @@ def _zarr_images(group, prefix: str = "", outputs: list | None = None) -> list[s
     for name, node in sorted(group.members(), key=lambda m: m[0]):
         path = f"{prefix}{name}"
         if isinstance(node, zarr.Group):
-            attrs = dict(node.attrs)
-            if "spiralray" in attrs:  # labels an earlier run wrote: not an image to segment
+            if "spiralray" in node.attrs:  # labels an earlier run wrote: not an image to segment
                 if outputs is not None:
                     outputs.append(path)
-            elif attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"):
+            elif _is_image_group(node):
                 found.append(path)  # an image: its levels and labels are not images of their own
             elif name != "labels":
                 found += _zarr_images(node, path + "/", outputs)
-        elif len(node.shape) >= 2 and node.dtype.kind in "uifb":
+        elif _is_image_array(node):
             found.append(path)
     return found
 
@@ -96,9 +109,7 @@ def list_images(url: str, storage_options=None) -> list[Entry]:
             root = zarr.open_group(
                 local(url), mode="r", storage_options=storage_options if is_url(url) else None
             )
-            with warnings.catch_warnings():  # files beside the zarr nodes (OME/ XML, a table)
-                warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
-                paths = _zarr_images(root, outputs=outputs)
+            paths = _walk(root, outputs)
         except Exception as exc:
             raise SpiralrayError(f"cannot list {redact(url)} as a zarr archive: {one_line(exc)}") from exc
         entries = [Entry(p, f"{url}/{p}") for p in sorted(paths)]
@@ -139,13 +150,8 @@ def _store_images(url: str, storage_options, outputs: list) -> list[str]:
     try:
         node = zarr.open(local(url), mode="r", storage_options=storage_options if is_url(url) else None)
         if not isinstance(node, zarr.Group):
-            return [""] if len(node.shape) >= 2 and node.dtype.kind in "uifb" else []
-        attrs = dict(node.attrs)
-        if attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"):
-            return [""]
-        with warnings.catch_warnings():  # files beside the zarr nodes (OME/ XML, a table)
-            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
-            return _zarr_images(node, outputs=outputs)
+            return [""] if _is_image_array(node) else []
+        return [""] if _is_image_group(node) else _walk(node, outputs)
     except Exception:  # listed as one image: its run fails alone, with its own error
         return [""]
 

@@ -51,11 +51,14 @@ def segment_image(
     ids: str = "sequential",
     image_index: int = 0,
     diameter: float | str | None = "auto",
+    pad_value: float | None = None,
 ) -> Result:
     """Segment one image held in memory. ``ids``: "sequential" (1..N in seed order) or "seed"
     (the archive-unique seed ids, ``core.objects``). ``diameter``: the nuclei's size in px, or
     "auto" (estimated): an image whose nuclei are far from the model's size is segmented
-    resampled to it, and its labels come back at its own resolution."""
+    resampled to it, and its labels come back at its own resolution. ``pad_value``: a fill value
+    that is not data (0 or nan where the image was stitched, registered or padded), left out of
+    the normalisation statistics and read as background."""
     from .core.engine import select_plane
     from .io.planes import choose_plane
     from .io.readers import ImageReader
@@ -71,9 +74,12 @@ def segment_image(
     reader = ImageReader(
         "memory", plane, choose_plane(plane.shape, "yx", None, None), plane.shape, True, "memory"
     )
-    opts = Options(tile_size=max(256, -(-max(plane.shape) // 256) * 256), ids=ids, diameter=diameter)
-    plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter)
-    if plan.scale != 1:  # the tiled path in one tile: resampling and the way back live there
+    opts = Options(
+        tile_size=max(256, -(-max(plane.shape) // 256) * 256), ids=ids, diameter=diameter, pad_value=pad_value
+    )
+    plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter, pad_value)
+    if plan.scale != 1 or plan.pad_value is not None:
+        # the tiled path in one tile: resampling, the padding's fill and the way back live there
         s = run_plan(reader, plan, engine, opts, None, set())
         return Result(s["labels"], s["table"], None, s["regions"], plan.scale, plan.diameter)
     seg = engine.segment(plane)

@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+from . import cli_segment
+from .cli_segment import EXIT_FAILED_IMAGES  # noqa: F401  (re-exported: the exit code of a partial archive run)
 from .errors import SpiralrayError
 
 log = logging.getLogger("spiralray")
@@ -48,45 +50,12 @@ def _threads(n: int | None) -> int:
     return n
 
 
-def _plane(text: str | None):
-    """ "3" -> 3; "z=3,t=0" -> {"z": 3, "t": 0}."""
-    if text is None:
-        return None
-    try:
-        if "=" not in text:
-            return int(text)
-        return {k.strip().lower(): int(v) for k, v in (part.split("=", 1) for part in text.split(","))}
-    except ValueError:
-        raise SpiralrayError(f"bad --plane '{text}' (use N, or e.g. z=3,t=0)") from None
-
-
-def _diameter(text: str):
-    if text in (None, "auto"):
-        return "auto"
-    try:
-        d = float(text)
-    except ValueError:
-        raise SpiralrayError(f"bad --diameter '{text}' (a number of pixels, or auto)") from None
-    if not d > 0:
-        raise SpiralrayError(f"--diameter must be a positive number of pixels (or auto), got {text}")
-    return d
-
-
-def _resources(text: str | None) -> dict | None:
-    """ "segmenter=1,fast_disk=0.5" -> {"segmenter": 1.0, "fast_disk": 0.5}."""
-    if not text:
-        return None
-    try:
-        return {k.strip(): float(v) for k, v in (part.split("=", 1) for part in text.split(","))}
-    except ValueError:
-        raise SpiralrayError(f"bad --actor-resources '{text}' (use e.g. segmenter=1)") from None
-
-
 def cmd_segment(args) -> int:
     from . import api
     from .core.engine import ReferenceEngine
     from .io import storage
     from .pipeline.local import Progress
+    from .pipeline.plan import check_pad_value
     from .pipeline.ray_exec import RayOptions
     from .pipeline.run import Options
     from .pipeline.segment import check_output, segment
@@ -95,13 +64,14 @@ def cmd_segment(args) -> int:
     opts = Options(
         tile_size=args.tile_size,
         channel=args.channel,
-        plane=_plane(args.plane),
+        plane=cli_segment.plane(args.plane),
         ids=args.ids,
         exclude_border=args.exclude_border,
         overwrite=args.overwrite,
         strict=args.strict,
         semantic=args.semantic,
-        diameter=_diameter(args.diameter),
+        diameter=cli_segment.diameter(args.diameter),
+        pad_value=check_pad_value(args.pad_value),
     )
     check_output(args.input, args.output, opts)  # before the model loads
     engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)
@@ -118,7 +88,7 @@ def cmd_segment(args) -> int:
         batch_regions=args.batch_regions,
         engine_batch=args.batch_size,
         device=args.device,
-        segment_resources=_resources(args.actor_resources),
+        segment_resources=cli_segment.resources(args.actor_resources),
     )
     summary = segment(
         args.input, args.output, engine, opts, args.model, args.executor, args.address, ropts, progress
@@ -132,48 +102,8 @@ def cmd_segment(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        extra = (
-            f", {summary['missing_chunks']} missing chunks read as fill value"
-            if summary.get("missing_chunks")
-            else ""
-        )
-        why = _no_signal(summary)
-        extra += _already_done(summary)
-        print(
-            f"{summary.get('objects', 0)} objects{why} -> {args.output} ({summary.get('seconds', 0):.1f} s, "
-            f"{summary.get('tiles', 0)} tiles, {summary.get('regions', 0)} regions{extra})"
-        )
-    return _report_failed(summary.get("failed") or [])
-
-
-# An archive run that finished with some images it could not segment exits with this code.
-EXIT_FAILED_IMAGES = 3
-
-
-def _report_failed(failed: list[dict]) -> int:
-    """Each image of an archive that could not be segmented, one line on stderr (the others are
-    finished); 0 when none, else ``EXIT_FAILED_IMAGES``."""
-    for f in failed:  # the error names the image already, most often
-        what = f["error"] if f["input"] in f["error"] else f"{f['input']}: {f['error']}"
-        print(f"spiralray: failed: {what}", file=sys.stderr)
-    if failed:
-        print(f"spiralray: {len(failed)} image(s) failed; the others are finished", file=sys.stderr)
-    return EXIT_FAILED_IMAGES if failed else 0
-
-
-def _already_done(summary: dict) -> str:
-    """ "; already complete" for a re-run that had nothing left to do (or "; N of M images ...")."""
-    done = "already complete"
-    if "per_image" not in summary:
-        return f"; {done}: nothing done" if summary.get("resumed") == done else ""
-    n = sum(i.get("resumed") == done for i in summary["per_image"])
-    return f"; {n} of {len(summary['per_image'])} images {done}" if n else ""
-
-
-def _no_signal(summary: dict) -> str:
-    """ " (constant image)" when one image had nothing to find, else ""."""
-    d = summary.get("diameter")
-    return " (constant image)" if isinstance(d, dict) and d.get("reason") == "constant image" else ""
+        print(cli_segment.summary_line(summary, args.output, opts.pad_value))
+    return cli_segment.report_failed(summary.get("failed") or [])
 
 
 def _instances(frames, path) -> list:
@@ -247,52 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "segment", help="segment an image of any size (zarr, OME-Zarr, TIFF, PNG; path or URL)"
     )
-    s.add_argument("input", help="image: .zarr (array or OME-Zarr image), .tif, .png; a path or URL")
-    s.add_argument("output", help="OUT.zarr or a URL (OME-Zarr labels), or OUT.tif (small images)")
-    s.add_argument("--model", default=None, help="model directory or models:/NAME@ALIAS (default: shipped)")
-    s.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
-    s.add_argument("--plane", default=None, help="plane of a stack: N, or e.g. z=3,t=0")
-    s.add_argument("--tile-size", type=int, default=1024, help="tile core and output chunk size (>= 256)")
-    s.add_argument(
-        "--diameter",
-        default="auto",
-        help="nuclei's typical diameter in px, or auto (estimated per image); far from the model's "
-        "size, the image is segmented resampled and its labels come back at its resolution",
-    )
-    s.add_argument("--semantic", action="store_true", help="TIFF output: the foreground mask instead of ids")
-    s.add_argument(
-        "--ids",
-        choices=["sequential", "seed"],
-        default="sequential",
-        help="1..N per image in seed order, or archive-unique seed ids (uint64 when needed)",
-    )
-    s.add_argument(
-        "--exclude-border", action="store_true", help="drop objects touching the image border (cut nuclei)"
-    )
-    s.add_argument("--overwrite", action="store_true", help="replace an existing spiralray output")
-    s.add_argument("--strict", action="store_true", help="refuse an input with missing zarr chunks")
-    s.add_argument(
-        "--executor",
-        choices=["auto", "local", "ray"],
-        default="auto",
-        help="auto: Ray for archives, URLs, large images or a Ray address; else in this process",
-    )
-    s.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
-    s.add_argument("--segment-actors", type=int, default=2, help="segmenter actors at most (Ray)")
-    s.add_argument("--score-actors", type=int, default=1, help="scoring actors at most (Ray)")
-    s.add_argument("--actor-cpus", type=float, default=0.75, help="CPUs per segmenter actor (Ray)")
-    s.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per segmenter actor (Ray)")
-    s.add_argument("--batch-regions", type=int, default=256, help="candidates per segmenter batch (Ray)")
-    s.add_argument(
-        "--actor-resources", default=None, help="custom resources per segmenter actor, e.g. segmenter=1 (Ray)"
-    )
-    s.add_argument("--device", default="auto")
-    s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")
-    s.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: CPUs this process may use)"
-    )
-    s.add_argument("--reference", action="store_true", help="the slow reference recursion")
-    s.add_argument("--json", action="store_true")
+    cli_segment.add_arguments(s)
     s.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="compare a label image with the truth")

@@ -143,8 +143,9 @@ def test_unwritable_output_fails_before_any_work(image_file, tmp_path):
 
 
 def test_an_output_written_before_a_new_setting_existed_still_resumes():
-    """A manifest that predates a threshold setting (written before ``candidates.faint_*``)
-    matches this run when the setting is at its default, and a changed setting still refuses."""
+    """A manifest that predates a setting (written before ``candidates.faint_*`` or
+    ``pad_value``) matches this run when the setting is at its default, and a changed setting
+    still refuses."""
     from spiralray.core.config import SpiralNetConfig
     from spiralray.pipeline.plan import mismatch
     from spiralray.pipeline.run import Options
@@ -154,6 +155,8 @@ def test_an_output_written_before_a_new_setting_existed_still_resumes():
     old = json.loads(json.dumps(new))
     for key in ("faint_contrast", "faint_area"):
         del old["params"]["candidates"][key]
+    del old["params"]["pad_value"]
     assert mismatch(old, new) is None
+    assert mismatch(old, {**new, "params": Options(pad_value=0.0).params(cfg)}) == "parameters (pad_value)"
     faint = cfg.replace(candidates={"faint_contrast": 0.2, "faint_area": 400})
     assert mismatch(old, {**new, "params": Options().params(faint)}) == "parameters (candidates)"

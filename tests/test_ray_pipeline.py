@@ -52,6 +52,22 @@ def test_ray_output_equals_in_process_output(ray_cluster, engine, scene, tmp_pat
     assert len(s["busy_seconds"]) == 2  # both segmenter actors did work
 
 
+def test_a_nan_padded_image_on_ray_equals_the_whole_image(ray_cluster, engine, scene, tmp_path):
+    """The plan's pad value (NaN: JSON's "nan") reaches the actors: they read padding as the
+    background, as the whole-image path does."""
+    image = scene[1].astype(np.float32)
+    image[:100] = np.nan
+    image[:, 500:] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", image)
+    opts = Options(tile_size=256, pad_value=float("nan"))
+    s = segment(
+        str(tmp_path / "nan.tif"), str(tmp_path / "o.zarr"), engine, opts, executor="ray", ropts=ROPTS
+    )
+    whole = api.segment_image(engine, image, pad_value=float("nan")).labels
+    assert s["padded_pixels"] == int(np.isnan(image).sum()) and s["objects"] > 10
+    assert np.array_equal(_labels(tmp_path / "o.zarr"), whole)
+
+
 def test_one_dense_tile_is_spread_over_every_segmenter(ray_cluster, engine, tmp_path):
     """Every nucleus in one tile: its candidates still reach both segmenter actors in
     batches (a tile's candidates are not one unit of work), and the answer is unchanged."""

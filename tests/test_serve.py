@@ -196,6 +196,14 @@ def test_options_match_the_api(server, registry):
     big = generate(SyntheticSpec(300, 320, radius=(30, 40), density=0.0002), seed=6)[0]
     resized, _ = served_labels(server, big, "?diameter=70")
     assert np.array_equal(resized, api.segment_image(engine, big, diameter=70.0).labels)
+    padded = image.copy()
+    padded[:40] = 0
+    from_padded, _ = served_labels(server, padded, "?pad_value=0")
+    assert np.array_equal(from_padded, api.segment_image(engine, padded, pad_value=0).labels)
+    as_nan = padded.astype(np.float32)
+    as_nan[:40] = np.nan
+    from_nan, _ = served_labels(server, as_nan, "?pad_value=nan")
+    assert np.array_equal(from_nan, from_padded) and from_nan.max() > 0
     inner, _ = served_labels(server, image, "?exclude_border=true")
     engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
     assert np.array_equal(inner, api.segment_image(engine, image).labels)
@@ -277,7 +285,10 @@ def test_bad_requests_answer_4xx_json_and_the_service_keeps_working(server):
     ]:
         assert says in post(server, body, "application/x-npy" if body is stack else "image/tiff", query).text
     nan = post(server, npy_bytes(np.full((80, 80), np.nan, np.float32)), "application/x-npy", "")
-    assert nan.json()["error"] == "image contains NaN or infinite values"  # no made-up path
+    assert (
+        nan.json()["error"]
+        == "image contains NaN or infinite values (if NaN marks padding, name it as the pad value)"
+    )  # no made-up path
     missing = requests.get(f"{server.url}/v1/nothing", timeout=30)
     assert missing.status_code == 404 and "error" in missing.json()
     assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200

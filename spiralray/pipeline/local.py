@@ -151,6 +151,7 @@ def summarize(plan: ImagePlan, asm: Assembler, table: dict, opts: Options, tiles
         "stats": list(plan.stats) if plan.stats is not None else None,
         "scale": plan.scale,
         "diameter": plan.diameter,
+        "padded_pixels": plan.padded_pixels,
         "ids": opts.ids,
     }
 
@@ -171,7 +172,10 @@ def segment_image_file(
     if run.finished is not None:
         return run.finished
     start_image_run(
-        run, None if run.plan else make_plan(run.reader, engine.cfg, opts.tile_size, index, opts.diameter)
+        run,
+        None
+        if run.plan
+        else make_plan(run.reader, engine.cfg, opts.tile_size, index, opts.diameter, opts.pad_value),
     )
     summary = run_plan(run.reader, run.plan, engine, opts, run.out, run.done, progress)
     return finish_image_run(run, summary)
@@ -189,7 +193,7 @@ def segment_array(image: np.ndarray, engine, opts: Options | None = None) -> dic
         "memory", a, choose_plane(a.shape, None, opts.channel, opts.plane), a.shape[-2:], True, "memory"
     )
     reader.chunks = reader.shape
-    plan = make_plan(reader, engine.cfg, opts.tile_size, diameter=opts.diameter)
+    plan = make_plan(reader, engine.cfg, opts.tile_size, diameter=opts.diameter, pad_value=opts.pad_value)
     return run_plan(reader, plan, engine, opts, None, set())
 
 

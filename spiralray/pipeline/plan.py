@@ -1,7 +1,7 @@
 """The per-image plan: decisions made once per image, before any tile, and recorded in the
 manifest so a resumed run (or any worker) uses the same ones: the normalisation statistics
-(exact, streamed over the image's chunks), the scale, the tile grid and the image's index in
-its archive (which the seed ids carry).
+(exact, streamed over the image's chunks, a named pad value left out), the scale, the tile
+grid and the image's index in its archive (which the seed ids carry).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 from ..core.config import CandidateSpec, SpiralNetConfig, SpiralSpec
 from ..core.resample import scaled_shape
 from ..core.tiling import MIN_TILE, Tile, tile_grid
-from ..data.normalize import streaming_stats
+from ..data.normalize import count_values, is_pad, streaming_stats, without_pad
 from ..errors import SpiralrayError
+from .tiles import filled
 
 VERSION = 1
 
@@ -32,6 +33,8 @@ class ImagePlan:
     scale: float = 1.0  # the image is segmented resampled by this (> 1 enlarges)
     diameter: dict = field(default_factory=dict)  # how the scale was decided (given / estimated)
     extra: dict = field(default_factory=dict)
+    pad_value: float | None = None  # fill value that is not data (read as the background, lo)
+    padded_pixels: int = 0  # how many pixels hold it
 
     @property
     def scaled_shape(self) -> tuple[int, int]:
@@ -43,14 +46,33 @@ class ImagePlan:
         return tile_grid(self.scaled_shape, self.tile_size)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "pad_value": pad_json(self.pad_value)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ImagePlan:
         d = dict(d)
         d["shape"] = tuple(d["shape"])
         d["stats"] = tuple(d["stats"]) if d["stats"] is not None else None
+        d["pad_value"] = None if d.get("pad_value") is None else float(d["pad_value"])
         return cls(**d)
+
+
+def pad_json(pad: float | None):
+    """A pad value as JSON holds it: NaN as the string "nan" (strict JSON has no NaN)."""
+    return "nan" if pad is not None and np.isnan(pad) else pad
+
+
+def check_pad_value(pad) -> float | None:
+    """A pad value as a float (NaN allowed: registration fills with it), or a clear error."""
+    if pad is None:
+        return None
+    try:
+        v = float(pad)
+    except (TypeError, ValueError):
+        raise SpiralrayError(f"pad value must be a number (or nan), got {pad!r}") from None
+    if np.isinf(v):
+        raise SpiralrayError(f"pad value must be finite (or nan), got {pad}")
+    return v
 
 
 def check_tile_size(tile_size: int) -> None:
@@ -58,20 +80,31 @@ def check_tile_size(tile_size: int) -> None:
         raise SpiralrayError(f"tile size {tile_size} is below the minimum of {MIN_TILE} px")
 
 
-def image_stats_of(reader, cfg: SpiralNetConfig) -> tuple[float, float] | None:
-    """Exact per-image normalisation bounds, streamed over the reader's chunk bands."""
+def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None):
+    """(bounds, padded pixels): exact per-image normalisation bounds (None: a constant image,
+    or all padding), streamed over the reader's chunk bands, the pad value's pixels left out."""
     m = cfg.model
 
     def chunks():
         for box in reader.windows():
             a = reader.read(*box)
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                what = "image" if reader.kind == "memory" else reader.describe()["url"]  # no path to name
-                raise SpiralrayError(f"{what} contains NaN or infinite values")
+            if a.dtype.kind == "f":
+                bad = ~np.isfinite(a)
+                if pad is not None:
+                    bad &= ~is_pad(a, pad)
+                if bad.any():
+                    what = "image" if reader.kind == "memory" else reader.describe()["url"]  # no path to name
+                    hint = "" if pad is not None else " (if NaN marks padding, name it as the pad value)"
+                    raise SpiralrayError(f"{what} contains NaN or infinite values{hint}")
             yield a
 
-    lo, hi = streaming_stats(chunks, reader.dtype, m.norm, m.norm_low, m.norm_high)
-    return (lo, hi) if hi > lo else None
+    rest = without_pad(chunks, pad)
+    n = count_values(rest)
+    padded = reader.shape[0] * reader.shape[1] - n
+    if n == 0:
+        return None, padded
+    lo, hi = streaming_stats(rest, reader.dtype, m.norm, m.norm_low, m.norm_high, n)
+    return ((lo, hi) if hi > lo else None), padded
 
 
 def check_diameter(diameter, shape) -> None:
@@ -126,13 +159,16 @@ def decide_scale(reader, cfg: SpiralNetConfig, stats, diameter="auto") -> tuple[
     return choose_scale(d, model), {**info, "model": model}
 
 
-def make_plan(reader, cfg: SpiralNetConfig, tile_size: int, index: int = 0, diameter="auto") -> ImagePlan:
+def make_plan(
+    reader, cfg: SpiralNetConfig, tile_size: int, index: int = 0, diameter="auto", pad_value=None
+) -> ImagePlan:
     check_tile_size(tile_size)
     H, W = reader.shape
     check_diameter(diameter, (H, W))
+    pad_value = check_pad_value(pad_value)
     desc = reader.describe()
-    stats = image_stats_of(reader, cfg)
-    scale, info = decide_scale(reader, cfg, stats, diameter)
+    stats, padded = image_stats_of(reader, cfg, pad_value)
+    scale, info = decide_scale(filled(reader, pad_value, stats), cfg, stats, diameter)
     h, w = scaled_shape((H, W), scale)
     r = cfg.region
     if h < r.height or w < r.width:
@@ -150,6 +186,8 @@ def make_plan(reader, cfg: SpiralNetConfig, tile_size: int, index: int = 0, diam
         tile_size=tile_size,
         scale=scale,
         diameter=info,
+        pad_value=pad_value,
+        padded_pixels=padded,
     )
 
 
@@ -181,7 +219,7 @@ def _with_defaults(params: dict | None) -> dict | None:
     behaviour its default keeps (``candidates.faint_contrast`` 0: no faint rule), so it resumes."""
     if not params:
         return params
-    out = dict(params)
+    out = {"pad_value": None, **params}  # added after format version 1's first outputs
     for key, spec in (("candidates", CandidateSpec), ("spiral", SpiralSpec)):
         if isinstance(out.get(key), dict):
             out[key] = {**asdict(spec()), **out[key]}

@@ -14,7 +14,7 @@ from ..errors import SpiralrayError
 from ..io.output import Output
 from ..io.readers import TIFF, is_url, local, open_image, redact
 from ..io.storage import check_parent, written_by_spiralray
-from .plan import VERSION, ImagePlan, check_tile_size, mismatch, weights_hash
+from .plan import VERSION, ImagePlan, check_tile_size, mismatch, pad_json, weights_hash
 
 TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
 
@@ -33,12 +33,14 @@ class Options:
     semantic: bool = False  # TIFF output only: the foreground mask instead of ids
     group: int = 8  # tiles segmented in one batched spiral
     diameter: float | str | None = "auto"  # nuclei px across, or "auto" (estimated per image)
+    pad_value: float | None = None  # a fill value that is not data (0 or nan padding)
 
     def params(self, cfg) -> dict:
         return {
             "tile_size": self.tile_size,
             "ids": self.ids,
             "diameter": self.diameter,
+            "pad_value": pad_json(self.pad_value),
             "exclude_border": self.exclude_border,
             "candidates": asdict(cfg.candidates),
             "spiral": asdict(cfg.spiral),

@@ -157,4 +157,6 @@ def _plan(url: str, opts: Options, cfg, index: int):
     from ..io.readers import open_image
     from .plan import make_plan
 
-    return make_plan(open_image(url, opts.channel, opts.plane), cfg, opts.tile_size, index, opts.diameter)
+    return make_plan(
+        open_image(url, opts.channel, opts.plane), cfg, opts.tile_size, index, opts.diameter, opts.pad_value
+    )

@@ -41,7 +41,7 @@ from .batching import Item, segment_many
 from .config import ServeConfig
 
 log = logging.getLogger("ray.serve")
-SEGMENT_PARAMS = {"format", "mode", "channel", "plane", "ids", "exclude_border", "diameter"}
+SEGMENT_PARAMS = {"format", "mode", "channel", "plane", "ids", "exclude_border", "diameter", "pad_value"}
 
 api = FastAPI(
     title="spiralray",
@@ -252,17 +252,25 @@ class Ingress:
             description="nuclei's diameter in px, or auto (estimated): far from the model's size, "
             "the image is segmented resampled and its labels come back at its resolution",
         ),
+        pad_value: str | None = Query(
+            None,
+            pattern=r"^(nan|-?[0-9]*\.?[0-9]+)$",
+            description="a fill value that is not data (e.g. 0 or nan where the image was stitched or "
+            "padded): left out of the intensity statistics and read as background",
+        ),
     ):
         if self.admitted >= self.admit:  # refuse before reading the body: fast, no memory
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
         self.admitted += 1
         try:
-            return await self._segment(request, format, mode, channel, plane, ids, exclude_border, diameter)
+            return await self._segment(
+                request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value
+            )
         finally:
             self.admitted -= 1
 
     async def _segment(
-        self, request, format, mode, channel, plane, ids, exclude_border, diameter
+        self, request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value
     ) -> Response:
         t0 = time.perf_counter()
         try:
@@ -273,7 +281,9 @@ class Ingress:
             return _error(exc.status, str(exc))
         try:
             size = "auto" if diameter == "auto" else float(diameter)
-            reply = await self.segmenter.segment.remote(Item(image, channel, ids, exclude_border, size))
+            pad = None if pad_value is None else float(pad_value)
+            item = Item(image, channel, ids, exclude_border, size, pad)
+            reply = await self.segmenter.segment.remote(item)
         except BackPressureError:  # the handle's own bound (several ingress replicas share it)
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
         if "error" in reply:

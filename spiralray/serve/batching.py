@@ -42,6 +42,7 @@ class Item:
     ids: str = "sequential"
     exclude_border: bool = False
     diameter: float | str = "auto"  # px, or "auto" (as ``api.segment_image`` takes it)
+    pad_value: float | None = None  # a fill value that is not data (0, nan)
 
 
 def segment_many(
@@ -86,7 +87,14 @@ def _segment(engine, item: Item) -> api.Result:
     if item.exclude_border:  # as ``spiralray segment --exclude-border`` sets it
         engine = copy.copy(engine)
         engine.cfg = engine.cfg.replace(candidates={"exclude_border": True})
-    return api.segment_image(engine, item.image, channel=item.channel, ids=item.ids, diameter=item.diameter)
+    return api.segment_image(
+        engine,
+        item.image,
+        channel=item.channel,
+        ids=item.ids,
+        diameter=item.diameter,
+        pad_value=item.pad_value,
+    )
 
 
 def _guarded(fn):

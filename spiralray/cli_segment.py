@@ -1,0 +1,151 @@
+"""The ``segment`` command's arguments, their parsing, and the lines it prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import SpiralrayError
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("input", help="image: .zarr (array or OME-Zarr image), .tif, .png; a path or URL")
+    s.add_argument("output", help="OUT.zarr or a URL (OME-Zarr labels), or OUT.tif (small images)")
+    s.add_argument("--model", default=None, help="model directory or models:/NAME@ALIAS (default: shipped)")
+    s.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
+    s.add_argument("--plane", default=None, help="plane of a stack: N, or e.g. z=3,t=0")
+    s.add_argument("--tile-size", type=int, default=1024, help="tile core and output chunk size (>= 256)")
+    s.add_argument(
+        "--diameter",
+        default="auto",
+        help="nuclei's typical diameter in px, or auto (estimated per image); far from the model's "
+        "size, the image is segmented resampled and its labels come back at its resolution",
+    )
+    s.add_argument(
+        "--pad-value",
+        default=None,
+        help="a fill value that is not data, e.g. 0 or nan where images were stitched, registered "
+        "or padded: left out of the intensity statistics and read as background",
+    )
+    s.add_argument("--semantic", action="store_true", help="TIFF output: the foreground mask instead of ids")
+    s.add_argument(
+        "--ids",
+        choices=["sequential", "seed"],
+        default="sequential",
+        help="1..N per image in seed order, or archive-unique seed ids (uint64 when needed)",
+    )
+    s.add_argument(
+        "--exclude-border", action="store_true", help="drop objects touching the image border (cut nuclei)"
+    )
+    s.add_argument("--overwrite", action="store_true", help="replace an existing spiralray output")
+    s.add_argument("--strict", action="store_true", help="refuse an input with missing zarr chunks")
+    s.add_argument(
+        "--executor",
+        choices=["auto", "local", "ray"],
+        default="auto",
+        help="auto: Ray for archives, URLs, large images or a Ray address; else in this process",
+    )
+    s.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    s.add_argument("--segment-actors", type=int, default=2, help="segmenter actors at most (Ray)")
+    s.add_argument("--score-actors", type=int, default=1, help="scoring actors at most (Ray)")
+    s.add_argument("--actor-cpus", type=float, default=0.75, help="CPUs per segmenter actor (Ray)")
+    s.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per segmenter actor (Ray)")
+    s.add_argument("--batch-regions", type=int, default=256, help="candidates per segmenter batch (Ray)")
+    s.add_argument(
+        "--actor-resources", default=None, help="custom resources per segmenter actor, e.g. segmenter=1 (Ray)"
+    )
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int, default=256, help="regions per forward pass")
+    s.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: CPUs this process may use)"
+    )
+    s.add_argument("--reference", action="store_true", help="the slow reference recursion")
+    s.add_argument("--json", action="store_true")
+
+
+def plane(text: str | None):
+    """ "3" -> 3; "z=3,t=0" -> {"z": 3, "t": 0}."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return int(text)
+        return {k.strip().lower(): int(v) for k, v in (part.split("=", 1) for part in text.split(","))}
+    except ValueError:
+        raise SpiralrayError(f"bad --plane '{text}' (use N, or e.g. z=3,t=0)") from None
+
+
+def diameter(text: str):
+    if text in (None, "auto"):
+        return "auto"
+    try:
+        d = float(text)
+    except ValueError:
+        raise SpiralrayError(f"bad --diameter '{text}' (a number of pixels, or auto)") from None
+    if not d > 0:
+        raise SpiralrayError(f"--diameter must be a positive number of pixels (or auto), got {text}")
+    return d
+
+
+def resources(text: str | None) -> dict | None:
+    """ "segmenter=1,fast_disk=0.5" -> {"segmenter": 1.0, "fast_disk": 0.5}."""
+    if not text:
+        return None
+    try:
+        return {k.strip(): float(v) for k, v in (part.split("=", 1) for part in text.split(","))}
+    except ValueError:
+        raise SpiralrayError(f"bad --actor-resources '{text}' (use e.g. segmenter=1)") from None
+
+
+def summary_line(summary: dict, output: str, pad) -> str:
+    """The one line a segment run prints (without ``--json``)."""
+    extra = (
+        f", {summary['missing_chunks']} missing chunks read as fill value"
+        if summary.get("missing_chunks")
+        else ""
+    )
+    extra += _already_done(summary) + _padding(summary, pad)
+    objects = f"{summary.get('objects', 0)} objects{_no_signal(summary)}"
+    return (
+        f"{objects} -> {output} ({summary.get('seconds', 0):.1f} s, "
+        f"{summary.get('tiles', 0)} tiles, {summary.get('regions', 0)} regions{extra})"
+    )
+
+
+# An archive run that finished with some images it could not segment exits with this code.
+EXIT_FAILED_IMAGES = 3
+
+
+def report_failed(failed: list[dict]) -> int:
+    """Each image of an archive that could not be segmented, one line on stderr (the others are
+    finished); 0 when none, else ``EXIT_FAILED_IMAGES``."""
+    for f in failed:  # the error names the image already, most often
+        what = f["error"] if f["input"] in f["error"] else f"{f['input']}: {f['error']}"
+        print(f"spiralray: failed: {what}", file=sys.stderr)
+    if failed:
+        print(f"spiralray: {len(failed)} image(s) failed; the others are finished", file=sys.stderr)
+    return EXIT_FAILED_IMAGES if failed else 0
+
+
+def _already_done(summary: dict) -> str:
+    """ "; already complete" for a re-run that had nothing left to do (or "; N of M images ...")."""
+    done = "already complete"
+    if "per_image" not in summary:
+        return f"; {done}: nothing done" if summary.get("resumed") == done else ""
+    n = sum(i.get("resumed") == done for i in summary["per_image"])
+    return f"; {n} of {len(summary['per_image'])} images {done}" if n else ""
+
+
+def _padding(summary: dict, pad) -> str:
+    """ "; N padded pixels left out" when a pad value was named (so a value that matches no
+    pixel, a likely mistake, is seen)."""
+    if pad is None:
+        return ""
+    n = sum(i.get("padded_pixels", 0) for i in summary.get("per_image") or [summary])
+    return f"; {n} padded pixels left out" if n else f"; pad value {pad:g} found in no pixel"
+
+
+def _no_signal(summary: dict) -> str:
+    """ " (constant image)" when one image had nothing to find, else ""."""
+    d = summary.get("diameter")
+    return " (constant image)" if isinstance(d, dict) and d.get("reason") == "constant image" else ""

@@ -105,6 +105,8 @@ def summary_line(summary: dict, output: str, pad) -> str:
         else ""
     )
     extra += _already_done(summary) + _padding(summary, pad)
+    if summary.get("objects_table"):
+        extra += f"; objects table {summary['objects_table']}"
     objects = f"{summary.get('objects', 0)} objects{_no_signal(summary)}"
     return (
         f"{objects} -> {output} ({summary.get('seconds', 0):.1f} s, "

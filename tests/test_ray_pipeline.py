@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import tifffile
 import zarr
@@ -16,6 +17,7 @@ from spiralray import api
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
 from spiralray.io.archive import list_images
+from spiralray.io.output import read_table
 from spiralray.pipeline.ray_exec import RayOptions
 from spiralray.pipeline.run import Options
 from spiralray.pipeline.segment import segment
@@ -117,6 +119,16 @@ def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, eng
         json.loads((tmp_path / "out" / n / ".spiralray" / "manifest.json").read_text()) for n in sorted(imgs)
     ]
     assert [m["images"][0]["index"] for m in manifests] == [1, 2, 3]  # "broken" sorts first: index 0
+    # one table of the archive's objects: each finished image's rows, with its path and index
+    table = pq.read_table(tmp_path / "out" / "objects.parquet").to_pydict()
+    assert s["objects_table"] == f"{tmp_path / 'out'}/objects.parquet" and len(table["id"]) == s["objects"]
+    for name, index in zip(sorted(imgs), [1, 2, 3], strict=True):
+        rows = [k for k, n in enumerate(table["image"]) if n == name]
+        assert {table["image_index"][k] for k in rows} == {index}
+        assert [table["seed_id"][k] for k in rows] == list(
+            read_table(str(tmp_path / "out" / name))["seed_id"]
+        )
+    assert set(table["image"]) == set(imgs) and len(set(table["seed_id"])) == len(table["seed_id"])
     with pytest.raises(SpiralrayError, match="holds spiralray outputs"):  # not an archive of images
         list_images(str(tmp_path / "out"))
 
@@ -158,6 +170,9 @@ def test_images_added_to_an_archive_get_new_indices_and_ids(ray_cluster, engine,
     assert index == {"b": 0, "c": 1, "a": 2, "a0": 3}
     ids = [set(np.unique(_labels(out / f"{n}.zarr"))) - {0} for n in ("a", "a0", "b", "c")]
     assert all(ids) and len(set().union(*ids)) == sum(len(i) for i in ids)  # unique across the archive
+    table = pq.read_table(out / "objects.parquet").to_pydict()  # rewritten: the finished ones too
+    assert sorted(set(table["image"])) == ["a.tif", "a0.tif", "b.tif", "c.tif"]
+    assert set(table["seed_id"]) == set().union(*ids)
 
 
 def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path, capsys):

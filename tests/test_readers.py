@@ -1,5 +1,6 @@
 """Reading images by window from every supported format and place; bad input is one clear line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -194,6 +195,41 @@ def test_s3_input_and_output_on_a_local_endpoint(s3, tmp_path, image, engine):
         with pytest.raises(SpiralrayError, match="output bucket does not exist: s3://spiralray-tset"):
             check_output(url, typo, Options(tile_size=256))
     assert not s3fs.S3FileSystem(skip_instance_cache=True).exists("spiralray-tset")  # not created
+
+
+def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine):
+    """The product's main path as a user runs it: an archive prefix in object storage segmented
+    on (embedded) Ray into labels in object storage, with the archive's object table."""
+    import pyarrow.parquet as pq
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3)
+    images = {"a.tif": generate(SyntheticSpec(200, 240), seed=91)[0]}
+    images["sub/b.tif"] = generate(SyntheticSpec(180, 260), seed=92)[0]
+    for rel, im in images.items():
+        tifffile.imwrite(tmp_path / "x.tif", im)
+        fs.put(str(tmp_path / "x.tif"), f"spiralray-test/arch/{rel}")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SPIRALRAY_LOG": os.devnull}
+    env.pop("RAY_ADDRESS", None)
+    args = ["segment", "s3://spiralray-test/arch/", "s3://spiralray-test/labels/", "--tile-size", "256"]
+    p = subprocess.run(
+        [sys.executable, "-m", "spiralray", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout.strip().splitlines()[-1])
+    assert s["executor"] == "ray" and s["images"] == 2 and not s["failed"]
+    assert s["objects_table"] == "s3://spiralray-test/labels/objects.parquet"
+    with fs.open("spiralray-test/labels/objects.parquet", "rb") as f:
+        table = pq.read_table(f).to_pydict()
+    assert len(table["id"]) == s["objects"] > 5 and set(table["image"]) == set(images)
+    for rel, im in images.items():
+        out = "s3://spiralray-test/labels/" + rel.replace(".tif", ".zarr")
+        got = np.asarray(zarr.open_array(out + "/labels/instances/0", mode="r")[...])
+        assert np.array_equal(got, api.segment_image(engine, im).labels), rel
 
 
 def test_redact_removes_credentials_and_query():

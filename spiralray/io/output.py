@@ -116,6 +116,10 @@ class Output:
         except OSError as exc:
             raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` whole at ``key`` (see ``_put``)."""
+        self._put(key, data)
+
     def write_manifest(self, manifest: dict) -> None:
         self.put_json(MANIFEST, manifest)
 

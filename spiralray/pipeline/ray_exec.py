@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.spiral import ObjectMask
+from ..io.readers import redact
 from .actors import CANDIDATE, ERROR, MARKER, STAT, ScoreActor, SegmentActor, model_payload, rows
 from .assemble import Assembler
 from .plan import VERSION
@@ -230,7 +231,7 @@ def run_images(runs: list[ImageRun], net, opts: Options, ropts: RayOptions, prog
     for img in images.values():
         img.flush()
         if img.failed:
-            out["failed"].append({"input": img.run.input, "error": img.failed})
+            out["failed"].append({"input": redact(img.run.input), "error": img.failed})
             continue
         out["images"].append(_finish(img, opts))
     pool.shutdown()

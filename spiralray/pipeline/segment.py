@@ -89,8 +89,9 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     t0 = time.perf_counter()
     ropts = ropts or RayOptions()
     init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
-    runs, finished, failed = [], [], []
+    runs, finished, failed, paths = [], [], [], {}
     for index, e in indexed(output, entries) if archive else enumerate(entries):
+        paths[index] = e.path
         try:
             if archive:
                 run = check_image_run(
@@ -142,6 +143,8 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
         "regions_by_actor": result.get("regions_by_actor", {}),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if archive:
+        summary["objects_table"] = _archive_table(output, paths, finished + started, failed)
     if not archive and images:
         summary = {
             **images[0],
@@ -150,6 +153,19 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     else:
         summary["per_image"] = images
     return summary
+
+
+def _archive_table(output: str, paths: dict, runs: list, failed: list[dict]) -> str | None:
+    """Write the archive's object table from its finished images' outputs; where it is (None
+    when no image is finished)."""
+    from ..io.archive import OBJECTS, write_objects
+
+    bad = {f["input"] for f in failed}
+    done = [(r.index, paths[r.index], r.output) for r in runs if redact(r.input) not in bad]
+    if not done:
+        return None
+    write_objects(output, done)
+    return f"{output.rstrip('/')}/{OBJECTS}"
 
 
 def _plan(url: str, opts: Options, cfg, index: int):

@@ -100,6 +100,7 @@ def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, eng
         arr = root.create_array(name, shape=im.shape, chunks=(128, 128), dtype=im.dtype)
         arr[...] = im
         imgs[name] = im
+    zarr.open_group(str(tmp_path / "out"), mode="w").attrs["mine"] = 1  # the user's own group
     bad = root.create_array("broken", shape=(300, 320), chunks=(128, 128), dtype="u2")
     bad[...] = 100
     (tmp_path / "arch.zarr" / "broken" / "c" / "1" / "1").write_bytes(b"garbage!" * 8)
@@ -131,6 +132,10 @@ def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, eng
     assert set(table["image"]) == set(imgs) and len(set(table["seed_id"])) == len(table["seed_id"])
     with pytest.raises(SpiralrayError, match="holds spiralray outputs"):  # not an archive of images
         list_images(str(tmp_path / "out"))
+    # one zarr hierarchy: the root (the user's group, kept) down to every image's labels
+    hierarchy = zarr.open_group(str(tmp_path / "out"), mode="r")
+    assert dict(hierarchy.attrs) == {"mine": 1}
+    assert np.array_equal(hierarchy["plate/A/1/labels/instances/0"][...], _labels(tmp_path / "out/plate/A/1"))
 
 
 def test_folder_of_tiffs_and_zarr_stores(ray_cluster, engine, tmp_path):
@@ -146,6 +151,9 @@ def test_folder_of_tiffs_and_zarr_stores(ray_cluster, engine, tmp_path):
     s = segment(str(tmp_path), str(out), engine, Options(tile_size=256), ropts=ROPTS)
     assert s["images"] == 5 and not s["failed"]
     assert (out / "sub" / "f1.zarr" / "labels" / "instances").exists()
+    hierarchy = zarr.open_group(str(out), mode="r")  # the folder of outputs opens as zarr groups
+    assert sorted(hierarchy.group_keys()) == ["f0.zarr", "one.zarr", "plate.zarr", "sub"]
+    assert "labels" in hierarchy["sub/f1.zarr"] and "labels" in hierarchy["plate.zarr/A/2"]
     for where in ("plate.zarr/A/1", "plate.zarr/A/2", "one.zarr"):
         assert np.array_equal(_labels(out / where), api.segment_image(engine, small).labels)
 

@@ -19,7 +19,9 @@ archive, which its objects' seed ids carry (``core.objects``), so ids are unique
 archive with no counter. The output keeps that order (``INDEX``): images added to the archive
 after a run began are numbered after those it knew, so a re-run never gives a new image an index
 an earlier one's labels already carry. The output's ``objects.parquet`` (``OBJECTS``) is every
-finished image's object table in one, each row with its image's path and index. No torch here.
+finished image's object table in one, each row with its image's path and index; its root and
+every folder between it and an image's labels are zarr groups (``write_groups``), so the output
+opens as one zarr hierarchy. No torch here.
 """
 
 from __future__ import annotations
@@ -238,3 +240,22 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
     writer.close()
     Output(out_root, storage_options).put_bytes(OBJECTS, buf.getvalue())
     return rows
+
+
+GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+
+
+def write_groups(out_root: str, outputs: list[str], storage_options=None) -> None:
+    """Zarr group metadata at ``out_root`` and at every folder between it and each output
+    (``outputs``: paths relative to it), where none exists: ``zarr.open_group(out_root)`` then
+    walks to every image's labels. Existing metadata (the user's own group) is never replaced;
+    no ``spiralray`` attribute, which marks an image's output."""
+    out = Output(out_root, storage_options)
+    folders = {""}
+    for rel in outputs:
+        parts = rel.strip("/").split("/")[:-1]
+        folders.update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
+    for folder in sorted(folders):
+        key = f"{folder}/zarr.json" if folder else "zarr.json"
+        if out.get_json(key, "zarr metadata") is None:
+            out.put_json(key, GROUP)

@@ -156,14 +156,15 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
 
 
 def _archive_table(output: str, paths: dict, runs: list, failed: list[dict]) -> str | None:
-    """Write the archive's object table from its finished images' outputs; where it is (None
-    when no image is finished)."""
-    from ..io.archive import OBJECTS, write_objects
+    """Make the archive's output one zarr hierarchy and write its object table from its finished
+    images' outputs; where the table is (None when no image is finished)."""
+    from ..io.archive import OBJECTS, write_groups, write_objects
 
     bad = {f["input"] for f in failed}
     done = [(r.index, paths[r.index], r.output) for r in runs if redact(r.input) not in bad]
     if not done:
         return None
+    write_groups(output, [url[len(output.rstrip("/")) + 1 :] for _, _, url in done])
     write_objects(output, done)
     return f"{output.rstrip('/')}/{OBJECTS}"
 

@@ -127,9 +127,15 @@ def _instances(frames, path) -> list:
 
 def cmd_evaluate(args) -> int:
     from .core.metrics import evaluate_many
-    from .io.storage import read_labels
+    from .io.storage import is_output, read_labels
 
     pred, truth = read_labels(args.pred), read_labels(args.truth)
+    if is_output(args.truth) and not is_output(args.pred):  # precision and recall would swap
+        print(
+            f"spiralray: {args.truth} is spiralray's output and {args.pred} is not: the order is "
+            "`evaluate PREDICTION TRUTH`",
+            file=sys.stderr,
+        )
     if pred.shape != truth.shape:
         raise SpiralrayError(f"shape mismatch: {args.pred} is {pred.shape}, {args.truth} is {truth.shape}")
     if pred.ndim not in (2, 3):

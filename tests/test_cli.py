@@ -53,6 +53,22 @@ def test_evaluate_refuses_an_intensity_image_and_reads_a_mask_as_its_regions(tmp
     assert code == 0 and "over 2 separate regions: read as a mask" in err
     s = json.loads(out.strip().splitlines()[-1])
     assert s["n_pred"] == 2 and s["object_f1_50"] == 1.0
+    ignore = apart.astype(np.int16)
+    ignore[55:, 55:] = -1  # an "ignore" value: not an object id
+    tifffile.imwrite(tmp_path / "ignore.tif", ignore)
+    code, out, err = run_cli("evaluate", tmp_path / "apart.tif", tmp_path / "ignore.tif")
+    assert code == 2 and "ignore.tif is not a label image: it holds negative ids (as low as -1)" in err
+
+
+def test_evaluate_says_when_prediction_and_truth_look_swapped(tmp_path):
+    image, truth = generate(SyntheticSpec(120, 140), seed=3)
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "truth.tif", truth.astype(np.uint16))
+    assert run_cli("segment", tmp_path / "image.tif", tmp_path / "pred.tif")[0] == 0
+    code, out, err = run_cli("evaluate", tmp_path / "truth.tif", tmp_path / "pred.tif", "--json")
+    assert code == 0 and "pred.tif is spiralray's output and" in err and "`evaluate PREDICTION TRUTH`" in err
+    code, out, err = run_cli("evaluate", tmp_path / "pred.tif", tmp_path / "truth.tif", "--json")
+    assert code == 0 and err == ""
 
 
 def test_segment_writes_uint32_labels_and_finds_nuclei(tmp_path):

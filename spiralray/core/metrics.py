@@ -145,10 +145,15 @@ def as_instances(a: np.ndarray) -> tuple[np.ndarray, str | None]:
     ``note`` says so. An image whose ids each scatter over many separate regions (on average
     more than ``SCATTER``, or more than 1.5 of under ``SPECKLE`` px) is an intensity image, not
     labels: ValueError. Label maps whose objects are split in a few pieces (flattened overlaps)
-    stay well below that."""
+    stay well below that. Negative ids (an "ignore" value) are refused: ValueError."""
     from skimage.measure import label
 
     ids = np.unique(a)
+    if len(ids) and ids[0] < 0:  # -1 "ignore" regions, or overflowed signed ids: not scorable as objects
+        raise ValueError(
+            f"not a label image: it holds negative ids (as low as {ids[0]}); labels hold 0 for "
+            "background and a positive id per object"
+        )
     n_ids = int(len(ids) - (ids[0] == 0))
     if n_ids == 0:
         return a, None

@@ -99,6 +99,15 @@ def read_labels(path) -> np.ndarray:
     return a
 
 
+def is_output(path) -> bool:
+    """Whether ``path`` is a label image spiralray wrote: an output with a manifest, or a TIFF
+    with spiralray's Software tag."""
+    from .output import MANIFEST
+
+    s = str(path).rstrip("/")
+    return exists(f"{s}/{MANIFEST}") or (s.lower().endswith(TIFF) and written_by_spiralray(s))
+
+
 def check_parent(path) -> None:
     """A local output's folder must exist, and a URL's bucket: a mistyped path is refused, not
     created (writing through fsspec would create a missing bucket). A URL's folders are key

@@ -55,7 +55,6 @@ def cmd_segment(args) -> int:
     from .core.engine import ReferenceEngine
     from .io import storage
     from .pipeline.local import Progress
-    from .pipeline.plan import check_pad_value
     from .pipeline.ray_exec import RayOptions
     from .pipeline.run import Options
     from .pipeline.segment import check_output, segment
@@ -71,7 +70,7 @@ def cmd_segment(args) -> int:
         strict=args.strict,
         semantic=args.semantic,
         diameter=cli_segment.diameter(args.diameter),
-        pad_value=check_pad_value(args.pad_value),
+        pad_value=args.pad_value,
     )
     check_output(args.input, args.output, opts)  # before the model loads
     engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)
@@ -103,7 +102,7 @@ def cmd_segment(args) -> int:
         print(json.dumps(summary))
     else:
         print(cli_segment.summary_line(summary, args.output, opts.pad_value))
-    return cli_segment.report_failed(summary.get("failed") or [])
+    return cli_segment.report_failed(summary)
 
 
 def _instances(frames, path) -> list:

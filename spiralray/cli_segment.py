@@ -25,7 +25,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         "--pad-value",
         default=None,
         help="a fill value that is not data, e.g. 0 or nan where images were stitched, registered "
-        "or padded: left out of the intensity statistics and read as background",
+        "or padded: left out of the intensity statistics and read as background (negative: "
+        "--pad-value=-5)",
     )
     s.add_argument("--semantic", action="store_true", help="TIFF output: the foreground mask instead of ids")
     s.add_argument(
@@ -118,15 +119,19 @@ def summary_line(summary: dict, output: str, pad) -> str:
 EXIT_FAILED_IMAGES = 3
 
 
-def report_failed(failed: list[dict]) -> int:
+def report_failed(summary: dict) -> int:
     """Each image of an archive that could not be segmented, one line on stderr (the others are
-    finished); 0 when none, else ``EXIT_FAILED_IMAGES``."""
+    finished), and an archive table that could not be written; 0 when none, else
+    ``EXIT_FAILED_IMAGES``."""
+    failed = summary.get("failed") or []
     for f in failed:  # the error names the image already, most often
         what = f["error"] if f["input"] in f["error"] else f"{f['input']}: {f['error']}"
         print(f"spiralray: failed: {what}", file=sys.stderr)
     if failed:
         print(f"spiralray: {len(failed)} image(s) failed; the others are finished", file=sys.stderr)
-    return EXIT_FAILED_IMAGES if failed else 0
+    if summary.get("objects_table_error"):
+        print(f"spiralray: archive table not written: {summary['objects_table_error']}", file=sys.stderr)
+    return EXIT_FAILED_IMAGES if failed or summary.get("objects_table_error") else 0
 
 
 def _already_done(summary: dict) -> str:
@@ -141,13 +146,15 @@ def _already_done(summary: dict) -> str:
 def _padding(summary: dict, pad) -> str:
     """ "; N padded pixels left out" when a pad value was named (so a value that matches no
     pixel, a likely mistake, is seen)."""
-    if pad is None:
+    images = summary["per_image"] if "per_image" in summary else [summary]
+    if pad is None or not images:
         return ""
-    n = sum(i.get("padded_pixels", 0) for i in summary.get("per_image") or [summary])
+    n = sum(i.get("padded_pixels", 0) for i in images)
     return f"; {n} padded pixels left out" if n else f"; pad value {pad:g} found in no pixel"
 
 
 def _no_signal(summary: dict) -> str:
-    """ " (constant image)" when one image had nothing to find, else ""."""
+    """ " (constant image)" or " (all padding)" when one image had nothing to find, else ""."""
     d = summary.get("diameter")
-    return " (constant image)" if isinstance(d, dict) and d.get("reason") == "constant image" else ""
+    reason = d.get("reason") if isinstance(d, dict) else None
+    return f" ({reason})" if reason in ("constant image", "all padding") else ""

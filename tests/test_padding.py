@@ -86,6 +86,14 @@ def test_tiled_equals_whole_with_a_pad_value(engine):
     assert np.array_equal(tiled["labels"], whole.labels) and whole.labels.max() > 0
 
 
+def test_options_and_the_api_check_the_pad_value(engine):
+    with pytest.raises(SpiralrayError, match="pad value must be a number"):
+        Options(pad_value="zero")
+    with pytest.raises(SpiralrayError, match="pad value must be a number"):
+        api.segment_image(engine, np.ones((100, 120), np.uint16), pad_value=10**400)
+    assert Options(pad_value="0").pad_value == 0.0
+
+
 @pytest.mark.parametrize("value,expected", [("abc", "must be a number"), ("inf", "must be finite")])
 def test_bad_pad_values_are_one_line(tmp_path, capsys, value, expected):
     tifffile.imwrite(tmp_path / "i.tif", generate(SyntheticSpec(100, 120), seed=2)[0])
@@ -107,3 +115,6 @@ def test_the_cli_reports_the_padding_and_a_resume_must_match_it(tmp_path, capsys
     assert s["resumed"] == "already complete" and s["padded_pixels"] == PAD_ROWS * 400
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "p.tif"), "--pad-value", "65000"]) == 0
     assert "pad value 65000 found in no pixel" in capsys.readouterr().out
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((100, 120), np.uint16))
+    assert main(["segment", str(tmp_path / "z.tif"), str(tmp_path / "z_out.tif"), "--pad-value", "0"]) == 0
+    assert "0 objects (all padding)" in capsys.readouterr().out

@@ -203,6 +203,17 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     failed = [line for line in err.splitlines() if line.startswith("spiralray: failed:")]
     assert len(failed) == 1 and "b.tif" in failed[0], err
     assert (tmp_path / "out" / "a.zarr" / "labels" / "instances").exists()
+    # the user's own file where the archive table goes: kept; the run says so and exits 3
+    (folder / "b.tif").write_bytes(whole)  # repaired
+    (tmp_path / "out" / "objects.parquet").write_bytes(b"mine")
+    code = main(
+        ["segment", str(folder), str(tmp_path / "out"), "--segment-actors", "1", "--actor-cpus", "0.5"]
+    )
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED_IMAGES and "failed:" not in err, err
+    assert "archive table not written: " in err and "is not spiralray's archive table" in err
+    assert (tmp_path / "out" / "objects.parquet").read_bytes() == b"mine"
+    assert (tmp_path / "out" / "b.zarr" / "labels" / "instances").exists()
 
 
 def _segmenter_pids():

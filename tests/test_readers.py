@@ -226,6 +226,8 @@ def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine):
     with fs.open("spiralray-test/labels/objects.parquet", "rb") as f:
         table = pq.read_table(f).to_pydict()
     assert len(table["id"]) == s["objects"] > 5 and set(table["image"]) == set(images)
+    hierarchy = zarr.open_group("s3://spiralray-test/labels", mode="r")  # one zarr hierarchy
+    assert sorted(hierarchy.group_keys()) == ["a.zarr", "sub"] and "labels" in hierarchy["sub/b.zarr"]
     for rel, im in images.items():
         out = "s3://spiralray-test/labels/" + rel.replace(".tif", ".zarr")
         got = np.asarray(zarr.open_array(out + "/labels/instances/0", mode="r")[...])

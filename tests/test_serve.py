@@ -262,6 +262,8 @@ def bad_requests():
         ("bad channel", good, "image/tiff", "?channel=abc", 422),
         ("negative channel", good, "image/tiff", "?channel=-1", 422),
         ("bad ids", good, "image/tiff", "?ids=random", 422),
+        ("bad pad value", good, "image/tiff", "?pad_value=zero", 422),
+        ("infinite pad value", good, "image/tiff", "?pad_value=1e999", 422),
         ("unknown parameter", good, "image/tiff", "?path=/etc/passwd", 422),
         ("seed ids as png", good, "image/tiff", "?format=png&ids=seed", 422),
         ("zero diameter", good, "image/tiff", "?diameter=0", 422),
@@ -282,6 +284,7 @@ def test_bad_requests_answer_4xx_json_and_the_service_keeps_working(server):
         (tiff_bytes(np.ones((80, 80), np.uint16)), "?plane=0", "image is 2-D"),
         (stack, "?plane=2", "plane 2 out of range: the stack has 2 planes"),
         (stack, "?plane=0&channel=1", "not both"),
+        (stack, "?pad_value=inf", "pad value must be finite (or nan), got inf"),
     ]:
         assert says in post(server, body, "application/x-npy" if body is stack else "image/tiff", query).text
     nan = post(server, npy_bytes(np.full((80, 80), np.nan, np.float32)), "application/x-npy", "")

@@ -161,3 +161,27 @@ def normalize(
     image: np.ndarray, method: str = "percentile", low: float = 1.0, high: float = 99.8
 ) -> np.ndarray:
     return apply_stats(image, image_stats(image, method, low, high))
+
+
+class FilledReader:
+    """A reader whose pad pixels read as ``fill`` (the image's low bound, i.e. background), as
+    float32: the networks see no edge where padding meets the image. Other pixels keep their
+    values (float32 is what normalisation converts them to anyway)."""
+
+    def __init__(self, reader, pad: float, fill: float):
+        self.reader, self.pad, self.fill = reader, pad, np.float32(fill)
+        self.shape = reader.shape
+        self.dtype = np.dtype(np.float32)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        a = self.reader.read(y0, y1, x0, x1)
+        out = np.array(a, np.float32)  # a copy: the reader's array may be the caller's own
+        out[is_pad(a, self.pad)] = self.fill
+        return out
+
+
+def filled(reader, pad: float | None, stats: tuple[float, float] | None):
+    """``reader`` with its pad pixels read as background, or itself when there is no pad value."""
+    if pad is None or stats is None:
+        return reader
+    return FilledReader(reader, pad, stats[0])

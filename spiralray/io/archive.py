@@ -18,28 +18,21 @@ Images are listed in sorted path order: an image's position in that list is its 
 archive, which its objects' seed ids carry (``core.objects``), so ids are unique across the
 archive with no counter. The output keeps that order (``INDEX``): images added to the archive
 after a run began are numbered after those it knew, so a re-run never gives a new image an index
-an earlier one's labels already carry. The output's ``objects.parquet`` (``OBJECTS``) is every
-finished image's object table in one, each row with its image's path and index; its root and
-every folder between it and an image's labels are zarr groups (``write_groups``), so the output
-opens as one zarr hierarchy. No torch here.
+an earlier one's labels already carry. No torch here (the output's root: ``archive_root``).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import SpiralrayError
-from .output import MANIFEST, TABLE, Output, read_table
+from .output import MANIFEST, Output
 from .readers import RASTER, TIFF, exists, is_url, is_zarr, local, one_line, redact
 
 LIMIT = 1 << 24  # images per archive (the seed ids' 24 index bits)
 INDEX = ".spiralray/archive.json"  # at an archive output's root: {"images": [path, ...]} by index
-OBJECTS = TABLE  # at an archive output's root: all its images' objects
 
 
 @dataclass(frozen=True)
@@ -203,59 +196,3 @@ def output_for(out_root: str, entry: Entry) -> str:
             rel = rel[: -len(suffix)] + ".zarr"
             break
     return f"{str(out_root).rstrip('/')}/{rel}"
-
-
-def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_options=None) -> int:
-    """The archive's object table, ``OBJECTS`` at ``out_root``: the tables of ``images``
-    ((index, archive path, output URL), each a finished output), in index order, with columns
-    ``image`` (the archive path) and ``image_index`` in front of ``core.objects.COLUMNS``; ``id``
-    and ``seed_id`` as uint64 whatever each image used. Read back from the outputs a few at a
-    time (16 reads in flight) and written whole, replacing an earlier one. Returns its rows."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def read(item) -> pa.Table:
-        index, path, url = item
-        t = read_table(url, storage_options)
-        n = len(next(iter(t.values()))) if t else 0
-        return pa.table(
-            {"image": pa.array([path] * n, pa.string()), "image_index": np.full(n, index, np.int32), **t}
-        )
-
-    buf, rows, schema, writer = io.BytesIO(), 0, None, None
-    with ThreadPoolExecutor(16) as pool:
-        todo = sorted(images)
-        for k in range(0, len(todo), 64):
-            for t in pool.map(read, todo[k : k + 64]):
-                if schema is None:
-                    ids = {"id": pa.uint64(), "seed_id": pa.uint64()}
-                    schema = pa.schema([pa.field(f.name, ids.get(f.name, f.type)) for f in t.schema])
-                    writer = pq.ParquetWriter(buf, schema)
-                writer.write_table(t.cast(schema))
-                rows += t.num_rows
-    if writer is None:
-        return 0
-    writer.close()
-    Output(out_root, storage_options).put_bytes(OBJECTS, buf.getvalue())
-    return rows
-
-
-GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
-
-
-def write_groups(out_root: str, outputs: list[str], storage_options=None) -> None:
-    """Zarr group metadata at ``out_root`` and at every folder between it and each output
-    (``outputs``: paths relative to it), where none exists: ``zarr.open_group(out_root)`` then
-    walks to every image's labels. Existing metadata (the user's own group) is never replaced;
-    no ``spiralray`` attribute, which marks an image's output."""
-    out = Output(out_root, storage_options)
-    folders = {""}
-    for rel in outputs:
-        parts = rel.strip("/").split("/")[:-1]
-        folders.update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
-    for folder in sorted(folders):
-        key = f"{folder}/zarr.json" if folder else "zarr.json"
-        if out.get_json(key, "zarr metadata") is None:
-            out.put_json(key, GROUP)

@@ -14,9 +14,8 @@ import numpy as np
 from ..core.config import CandidateSpec, SpiralNetConfig, SpiralSpec
 from ..core.resample import scaled_shape
 from ..core.tiling import MIN_TILE, Tile, tile_grid
-from ..data.normalize import count_values, is_pad, streaming_stats, without_pad
+from ..data.normalize import count_values, filled, is_pad, streaming_stats, without_pad
 from ..errors import SpiralrayError
-from .tiles import filled
 
 VERSION = 1
 
@@ -68,7 +67,7 @@ def check_pad_value(pad) -> float | None:
         return None
     try:
         v = float(pad)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpiralrayError(f"pad value must be a number (or nan), got {pad!r}") from None
     if np.isinf(v):
         raise SpiralrayError(f"pad value must be finite (or nan), got {pad}")
@@ -169,6 +168,8 @@ def make_plan(
     desc = reader.describe()
     stats, padded = image_stats_of(reader, cfg, pad_value)
     scale, info = decide_scale(filled(reader, pad_value, stats), cfg, stats, diameter)
+    if padded == H * W:
+        info["reason"] = "all padding"
     h, w = scaled_shape((H, W), scale)
     r = cfg.region
     if h < r.height or w < r.width:

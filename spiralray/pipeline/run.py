@@ -14,7 +14,7 @@ from ..errors import SpiralrayError
 from ..io.output import Output
 from ..io.readers import TIFF, is_url, local, open_image, redact
 from ..io.storage import check_parent, written_by_spiralray
-from .plan import VERSION, ImagePlan, check_tile_size, mismatch, pad_json, weights_hash
+from .plan import VERSION, ImagePlan, check_pad_value, check_tile_size, mismatch, pad_json, weights_hash
 
 TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
 
@@ -34,6 +34,9 @@ class Options:
     group: int = 8  # tiles segmented in one batched spiral
     diameter: float | str | None = "auto"  # nuclei px across, or "auto" (estimated per image)
     pad_value: float | None = None  # a fill value that is not data (0 or nan padding)
+
+    def __post_init__(self):
+        self.pad_value = check_pad_value(self.pad_value)  # a float (or None), or a clear error
 
     def params(self, cfg) -> dict:
         return {

@@ -144,7 +144,7 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if archive:
-        summary["objects_table"] = _archive_table(output, paths, finished + started, failed)
+        summary.update(_archive_root(output, paths, finished + started, failed))
     if not archive and images:
         summary = {
             **images[0],
@@ -155,18 +155,21 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     return summary
 
 
-def _archive_table(output: str, paths: dict, runs: list, failed: list[dict]) -> str | None:
-    """Make the archive's output one zarr hierarchy and write its object table from its finished
-    images' outputs; where the table is (None when no image is finished)."""
-    from ..io.archive import OBJECTS, write_groups, write_objects
+def _archive_root(output: str, paths: dict, runs: list, failed: list[dict]) -> dict:
+    """Make the archive's output one zarr hierarchy and write its object table: the rows of the
+    images this run finished or found finished (a failed image's are left out, as its labels
+    are). Returns the summary's ``objects_table`` (None: no image finished), and its
+    ``objects_table_error`` when the table could not be written: the images stay finished."""
+    from ..io.archive_root import OBJECTS, write_groups, write_objects
 
     bad = {f["input"] for f in failed}
     done = [(r.index, paths[r.index], r.output) for r in runs if redact(r.input) not in bad]
-    if not done:
-        return None
-    write_groups(output, [url[len(output.rstrip("/")) + 1 :] for _, _, url in done])
-    write_objects(output, done)
-    return f"{output.rstrip('/')}/{OBJECTS}"
+    try:
+        write_groups(output, [url[len(output.rstrip("/")) + 1 :] for _, _, url in done])
+        write_objects(output, done)  # none: an earlier table is removed
+    except SpiralrayError as exc:
+        return {"objects_table": None, "objects_table_error": str(exc)}
+    return {"objects_table": f"{output.rstrip('/')}/{OBJECTS}" if done else None}
 
 
 def _plan(url: str, opts: Options, cfg, index: int):

@@ -15,7 +15,7 @@ from ..core.regions import reflect_index
 from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects
 from ..core.tiling import Tile, core_candidates, score_window, tile_scoring
-from ..data.normalize import apply_stats, is_pad
+from ..data.normalize import apply_stats, filled
 
 
 class WindowSource:
@@ -96,30 +96,6 @@ class ScaledReader:
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return resample_window(self.reader.read, self.reader.shape, self.scale, (y0, y1), (x0, x1))
-
-
-class FilledReader:
-    """A reader whose pad pixels read as ``fill`` (the image's low bound, i.e. background), as
-    float32: the networks see no edge where padding meets the image. Other pixels keep their
-    values (float32 is what normalisation converts them to anyway)."""
-
-    def __init__(self, reader, pad: float, fill: float):
-        self.reader, self.pad, self.fill = reader, pad, np.float32(fill)
-        self.shape = reader.shape
-        self.dtype = np.dtype(np.float32)
-
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        a = self.reader.read(y0, y1, x0, x1)
-        out = np.array(a, np.float32)  # a copy: the reader's array may be the caller's own
-        out[is_pad(a, self.pad)] = self.fill
-        return out
-
-
-def filled(reader, pad: float | None, stats: tuple[float, float] | None):
-    """``reader`` with its pad pixels read as background, or itself when there is no pad value."""
-    if pad is None or stats is None:
-        return reader
-    return FilledReader(reader, pad, stats[0])
 
 
 def source_for(reader, plan, cfg: SpiralNetConfig) -> WindowSource | None:

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException
 
 from ..core.engine import on_passing_thread
 from ..errors import SpiralrayError
+from ..pipeline.plan import check_pad_value
 from . import codecs
 from .batching import Item, segment_many
 from .config import ServeConfig
@@ -254,7 +255,6 @@ class Ingress:
         ),
         pad_value: str | None = Query(
             None,
-            pattern=r"^(nan|-?[0-9]*\.?[0-9]+)$",
             description="a fill value that is not data (e.g. 0 or nan where the image was stitched or "
             "padded): left out of the intensity statistics and read as background",
         ),
@@ -274,6 +274,10 @@ class Ingress:
     ) -> Response:
         t0 = time.perf_counter()
         try:
+            pad = check_pad_value(pad_value)  # before the body is read: a bad value costs nothing
+        except SpiralrayError as exc:
+            return _error(422, str(exc))
+        try:
             image = await self._read_image(request, channel, plane)
             if format == "png" and mode == "instance" and ids == "seed":
                 raise codecs.RequestError(422, "seed ids do not fit 16-bit PNG: use format=tiff or npy")
@@ -281,7 +285,6 @@ class Ingress:
             return _error(exc.status, str(exc))
         try:
             size = "auto" if diameter == "auto" else float(diameter)
-            pad = None if pad_value is None else float(pad_value)
             item = Item(image, channel, ids, exclude_border, size, pad)
             reply = await self.segmenter.segment.remote(item)
         except BackPressureError:  # the handle's own bound (several ingress replicas share it)

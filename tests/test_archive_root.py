@@ -1,0 +1,57 @@
+"""An archive output's root (``io.archive_root``): the object table of its finished images,
+never written over a user's file, removed when no image is finished; zarr groups where none
+exist. Real outputs' tables on local storage; the Ray runs that write it are tested in
+test_ray_pipeline.py and (S3) test_readers.py."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zarr
+
+from spiralray.core.objects import COLUMNS
+from spiralray.errors import SpiralrayError
+from spiralray.io.archive_root import OBJECTS, write_groups, write_objects
+from spiralray.io.output import Output
+
+
+def _output(path, n: int, id_dtype=np.uint32):
+    table = {k: np.arange(n, dtype=np.int64) for k in COLUMNS}
+    table["id"] = np.arange(1, n + 1, dtype=id_dtype)
+    table["seed_id"] = np.arange(n, dtype=np.uint64) + (7 << 40)
+    Output(str(path)).write_table(table)
+    return str(path)
+
+
+def test_the_table_joins_the_images_and_replaces_only_its_own(tmp_path):
+    out = tmp_path / "out"
+    images = [
+        (3, "b/x.tif", _output(out / "b" / "x.zarr", 4, np.uint64)),
+        (1, "a.tif", _output(out / "a.zarr", 2)),
+    ]
+    assert write_objects(str(out), images) == 6
+    t = pq.read_table(out / OBJECTS)
+    assert t.column_names[:2] == ["image", "image_index"] and t.schema.field("id").type == pa.uint64()
+    assert t.column("image").to_pylist() == ["a.tif"] * 2 + ["b/x.tif"] * 4  # index order
+    assert t.column("image_index").to_pylist() == [1, 1, 3, 3, 3, 3]
+    assert write_objects(str(out), images[:1]) == 4  # rewritten by the next run
+    assert write_objects(str(out), []) == 0 and not (out / OBJECTS).exists()  # stale: removed
+    (out / OBJECTS).write_bytes(b"the user's own file")
+    with pytest.raises(SpiralrayError, match="is not spiralray's archive table: not replacing it"):
+        write_objects(str(out), images)
+    write_objects(str(out), [])
+    assert (out / OBJECTS).read_bytes() == b"the user's own file"
+    (out / "a.zarr" / OBJECTS).unlink()
+    (out / OBJECTS).unlink()
+    with pytest.raises(SpiralrayError, match="cannot read the object table of .*a.zarr"):
+        write_objects(str(out), images)
+
+
+def test_groups_are_written_only_where_none_exists(tmp_path):
+    out = tmp_path / "out"
+    zarr.open_group(str(out / "p"), mode="w").attrs["mine"] = 1
+    zarr.open_group(str(out / "p" / "A" / "1"), mode="w").attrs["spiralray"] = {"complete": True}
+    write_groups(str(out), ["p/A/1"])
+    root = zarr.open_group(str(out), mode="r")
+    assert dict(root["p"].attrs) == {"mine": 1} and dict(root["p/A"].attrs) == {}
+    assert root["p/A/1"].attrs["spiralray"] == {"complete": True}

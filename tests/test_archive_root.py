@@ -55,3 +55,19 @@ def test_groups_are_written_only_where_none_exists(tmp_path):
     root = zarr.open_group(str(out), mode="r")
     assert dict(root["p"].attrs) == {"mine": 1} and dict(root["p/A"].attrs) == {}
     assert root["p/A/1"].attrs["spiralray"] == {"complete": True}
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_streamed_write_appears_whole_or_not_at_all(where, tmp_path, request):
+    url = str(tmp_path / "w") if where == "local" else f"s3://spiralray-test/w-{tmp_path.name}"
+    if where == "s3":
+        request.getfixturevalue("s3")
+    out = Output(url)
+    with pytest.raises(RuntimeError), out.writing("t.bin") as f:
+        f.write(b"half a table")
+        raise RuntimeError("the run dies mid-write")
+    assert not out.fs.exists(out._p("t.bin"))
+    with out.writing("t.bin") as f:
+        f.write(b"a whole table")
+    with out.fs.open(out._p("t.bin"), "rb") as f:
+        assert f.read() == b"a whole table"

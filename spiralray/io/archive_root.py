@@ -8,8 +8,6 @@ No torch here.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from ..errors import SpiralrayError
@@ -47,7 +45,8 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
     ((index, archive path, output URL), each a finished output), in index order, with columns
     ``image`` (the archive path) and ``image_index`` in front of ``core.objects.COLUMNS``; ``id``
     and ``seed_id`` as uint64 whatever each image used. Read back from the outputs a few at a
-    time (16 reads in flight) and written whole, replacing an earlier one (spiralray's only).
+    time (16 reads in flight) and streamed out (it appears whole, replacing an earlier one:
+    spiralray's only).
     With no image, an earlier table is removed (its images' outputs may be gone). Returns its
     rows."""
     from concurrent.futures import ThreadPoolExecutor
@@ -73,20 +72,18 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
             {"image": pa.array([path] * n, pa.string()), "image_index": np.full(n, index, np.int32), **t}
         )
 
-    buf, rows, schema, writer = io.BytesIO(), 0, None, None
-    with ThreadPoolExecutor(16) as pool:
+    rows, writer = 0, None
+    with out.writing(OBJECTS) as f, ThreadPoolExecutor(16) as pool:
         todo = sorted(images)
-        for k in range(0, len(todo), 64):
+        for k in range(0, len(todo), 64):  # a batch in memory at a time, streamed out
             for t in pool.map(read, todo[k : k + 64]):
-                if schema is None:
+                if writer is None:
                     ids = {"id": pa.uint64(), "seed_id": pa.uint64()}
-                    fields = [pa.field(f.name, ids.get(f.name, f.type)) for f in t.schema]
-                    schema = pa.schema(fields, metadata=TAG)
-                    writer = pq.ParquetWriter(buf, schema)
-                writer.write_table(t.cast(schema))
+                    fields = [pa.field(c.name, ids.get(c.name, c.type)) for c in t.schema]
+                    writer = pq.ParquetWriter(f, pa.schema(fields, metadata=TAG))
+                writer.write_table(t.cast(writer.schema))
                 rows += t.num_rows
-    writer.close()
-    out.put_bytes(OBJECTS, buf.getvalue())
+        writer.close()
     return rows
 
 

@@ -19,6 +19,7 @@ spiralray's by its manifest: nothing else is ever deleted. No torch here.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -99,26 +100,36 @@ class Output:
 
     def _put(self, key: str, data: bytes) -> None:
         """Write one object whole: a temporary name renamed locally, one PUT on object stores."""
+        with self.writing(key) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def writing(self, key: str):
+        """A file to stream ``key`` into, which appears whole or not at all: a temporary name
+        renamed locally; on object stores an upload that an error aborts (a multipart upload
+        is only visible once completed), so what is written need not fit in memory."""
         path = self._p(key)
         try:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             if is_url(self.url):
-                self.fs.pipe_file(path, data)
+                f = self.fs.open(path, "wb")
+                try:
+                    yield f
+                except BaseException:
+                    f.discard()
+                    raise
+                f.close()
                 return
             tmp = f"{path}.{uuid.uuid4().hex}.partial"
             try:
                 with open(tmp, "wb") as f:
-                    f.write(data)
+                    yield f
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         except OSError as exc:
             raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        """Write ``data`` whole at ``key`` (see ``_put``)."""
-        self._put(key, data)
 
     def write_manifest(self, manifest: dict) -> None:
         self.put_json(MANIFEST, manifest)

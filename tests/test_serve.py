@@ -148,6 +148,7 @@ def test_health_model_and_openapi(server):
         "ids",
         "exclude_border",
         "diameter",
+        "pad_value",
     }
     assert set(op["requestBody"]["content"]) == set(codecs.MEDIA_TYPES)
     assert {"200", "413", "415", "422", "503"} <= set(op["responses"])

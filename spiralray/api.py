@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .core.objects import object_table, paint
+from .core.objects import label_dtype, object_table, paint
 from .core.segment import Segmentation
 from .errors import SpiralrayError
 
@@ -86,7 +86,7 @@ def segment_image(
     shape = seg.labels.shape
     table = object_table(seg.objects, shape, image_index)
     chosen = table["id"] if ids == "sequential" else table["seed_id"]
-    dtype = np.uint32 if (len(chosen) == 0 or int(chosen.max()) < 2**32) else np.uint64
+    dtype = label_dtype(chosen)
     order = np.argsort([_key(o, shape) for o in seg.objects], kind="stable")
     labels = paint([seg.objects[k] for k in order], chosen, shape, dtype)
     return Result(labels, table, seg, seg.n_regions, 1.0, plan.diameter)

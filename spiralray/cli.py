@@ -105,8 +105,9 @@ def cmd_segment(args) -> int:
     return cli_segment.report_failed(summary)
 
 
-def _instances(frames, path) -> list:
-    """Each 2-D frame as instance labels (``metrics.as_instances``); a mask's note on stderr."""
+def _instances(frames, path, notes: list) -> list:
+    """Each 2-D frame as instance labels (``metrics.as_instances``); a mask's note on stderr
+    and in ``notes``."""
     from .core.metrics import as_instances
 
     out, noted = [], False
@@ -118,7 +119,8 @@ def _instances(frames, path) -> list:
             raise SpiralrayError(f"{where} is {exc}") from exc
         if note and not noted:  # once per file, at the first frame read as a mask
             where = f"{path} (frame {k} and maybe others)" if len(frames) > 1 else str(path)
-            print(f"spiralray: {where} has {note}", file=sys.stderr)
+            notes.append(f"{where} has {note}")
+            print(f"spiralray: {notes[-1]}", file=sys.stderr)
             noted = True
         out.append(labels)
     return out
@@ -129,25 +131,28 @@ def cmd_evaluate(args) -> int:
     from .io.storage import is_output, read_labels
 
     pred, truth = read_labels(args.pred), read_labels(args.truth)
+    notes = []
     if is_output(args.truth) and not is_output(args.pred):  # precision and recall would swap
-        print(
-            f"spiralray: {args.truth} is spiralray's output and {args.pred} is not: the order is "
-            "`evaluate PREDICTION TRUTH`",
-            file=sys.stderr,
+        notes.append(
+            f"{args.truth} is spiralray's output and {args.pred} is not: scored as given, but the "
+            "order is `evaluate PREDICTION TRUTH`"
         )
+        print(f"spiralray: {notes[-1]}", file=sys.stderr)
     if pred.shape != truth.shape:
         raise SpiralrayError(f"shape mismatch: {args.pred} is {pred.shape}, {args.truth} is {truth.shape}")
     if pred.ndim not in (2, 3):
         raise SpiralrayError(f"label images must be 2-D (or a stack of 2-D frames), got {pred.shape}")
     if pred.ndim == 2:
         pred, truth = pred[None], truth[None]
-    pairs = list(zip(_instances(list(pred), args.pred), _instances(list(truth), args.truth), strict=True))
+    pairs = list(
+        zip(_instances(list(pred), args.pred, notes), _instances(list(truth), args.truth, notes), strict=True)
+    )
     scores = evaluate_many(pairs)
     if not args.json:
         for k, v in scores.items():
             print(f"{k:>22s}  {v:.4f}" if isinstance(v, float) else f"{k:>22s}  {v}")
     else:
-        print(json.dumps(scores))
+        print(json.dumps({**scores, **({"notes": notes} if notes else {})}))
     return 0
 
 

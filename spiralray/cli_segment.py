@@ -128,7 +128,8 @@ def report_failed(summary: dict) -> int:
         what = f["error"] if f["input"] in f["error"] else f"{f['input']}: {f['error']}"
         print(f"spiralray: failed: {what}", file=sys.stderr)
     if failed:
-        print(f"spiralray: {len(failed)} image(s) failed; the others are finished", file=sys.stderr)
+        rest = "the others are finished" if summary.get("images") else "none finished"
+        print(f"spiralray: {len(failed)} image(s) failed; {rest}", file=sys.stderr)
     if summary.get("objects_table_error"):
         print(f"spiralray: archive table not written: {summary['objects_table_error']}", file=sys.stderr)
     return EXIT_FAILED_IMAGES if failed or summary.get("objects_table_error") else 0

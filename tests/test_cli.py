@@ -67,8 +67,28 @@ def test_evaluate_says_when_prediction_and_truth_look_swapped(tmp_path):
     assert run_cli("segment", tmp_path / "image.tif", tmp_path / "pred.tif")[0] == 0
     code, out, err = run_cli("evaluate", tmp_path / "truth.tif", tmp_path / "pred.tif", "--json")
     assert code == 0 and "pred.tif is spiralray's output and" in err and "`evaluate PREDICTION TRUTH`" in err
+    assert "`evaluate PREDICTION TRUTH`" in json.loads(out.strip().splitlines()[-1])["notes"][0]
     code, out, err = run_cli("evaluate", tmp_path / "pred.tif", tmp_path / "truth.tif", "--json")
-    assert code == 0 and err == ""
+    assert code == 0 and err == "" and "notes" not in json.loads(out.strip().splitlines()[-1])
+
+
+def test_evaluate_reads_an_output_by_its_labels_path_and_refuses_an_unfinished_one(tmp_path):
+    import zarr
+
+    image, truth = generate(SyntheticSpec(120, 140), seed=3)
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "truth.tif", truth.astype(np.uint16))
+    assert run_cli("segment", tmp_path / "image.tif", tmp_path / "o.zarr")[0] == 0
+    scores = [
+        json.loads(run_cli("evaluate", tmp_path / p, tmp_path / "truth.tif", "--json")[1].splitlines()[-1])
+        for p in ("o.zarr", "o.zarr/labels", "o.zarr/labels/instances/0")
+    ]
+    assert scores[0] == scores[1] == scores[2] and scores[0]["n_pred"] > 0
+    manifest = tmp_path / "o.zarr" / ".spiralray" / "manifest.json"  # as a run killed midway leaves it
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "complete": False}))
+    code, out, err = run_cli("evaluate", tmp_path / "o.zarr", tmp_path / "truth.tif")
+    assert code == 2 and "is an unfinished spiralray output: run its segment command again" in err
+    assert zarr.open_group(str(tmp_path / "o.zarr"), mode="r")  # nothing was touched
 
 
 def test_segment_writes_uint32_labels_and_finds_nuclei(tmp_path):

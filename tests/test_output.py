@@ -110,7 +110,7 @@ def test_other_parameters_on_an_existing_output_are_refused(reference, image_fil
     code, _, err = run_cli("segment", image_file, out, "--tile-size", 512, "--overwrite", "--ids", "seed")
     assert code == 0, err
     seeds = labels_of(out)
-    assert seeds.dtype == np.uint32 and seeds.max() > 1000  # seed ids, not 1..N
+    assert seeds.dtype == np.uint64 and seeds.max() > 1000  # seed ids, not 1..N; one dtype per archive
 
 
 def test_the_users_data_is_never_written_over(image_file, tmp_path):

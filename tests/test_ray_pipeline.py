@@ -177,6 +177,7 @@ def test_images_added_to_an_archive_get_new_indices_and_ids(ray_cluster, engine,
     }
     assert index == {"b": 0, "c": 1, "a": 2, "a0": 3}
     ids = [set(np.unique(_labels(out / f"{n}.zarr"))) - {0} for n in ("a", "a0", "b", "c")]
+    assert {_labels(out / f"{n}.zarr").dtype for n in ("a", "a0", "b", "c")} == {np.dtype(np.uint64)}
     assert all(ids) and len(set().union(*ids)) == sum(len(i) for i in ids)  # unique across the archive
     table = pq.read_table(out / "objects.parquet").to_pydict()  # rewritten: the finished ones too
     assert sorted(set(table["image"])) == ["a.tif", "a0.tif", "b.tif", "c.tif"]
@@ -214,6 +215,14 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     assert "archive table not written: " in err and "is not spiralray's archive table" in err
     assert (tmp_path / "out" / "objects.parquet").read_bytes() == b"mine"
     assert (tmp_path / "out" / "b.zarr" / "labels" / "instances").exists()
+    (tmp_path / "out" / "objects.parquet").unlink()
+    run = ["segment", str(folder), str(tmp_path / "out"), "--segment-actors", "1", "--actor-cpus", "0.5"]
+    assert main(run) == 0  # the table written
+    capsys.readouterr()
+    table = (tmp_path / "out" / "objects.parquet").read_bytes()
+    assert main([*run, "--ids", "seed"]) == EXIT_FAILED_IMAGES  # every image refused: other parameters
+    assert "2 image(s) failed; none finished" in capsys.readouterr().err
+    assert (tmp_path / "out" / "objects.parquet").read_bytes() == table  # the table stays
 
 
 def _segmenter_pids():

@@ -61,6 +61,13 @@ def sequential_ids(seed_id: np.ndarray) -> np.ndarray:
     return ranks.astype(np.uint32) if len(seed_id) < 2**32 else ranks
 
 
+def label_dtype(ids: np.ndarray) -> np.dtype:
+    """A label image's dtype for ``ids``: uint64 for seed ids (uint64 arrays, whatever their
+    values: every image of an archive gets one dtype), uint32 for sequential ids (which are
+    uint64 only past 2^32 objects)."""
+    return np.dtype(np.uint64) if np.asarray(ids).dtype == np.uint64 else np.dtype(np.uint32)
+
+
 def touches_border(obj: ObjectMask, image_shape: tuple[int, int]) -> bool:
     """Whether any mask pixel lies in the image's first or last row or column."""
     H, W = image_shape

@@ -46,9 +46,7 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
     ``image`` (the archive path) and ``image_index`` in front of ``core.objects.COLUMNS``; ``id``
     and ``seed_id`` as uint64 whatever each image used. Read back from the outputs a few at a
     time (16 reads in flight) and streamed out (it appears whole, replacing an earlier one:
-    spiralray's only).
-    With no image, an earlier table is removed (its images' outputs may be gone). Returns its
-    rows."""
+    spiralray's only). With no image, nothing is written. Returns its rows."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
@@ -56,8 +54,6 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
 
     out = Output(out_root, storage_options)
     if not images:
-        if _ours(out):
-            out.fs.rm(out._p(OBJECTS))
         return 0
     _writable(out)
 

@@ -87,10 +87,18 @@ def list_dir(path) -> list[str]:
 def read_labels(path) -> np.ndarray:
     """A label image (integer ids; whole-number floats are taken as ids), or a spiralray output's
     instance labels when ``path`` is one."""
-    from .output import MANIFEST
+    from .output import Output
 
-    if exists(f"{str(path).rstrip('/')}/{MANIFEST}"):
-        path = f"{str(path).rstrip('/')}/labels/instances/0"
+    s = str(path).rstrip("/")
+    for root in (s, s[: -len("/labels")] if s.endswith("/labels") else None):  # OUT or OUT/labels
+        manifest = Output(root).manifest() if root and exists(root) else None
+        if manifest is not None:
+            if not manifest.get("complete"):
+                raise SpiralrayError(
+                    f"{path} is an unfinished spiralray output: run its segment command again"
+                )
+            path = f"{root}/labels/instances/0"
+            break
     a = read_image(path)
     if a.dtype.kind not in "iub":
         if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..core.objects import label_dtype
 from ..io.output import Output
 from .assemble import Assembler
 from .plan import VERSION, ImagePlan, make_plan
@@ -129,7 +130,7 @@ def run_plan(
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
     if out is not None:
         attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
-        out.finalize(scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
+        out.finalize(scratch, table["seed_id"], ids, plan.tile_size, attrs, table, label_dtype(ids))
         return summary
     summary["labels"] = _relabel(full, table["seed_id"], ids, opts.semantic)
     summary["table"] = table
@@ -200,7 +201,7 @@ def segment_array(image: np.ndarray, engine, opts: Options | None = None) -> dic
 def _relabel(full: np.ndarray, seeds: np.ndarray, ids: np.ndarray, semantic: bool) -> np.ndarray:
     if semantic:
         return (full > 0).astype(np.uint8)
-    dtype = np.uint32 if (len(ids) == 0 or int(np.max(ids)) < 2**32) else np.uint64
+    dtype = label_dtype(ids)
     out = np.zeros(full.shape, dtype)
     fg = full > 0
     out[fg] = np.asarray(ids, dtype)[np.searchsorted(seeds, full[fg])]

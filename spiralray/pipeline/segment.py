@@ -158,18 +158,21 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
 def _archive_root(output: str, paths: dict, runs: list, failed: list[dict]) -> dict:
     """Make the archive's output one zarr hierarchy and write its object table: the rows of the
     images this run finished or found finished (a failed image's are left out, as its labels
-    are). Returns the summary's ``objects_table`` (None: no image finished), and its
+    are; when every image failed, as when a re-run's parameters differ, nothing is touched).
+    Returns the summary's ``objects_table`` (None: no image finished), and its
     ``objects_table_error`` when the table could not be written: the images stay finished."""
     from ..io.archive_root import OBJECTS, write_groups, write_objects
 
     bad = {f["input"] for f in failed}
     done = [(r.index, paths[r.index], r.output) for r in runs if redact(r.input) not in bad]
+    if not done:  # every image refused or failed: an earlier run's table stays as it was
+        return {"objects_table": None}
     try:
         write_groups(output, [url[len(output.rstrip("/")) + 1 :] for _, _, url in done])
-        write_objects(output, done)  # none: an earlier table is removed
+        write_objects(output, done)
     except SpiralrayError as exc:
         return {"objects_table": None, "objects_table_error": str(exc)}
-    return {"objects_table": f"{output.rstrip('/')}/{OBJECTS}" if done else None}
+    return {"objects_table": f"{output.rstrip('/')}/{OBJECTS}"}
 
 
 def _plan(url: str, opts: Options, cfg, index: int):

@@ -77,7 +77,7 @@ def segment_image(
     opts = Options(
         tile_size=max(256, -(-max(plane.shape) // 256) * 256), ids=ids, diameter=diameter, pad_value=pad_value
     )
-    plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter, pad_value)
+    plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter, opts.pad_value)
     if plan.scale != 1 or plan.pad_value is not None:
         # the tiled path in one tile: resampling, the padding's fill and the way back live there
         s = run_plan(reader, plan, engine, opts, None, set())

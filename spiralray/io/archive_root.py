@@ -52,9 +52,9 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = Output(out_root, storage_options)
     if not images:
         return 0
+    out = Output(out_root, storage_options)
     _writable(out)
 
     def read(item) -> pa.Table:

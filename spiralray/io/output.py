@@ -189,9 +189,9 @@ class Output:
         _fault("chunk")
 
     def finalize(
-        self, scratch, seeds: np.ndarray, ids: np.ndarray, chunks: int, attrs: dict, table: dict, label_dtype
+        self, scratch, seeds: np.ndarray, ids: np.ndarray, chunks: int, attrs: dict, table: dict
     ) -> None:
-        """Final labels (``label_dtype``) from the scratch seed ids: ``seeds`` (sorted uint64) map to ``ids``;
+        """Final labels from the scratch seed ids: ``seeds`` (sorted uint64) map to ``ids``;
         instance and semantic pyramids, OME metadata, the table; ``complete`` set last."""
         import dask
         import dask.array as da
@@ -199,7 +199,9 @@ class Output:
         from ome_zarr.format import FormatV05
         from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
-        dtype = np.dtype(label_dtype)
+        from ..core.objects import label_dtype
+
+        dtype = label_dtype(ids)
         lut_keys = np.asarray(seeds, np.uint64)
         lut_vals = np.asarray(ids, dtype)
 

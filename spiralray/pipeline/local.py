@@ -130,7 +130,7 @@ def run_plan(
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
     if out is not None:
         attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
-        out.finalize(scratch, table["seed_id"], ids, plan.tile_size, attrs, table, label_dtype(ids))
+        out.finalize(scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
         return summary
     summary["labels"] = _relabel(full, table["seed_id"], ids, opts.semantic)
     summary["table"] = table

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.objects import label_dtype
 from ..core.spiral import ObjectMask
 from ..io.readers import redact
 from .actors import CANDIDATE, ERROR, MARKER, STAT, ScoreActor, SegmentActor, model_payload, rows
@@ -290,9 +289,7 @@ def _finish(img: _Image, opts: Options) -> dict:
     summary = {**summarize(plan, img.asm, table, opts, len(img.tiles), stats), "executor": "ray"}
     if img.run.out is not None:
         attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
-        img.run.out.finalize(
-            img.scratch, table["seed_id"], ids, plan.tile_size, attrs, table, label_dtype(ids)
-        )
+        img.run.out.finalize(img.scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
     else:
         summary["labels"] = _relabel(img.full, table["seed_id"], ids, opts.semantic)
         summary["table"] = table

@@ -103,7 +103,8 @@ def scorer_rates(path: str, pairs) -> dict:
     t on predicted scores - regions passing t on true scores| / regions); true scores are the
     model's own score label (``train.steps.score_truth``)."""
     from spiralray import modelzoo
-    from spiralray.core.engine import Engine, prepare_image
+    from spiralray.core.engine import Engine
+    from spiralray.core.prepare import prepare_image
     from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
     from spiralray.train.steps import score_truth
 

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from spiralray import modelzoo
-from spiralray.core.engine import Engine, prepare_image
+from spiralray.core.engine import Engine
 from spiralray.core.metrics import evaluate_many
+from spiralray.core.prepare import prepare_image
 from spiralray.core.regions import crop_pad, pad_image
 from spiralray.core.segment import segment_with
 from spiralray.data.datasets import (

@@ -29,7 +29,7 @@ from bbbc039 import write_json
 from spiralray import api
 from spiralray.bench.engine import machine
 from spiralray.core import candidates as cand
-from spiralray.core.engine import prepare_image, select_plane
+from spiralray.core.prepare import prepare_image, select_plane
 from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
 from spiralray.core.segment import candidate_seeds, refined, seed_ids, seed_labels
 from spiralray.core.spiral import segment_objects

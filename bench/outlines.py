@@ -27,7 +27,7 @@ from spiralray import api
 from spiralray.bench.engine import machine
 from spiralray.core.candidates import prepare_object
 from spiralray.core.config import CandidateSpec
-from spiralray.core.engine import prepare_image, select_plane
+from spiralray.core.prepare import prepare_image, select_plane
 from spiralray.core.regions import crop_pad, grid_centres, inside_image, pad_image
 from spiralray.core.spiral import ObjectMask
 from spiralray.data.datasets import load_pairs

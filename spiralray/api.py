@@ -59,7 +59,7 @@ def segment_image(
     resampled to it, and its labels come back at its own resolution. ``pad_value``: a fill value
     that is not data (0 or nan where the image was stitched, registered or padded), left out of
     the normalisation statistics and read as background."""
-    from .core.engine import select_plane
+    from .core.prepare import select_plane
     from .io.planes import choose_plane
     from .io.readers import ImageReader
     from .pipeline.local import run_plan

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from spiralray import modelzoo
-from spiralray.core.engine import Engine, ReferenceEngine, on_passing_thread, prepare_image
+from spiralray.core.engine import Engine, ReferenceEngine, on_passing_thread
 from spiralray.core.metrics import labels_equal
 from spiralray.core.net import SpiralNet
+from spiralray.core.prepare import prepare_image
 from spiralray.core.regions import crop_pad, pad_image
 from spiralray.data.synthetic import SyntheticSpec, generate
 

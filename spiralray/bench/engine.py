@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from .. import modelzoo
-from ..core.engine import Engine, ReferenceEngine, prepare_image
+from ..core.engine import Engine, ReferenceEngine
 from ..core.metrics import labels_equal
+from ..core.prepare import prepare_image
 from ..core.regions import crop_pad, pad_image
 from ..core.segment import candidate_seeds
 from ..errors import SpiralrayError

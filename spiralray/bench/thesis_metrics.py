@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.engine import Engine, prepare_image
+from ..core.engine import Engine
+from ..core.prepare import prepare_image
 from ..core.regions import crop_pad, crop_regions, grid_centres, inside_image, pad_image, three_channel_labels
 
 THRESHOLDS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))

@@ -9,8 +9,9 @@ import numpy as np
 
 from ..core.candidates import prepare_object
 from ..core.config import SpiralNetConfig
-from ..core.engine import SCORE_BLOCK, to_channels
+from ..core.engine import SCORE_BLOCK
 from ..core.outline import context_box, reads_image, refine_objects
+from ..core.prepare import to_channels
 from ..core.regions import reflect_index
 from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects

@@ -13,8 +13,8 @@ import io
 
 import numpy as np
 
-from ..core.engine import channel_axis, squeezed_shape
 from ..core.objects import COLUMNS
+from ..core.prepare import channel_axis, squeezed_shape
 from ..errors import SpiralrayError
 
 # Content-Type of a request body -> decoder name.

@@ -11,7 +11,6 @@ import os
 import sys
 
 from . import cli_segment
-from .cli_segment import EXIT_FAILED_IMAGES  # noqa: F401  (re-exported: the exit code of a partial archive run)
 from .errors import SpiralrayError
 
 log = logging.getLogger("spiralray")

@@ -188,7 +188,8 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     """An archive run finishes the images it can; each one it could not segment is one line on
     stderr and the exit code says so (a job over a terabyte archive must not end "successful"
     with images silently missing)."""
-    from spiralray.cli import EXIT_FAILED_IMAGES, main
+    from spiralray.cli import main
+    from spiralray.cli_segment import EXIT_FAILED_IMAGES
 
     folder = tmp_path / "folder"
     folder.mkdir()

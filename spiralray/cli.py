@@ -21,6 +21,9 @@ def _log_path() -> str:
 
 
 def _setup_logging(verbose: bool) -> None:
+    for h in list(log.handlers):  # main() called again in one process: no duplicate lines
+        log.removeHandler(h)
+        h.close()
     handlers: list[logging.Handler] = []
     try:
         os.makedirs(os.path.dirname(_log_path()) or ".", exist_ok=True)
@@ -32,7 +35,7 @@ def _setup_logging(verbose: bool) -> None:
     for h in handlers:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(h)
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.setLevel(logging.DEBUG)  # the file always gets the details, a user error's traceback too
 
 
 def _threads(n: int | None) -> int:
@@ -232,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest(sub)
     add_serve(sub)
+    for command in sub.choices.values():  # also after the command, where users put it
+        command.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log details to the terminal",
+        )
     return p
 
 

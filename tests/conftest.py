@@ -37,14 +37,24 @@ def ellipse(shape, centre, a, b, angle=0.0):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One real local Ray cluster for the whole test session."""
+def ray_cluster(tmp_path_factory):
+    """One real local Ray cluster for the whole test session. Its workers inherit
+    ``SPIRALRAY_FAULT_DIR`` (``fault_dir``): a test puts a file there to make an actor die."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ["SPIRALRAY_FAULT_DIR"] = str(tmp_path_factory.mktemp("faults"))
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def fault_dir(ray_cluster):
+    """The folder the session's Ray workers watch for fault files (``pipeline.actors._fault``)."""
+    from pathlib import Path
+
+    return Path(os.environ["SPIRALRAY_FAULT_DIR"])
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.io.storage import write_labels
 
 
-def run_cli(*args, cwd=None):
+def run_cli(*args, cwd=None, env=None):
     """The real console entry point in a subprocess: what a user sees."""
     p = subprocess.run(
         [sys.executable, "-m", "spiralray", *map(str, args)],
@@ -19,6 +21,7 @@ def run_cli(*args, cwd=None):
         text=True,
         cwd=cwd,
         timeout=600,
+        env={**os.environ, **env} if env else None,
     )
     return p.returncode, p.stdout, p.stderr
 
@@ -73,7 +76,6 @@ def test_evaluate_says_when_prediction_and_truth_look_swapped(tmp_path):
 
 
 def test_evaluate_reads_an_output_by_its_labels_path_and_refuses_an_unfinished_one(tmp_path):
-    import zarr
 
     image, truth = generate(SyntheticSpec(120, 140), seed=3)
     tifffile.imwrite(tmp_path / "image.tif", image)
@@ -86,9 +88,15 @@ def test_evaluate_reads_an_output_by_its_labels_path_and_refuses_an_unfinished_o
     assert scores[0] == scores[1] == scores[2] and scores[0]["n_pred"] > 0
     manifest = tmp_path / "o.zarr" / ".spiralray" / "manifest.json"  # as a run killed midway leaves it
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "complete": False}))
+    before = _files(tmp_path / "o.zarr")
     code, out, err = run_cli("evaluate", tmp_path / "o.zarr", tmp_path / "truth.tif")
     assert code == 2 and "is an unfinished spiralray output: run its segment command again" in err
-    assert zarr.open_group(str(tmp_path / "o.zarr"), mode="r")  # nothing was touched
+    assert _files(tmp_path / "o.zarr") == before  # nothing was touched
+
+
+def _files(root) -> dict:
+    """Every file under ``root``: relative path -> bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
 def test_segment_writes_uint32_labels_and_finds_nuclei(tmp_path):
@@ -213,9 +221,50 @@ def test_segment_unknown_model_and_output_format(tmp_path, capsys):
     image, _ = generate(SyntheticSpec(100, 120), seed=2)
     tifffile.imwrite(tmp_path / "i.tif", image)
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), "--model", str(tmp_path)]) == 2
-    assert "model" in capsys.readouterr().err
+    assert (
+        "not a spiralray model directory (needs model.safetensors and config.json)" in capsys.readouterr().err
+    )
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.bmp")]) == 2
     assert "output format" in capsys.readouterr().err
+
+
+def test_semantic_tiff_is_the_labels_foreground(tmp_path):
+    image, _ = generate(SyntheticSpec(120, 140), seed=4)
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "ids.tif")]) == 0
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "mask.tif"), "--semantic"]) == 0
+    ids, mask = tifffile.imread(tmp_path / "ids.tif"), tifffile.imread(tmp_path / "mask.tif")
+    assert ids.dtype == np.uint32 and ids.max() > 3
+    assert mask.dtype == np.uint8 and np.array_equal(mask, (ids > 0).astype(np.uint8))
+
+
+def test_an_output_of_another_input_or_model_is_refused_and_kept(tmp_path, capsys):
+    import torch
+
+    from spiralray import modelzoo
+
+    a, _ = generate(SyntheticSpec(120, 140), seed=4)
+    b, _ = generate(SyntheticSpec(120, 140), seed=5)
+    tifffile.imwrite(tmp_path / "a.tif", a)
+    tifffile.imwrite(tmp_path / "b.tif", b)
+    net = modelzoo.load(None)
+    with torch.no_grad():  # the same network, other weights
+        next(net.segmenter.parameters()).add_(1e-3)
+    modelzoo.save(net, tmp_path / "other")
+    out = tmp_path / "o.zarr"
+    assert main(["segment", str(tmp_path / "a.tif"), str(out)]) == 0
+    kept = _files(out)
+    capsys.readouterr()
+    for extra, differs in (
+        ([str(tmp_path / "b.tif")], "input"),
+        ([str(tmp_path / "a.tif"), "--model", str(tmp_path / "other")], "model"),
+    ):
+        assert main(["segment", *extra[:1], str(out), *extra[1:]]) == 2
+        err = capsys.readouterr().err
+        assert f"holds another run ({differs} differ): use --overwrite to replace it" in err, err
+        assert _files(out) == kept
+    assert main(["segment", str(tmp_path / "b.tif"), str(out), "--overwrite"]) == 0
+    assert _files(out) != kept
 
 
 def test_segment_exclude_border_drops_only_cut_objects(tmp_path):
@@ -245,7 +294,7 @@ def test_user_fixable_problems_are_one_line_exit_2(tmp_path, capsys):
     (broken / "model.safetensors").write_bytes(b"not safetensors")
     (broken / "config.json").write_text("{not json")
     cases = [
-        (["--model", str(broken)], "model"),
+        (["--model", str(broken)], "broken model directory"),
         (["--batch-size", "0"], "batch size"),
         (["--threads", "0"], "--threads"),
         (["--device", "tpu7"], "device"),
@@ -266,3 +315,59 @@ def test_constant_channels_last_image_keeps_its_shape(tmp_path):
     assert main(["segment", str(tmp_path / "c.tif"), str(tmp_path / "o.tif"), "--channel", "1"]) == 0
     out = tifffile.imread(tmp_path / "o.tif")
     assert out.shape == (90, 110) and not out.any()
+
+
+def test_details_go_to_the_log_file_and_with_verbose_to_the_terminal(tmp_path):
+    """A user mistake: one line on stderr, its traceback in the log file; ``--verbose`` (before
+    or after the command) shows the details on the terminal too."""
+    log = tmp_path / "spiralray.log"
+    env = {"SPIRALRAY_LOG": str(log)}
+    code, _, err = run_cli("segment", tmp_path / "nope.tif", tmp_path / "o.tif", env=env)
+    assert code == 2 and err.strip().splitlines() == [
+        f"spiralray: error: input not found: {tmp_path / 'nope.tif'}"
+    ]
+    assert "Traceback" in log.read_text() and "SpiralrayError: input not found" in log.read_text()
+    for args in (
+        ("--verbose", "segment", tmp_path / "nope.tif", tmp_path / "o.tif"),
+        ("segment", tmp_path / "nope.tif", tmp_path / "o.tif", "-v"),
+    ):
+        code, _, err = run_cli(*args, env=env)
+        assert (
+            code == 2
+            and "Traceback" in err
+            and err.strip().splitlines()[-1].startswith("spiralray: error: input")
+        )
+
+
+def test_where_it_runs_and_with_how_many_threads(tmp_path, monkeypatch):
+    """``--executor auto``: this process for one small local image, Ray for an archive, a URL,
+    a large image or a given address; ``--threads`` defaults to the CPUs this process may use."""
+    from spiralray.pipeline.segment import RAY_PIXELS, choose_executor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    small = tmp_path / "i.tif"
+    image, _ = generate(SyntheticSpec(100, 120), seed=2)
+    tifffile.imwrite(small, image)
+    (tmp_path / "archive").mkdir()
+    tifffile.imwrite(tmp_path / "archive" / "a.tif", image)
+    assert choose_executor(str(small), "auto", None, image.shape) == "local"
+    assert choose_executor(str(small), "auto", None, (RAY_PIXELS // 1000 + 1, 1000)) == "ray"
+    assert choose_executor(str(tmp_path / "archive"), "auto", None) == "ray"
+    assert choose_executor("s3://bkt/i.tif", "auto", None) == "ray"
+    assert choose_executor(str(small), "auto", "ray://head:10001", image.shape) == "ray"
+    assert choose_executor(str(small), "local", "ray://head:10001", image.shape) == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # inside a Ray job
+    assert choose_executor(str(small), "auto", None, image.shape) == "ray"
+    monkeypatch.delenv("RAY_ADDRESS")
+    # one CPU allowed (taskset, a cgroup): one thread, whatever the machine has
+    pinned = subprocess.run(
+        [sys.executable, "-m", "spiralray", "segment", str(small), str(tmp_path / "o.tif"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+    )
+    summary = json.loads(pinned.stdout.strip().splitlines()[-1])
+    assert pinned.returncode == 0 and summary["threads"] == 1 and summary["executor"] == "local", (
+        pinned.stderr
+    )

@@ -117,7 +117,8 @@ def test_default_sampling_draws_the_stream_earlier_recipes_drew():
     """Contact, small-object and tissue sampling off (the defaults) draw nothing: a seeded
     sampler's generator ends where it ended before any of them existed (the state below was read
     off the sampler of a4538e3, before tissue sampling, and of this one: equal). The state is
-    exact integer arithmetic, so it does not depend on the platform's floating point."""
+    exact integer arithmetic, so it does not depend on the platform's floating point. A change
+    detector, guarding the random streams the committed models were trained on."""
     image, labels = _pair_and_loner()
     sampler = RegionSampler([image], [labels], SpiralNetConfig(), augment=True, seed=5)
     sampler.sample(16, "centred")

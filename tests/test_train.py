@@ -61,6 +61,8 @@ def test_two_workers_log_register_and_alias(trained, mlflow_store):
     )  # the source run is the training run
     run = client.get_run(out["run_id"])
     assert run.data.params["workers"] == "2"
+    for stage in ("scorer", "segmenter"):  # the world size each worker's Ray Train context reported
+        assert run.data.metrics[f"{stage}/workers"] == 2
     history = client.get_metric_history(out["run_id"], "segmenter/segmenter_loss")
     assert len(history) == 1 and np.isfinite(history[0].value)
     assert "segmenter/val_object_f1_50" in run.data.metrics and "val_pixel_f1" in run.data.metrics

@@ -128,6 +128,20 @@ class ScoreActor(_Worker):
         return rows(out)
 
 
+def _fault(name: str) -> None:
+    """Test hook: when the folder ``SPIRALRAY_FAULT_DIR`` holds a file ``name``, the first actor
+    to claim it (a rename: one winner across processes) dies at once, mid-batch, as one on a
+    lost node or killed for memory would."""
+    folder = os.environ.get("SPIRALRAY_FAULT_DIR")
+    if not folder:
+        return
+    try:
+        os.rename(os.path.join(folder, name), os.path.join(folder, name + ".taken"))
+    except OSError:  # not asked for, or another actor took it
+        return
+    os._exit(137)
+
+
 class SegmentActor(_Worker):
     """Fixed-size batches of rows in: candidates (of any tiles and images) segmented in one
     batched spiral per image; markers and errors passed through; one STAT row per batch."""
@@ -138,6 +152,8 @@ class SegmentActor(_Worker):
 
         t0 = time.perf_counter()
         kind = batch["kind"]
+        if (kind == CANDIDATE).any():
+            _fault("segment-batch")
         out = [{k: batch[k][i] for k in ROW} for i in np.flatnonzero(kind != CANDIDATE)]
         regions = 0
         for image in np.unique(batch["image"][kind == CANDIDATE]):

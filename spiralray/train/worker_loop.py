@@ -129,6 +129,7 @@ def train_loop(config: dict) -> None:
             "epoch": epoch + 1,
             f"{stage}_loss": float(np.mean(losses)) if losses else float("nan"),
             "samples_per_s": seen * world / max(seconds, 1e-9),
+            "workers": world,  # what Ray Train ran, not what was asked for
             "seconds": seconds,
         }
         if rank == 0 and val:  # no validation data: no validation metrics (never a training frame)

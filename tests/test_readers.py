@@ -1,9 +1,11 @@
 """Reading images by window from every supported format and place; bad input is one clear line."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -300,6 +302,120 @@ def test_unreachable_endpoint_and_wrong_credentials_are_one_line(tmp_path):
         server.wait(10)
 
 
+@contextlib.contextmanager
+def _throttling(endpoint: str, key: str, fails: int, method: str = "GET"):
+    """An HTTP proxy on 127.0.0.1 in front of the S3 server at ``endpoint`` that answers the
+    first ``fails`` ``method`` requests for objects whose path contains ``key`` with S3's 503
+    SlowDown. Yields (proxy URL, {"503": how many it sent})."""
+    import http.client
+    import http.server
+    from urllib.parse import urlparse
+
+    target, served = urlparse(endpoint), {"503": 0}
+    slow_down = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _answer(self, status, headers, body):
+            self.send_response(status)
+            for k, v in headers:
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _forward(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else None
+            if self.command == method and key in self.path.split("?")[0] and served["503"] < fails:
+                served["503"] += 1
+                return self._answer(503, [("Content-Type", "application/xml")], slow_down)
+            c = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            c.request(self.command, self.path, body=body, headers={**headers, "Host": target.netloc})
+            r = c.getresponse()
+            self._answer(r.status, r.getheaders(), r.read())
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_throttled_store_is_retried_beyond_the_clients_own_retries(s3, monkeypatch):
+    """Real S3 (moto) behind a proxy that answers one chunk's first GETs 503 SlowDown more times
+    than s3fs retries by itself: s3fs then raises OSError(EBUSY), which the reader retries, and
+    the data comes back whole; a store that never stops refusing gives one line naming the chunk."""
+    import s3fs
+    import zarr
+
+    a = (np.arange(200 * 300) % 997).astype(np.uint16).reshape(200, 300)
+    url = "s3://spiralray-test/throttled.zarr"
+    zarr.open_array(url, mode="w", shape=a.shape, chunks=(100, 100), dtype=a.dtype)[...] = a
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: s3fs's and ours remain
+    try:
+        for fails in (8, 10**6):
+            with _throttling(s3, "/throttled.zarr/c/0/0", fails) as (proxy, served):
+                monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
+                s3fs.S3FileSystem.clear_instance_cache()
+                reader = open_image(url)
+                if fails == 8:
+                    assert np.array_equal(reader.read(0, 200, 0, 300), a)
+                    assert served["503"] == fails > s3fs.S3FileSystem.retries
+                else:
+                    with pytest.raises(SpiralrayError) as err:
+                        reader.read(0, 200, 0, 300)
+                    assert str(err.value) == (
+                        f"cannot read {url} chunk at rows 0-100, cols 0-100: "
+                        "OSError: [Errno 16] Please reduce your request rate."
+                    )
+    finally:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
+        s3fs.S3FileSystem.clear_instance_cache()  # no later test may reach the proxy
+
+
+def test_throttled_writes_are_retried_and_the_output_is_whole(s3, monkeypatch, tmp_path, image, engine):
+    """Every chunk PUT of an S3 output is refused 503 SlowDown until 8 have been, more than s3fs
+    retries one PUT by itself: the writes are retried and the output equals a local run's."""
+    import s3fs
+
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    ref = segment_image_file(
+        str(tmp_path / "img.tif"), str(tmp_path / "r.tif"), engine, Options(tile_size=256)
+    )
+    out = "s3://spiralray-test/throttled_out.zarr"
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    try:
+        with _throttling(s3, "/throttled_out.zarr/", 8, method="PUT") as (proxy, served):
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
+            s3fs.S3FileSystem.clear_instance_cache()
+            s = segment_image_file(str(tmp_path / "img.tif"), out, engine, Options(tile_size=256))
+            assert served["503"] == 8 > s3fs.S3FileSystem.retries
+    finally:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert s["objects"] == ref["objects"] > 5
+    assert np.array_equal(
+        np.asarray(zarr.open_array(out + "/labels/instances/0", mode="r")[...]), ref["labels"]
+    )
+    assert zarr.open_group(out, mode="r").attrs["spiralray"]["complete"] is True
+
+
 class _Flaky:
     """An array whose reads fail ``fails`` times with ``exc`` first (a throttled store)."""
 
@@ -320,7 +436,7 @@ def test_transient_storage_errors_are_retried_permanent_ones_are_not(image, monk
 
     monkeypatch.setattr("time.sleep", lambda s: None)
     plane = Plane("yx", (slice(None), slice(None)))
-    flaky = _Flaky(image, 3, OSError("503 SlowDown: Please reduce your request rate"))
+    flaky = _Flaky(image, 3, ConnectionResetError("connection reset by peer"))
     r = ImageReader("s3://b/x.zarr", flaky, plane, (100, 100), False, "zarr")
     assert np.array_equal(r.read(0, 50, 0, 60), image[:50, :60]) and flaky.calls == 4
     r = ImageReader(

@@ -28,7 +28,7 @@ import uuid
 import numpy as np
 
 from ..errors import SpiralrayError
-from .readers import is_url, local, one_line, redact
+from .readers import is_url, local, one_line, redact, retrying
 
 MANIFEST = ".spiralray/manifest.json"
 TILES = ".spiralray/tiles"
@@ -99,37 +99,50 @@ class Output:
         self.fs.rm(self.root, recursive=True)
 
     def _put(self, key: str, data: bytes) -> None:
-        """Write one object whole: a temporary name renamed locally, one PUT on object stores."""
-        with self.writing(key) as f:
-            f.write(data)
+        """Write one object whole: a temporary name renamed locally, one PUT on object stores;
+        again after a transient failure (throttling), as a whole object's write is idempotent."""
+
+        def once():
+            with self._raw_writing(key) as f:
+                f.write(data)
+
+        try:
+            retrying(once)
+        except OSError as exc:
+            raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
 
     @contextlib.contextmanager
     def writing(self, key: str):
         """A file to stream ``key`` into, which appears whole or not at all: a temporary name
         renamed locally; on object stores an upload that an error aborts (a multipart upload
         is only visible once completed), so what is written need not fit in memory."""
-        path = self._p(key)
         try:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            if is_url(self.url):
-                f = self.fs.open(path, "wb")
-                try:
-                    yield f
-                except BaseException:
-                    f.discard()
-                    raise
-                f.close()
-                return
-            tmp = f"{path}.{uuid.uuid4().hex}.partial"
-            try:
-                with open(tmp, "wb") as f:
-                    yield f
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            with self._raw_writing(key) as f:
+                yield f
         except OSError as exc:
             raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _raw_writing(self, key: str):
+        path = self._p(key)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        if is_url(self.url):
+            f = self.fs.open(path, "wb")
+            try:
+                yield f
+            except BaseException:
+                f.discard()
+                raise
+            f.close()
+            return
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     def write_manifest(self, manifest: dict) -> None:
         self.put_json(MANIFEST, manifest)
@@ -182,8 +195,11 @@ class Output:
         )
 
     def write_chunk(self, scratch, y0: int, x0: int, block: np.ndarray) -> None:
-        try:
+        def once():
             scratch[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
+
+        try:
+            retrying(once)  # whole chunks (tiles are chunk-aligned): idempotent
         except Exception as exc:
             raise SpiralrayError(f"cannot write {redact(self.url)} at rows {y0}-: {one_line(exc)}") from exc
         _fault("chunk")
@@ -231,7 +247,8 @@ class Output:
                         fill_value=0,
                         overwrite=True,
                     )
-                    da.store(arr.rechunk((chunks, chunks)), target, lock=False)
+                    level = arr.rechunk((chunks, chunks))
+                    retrying(lambda level=level, target=target: da.store(level, target, lock=False))
                     datasets.append(
                         {
                             "path": str(k),

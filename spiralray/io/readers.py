@@ -13,6 +13,7 @@ object. No torch here.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -73,6 +74,8 @@ def one_line(exc: BaseException) -> str:
 
 TRANSIENT = (
     "slowdown",
+    "reduce your request rate",
+    "try again",
     "503",
     "throttl",
     "timeout",
@@ -87,10 +90,28 @@ TRANSIENT = (
 )
 
 
+# What fsspec's object stores raise once their own retries are spent: s3fs turns S3's SlowDown,
+# 503 and ServiceUnavailable into OSError(EBUSY, "Please reduce your request rate.").
+TRANSIENT_ERRNOS = frozenset(
+    {errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED}
+)
+
+
 def transient(exc: BaseException) -> bool:
-    """Throttling, timeouts and dropped connections are worth retrying; a corrupt chunk is not."""
-    text = f"{exc.__class__.__name__} {exc}".lower()
-    return isinstance(exc, (TimeoutError, ConnectionError)) or any(t in text for t in TRANSIENT)
+    """Throttling, timeouts and dropped connections are worth retrying; a corrupt chunk is not.
+    Read from the error and the errors it was raised from (``raise ... from``)."""
+    for _ in range(8):  # a chain is short; the bound guards against a cycle
+        if isinstance(exc, (TimeoutError, ConnectionError)) or (
+            isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+        ):
+            return True
+        text = f"{exc.__class__.__name__} {exc}".lower()
+        if any(t in text for t in TRANSIENT):
+            return True
+        if exc.__cause__ is None:
+            return False
+        exc = exc.__cause__
+    return False
 
 
 def is_zarr(path) -> bool:
@@ -102,6 +123,26 @@ def is_zarr(path) -> bool:
         and os.path.isdir(s)
         and any(os.path.exists(os.path.join(s, m)) for m in ("zarr.json", ".zarray", ".zgroup"))
     )
+
+
+RETRIES = 5  # attempts at a transient failure, backing off 0.2 s, 0.4 s, ... in between
+
+
+def retrying(fn, attempts: int = RETRIES):
+    """``fn()``, called again after a transient failure (``transient``), ``attempts`` times in
+    all: for reads and for whole-object writes, which are idempotent. The last failure, or the
+    first that is not transient, propagates as raised."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except SpiralrayError:
+            raise
+        except Exception as exc:
+            if transient(exc) and attempt + 1 < attempts:
+                time.sleep(0.2 * 2**attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
 class ImageReader:
@@ -129,23 +170,17 @@ class ImageReader:
             out.append(slice(y0, y1) if a == "y" else slice(x0, x1) if a == "x" else k)
         return tuple(out)
 
-    retries = 5  # attempts at a transient failure, backing off 0.2 s, 0.4 s, ... in between
-
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         H, W = self.shape
         if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
             raise ValueError(f"window {(y0, y1, x0, x1)} outside the {H} x {W} image")
-        for attempt in range(self.retries):
-            try:
-                return np.asarray(self.array[self._index(y0, y1, x0, x1)])
-            except SpiralrayError:
-                raise
-            except Exception as exc:
-                if transient(exc) and attempt + 1 < self.retries:
-                    time.sleep(0.2 * 2**attempt)
-                    continue
-                raise SpiralrayError(f"cannot read {self._where(y0, y1, x0, x1)}: {one_line(exc)}") from exc
-        raise AssertionError("unreachable")
+        index = self._index(y0, y1, x0, x1)
+        try:
+            return retrying(lambda: np.asarray(self.array[index]))
+        except SpiralrayError:
+            raise
+        except Exception as exc:
+            raise SpiralrayError(f"cannot read {self._where(y0, y1, x0, x1)}: {one_line(exc)}") from exc
 
     def _where(self, y0, y1, x0, x1) -> str:
         """The object a failed read names: the first chunk of the window that fails alone."""

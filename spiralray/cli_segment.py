@@ -105,7 +105,7 @@ def summary_line(summary: dict, output: str, pad) -> str:
         if summary.get("missing_chunks")
         else ""
     )
-    extra += _already_done(summary) + _padding(summary, pad)
+    extra += _already_done(summary) + _padding(summary, pad) + _scale(summary)
     if summary.get("objects_table"):
         extra += f"; objects table {summary['objects_table']}"
     objects = f"{summary.get('objects', 0)} objects{_no_signal(summary)}"
@@ -113,6 +113,16 @@ def summary_line(summary: dict, output: str, pad) -> str:
         f"{objects} -> {output} ({summary.get('seconds', 0):.1f} s, "
         f"{summary.get('tiles', 0)} tiles, {summary.get('regions', 0)} regions{extra})"
     )
+
+
+def _scale(summary: dict) -> str:
+    """ "; nuclei 14 px across (given), resampled x1.98": one image's scale when it is not 1."""
+    scale, d = summary.get("scale"), summary.get("diameter") or {}
+    if not scale or scale == 1:
+        return ""
+    how = "given" if d.get("source") == "given" else "estimated"
+    nuclei = f"; nuclei {d['diameter']:.3g} px across ({how})," if d.get("diameter") else ";"
+    return f"{nuclei} resampled x{scale:.3g}"
 
 
 # An archive run that finished with some images it could not segment exits with this code.

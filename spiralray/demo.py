@@ -48,7 +48,8 @@ def overlay(image: np.ndarray, labels: np.ndarray, path: str, side: int = 768) -
     iio.imwrite(path, rgb)
 
 
-def run_demo(out: str = "demo_out") -> int:
+def run_demo(out: str = "demo_out", images: int = IMAGES, size: int = SIZE) -> int:
+    """Generate the archive in ``out``, segment it, score it, write the overlay and summary."""
     import zarr
 
     from . import api
@@ -60,8 +61,8 @@ def run_demo(out: str = "demo_out") -> int:
 
     os.makedirs(out, exist_ok=True)
     archive, labels_out = os.path.join(out, "archive.zarr"), os.path.join(out, "labels")
-    print(f"demo: generating {IMAGES} images of {SIZE} x {SIZE} px in {archive}", flush=True)
-    truths = make_archive(archive)
+    print(f"demo: generating {images} images of {size} x {size} px in {archive}", flush=True)
+    truths = make_archive(archive, images, size)
     engine = api.load_engine(None)
     t0 = time.perf_counter()
     summary = segment(
@@ -73,12 +74,12 @@ def run_demo(out: str = "demo_out") -> int:
         got = np.asarray(zarr.open_array(f"{labels_out}/field_{i:02d}/labels/instances/0", mode="r")[...])
         scores.append(evaluate(got, truth))
     reader = open_image(f"{archive}/field_00")
-    first = reader.read(0, SIZE, 0, SIZE)
+    first = reader.read(0, size, 0, size)
     got0 = np.asarray(zarr.open_array(f"{labels_out}/field_00/labels/instances/0", mode="r")[...])
     overlay(first, got0, os.path.join(out, "overlay.png"))
     result = {
         "images": summary["images"],
-        "pixels": IMAGES * SIZE * SIZE,
+        "pixels": images * size * size,
         "objects": summary["objects"],
         "regions": summary["regions"],
         "seconds": round(seconds, 1),

@@ -96,10 +96,23 @@ def test_api_bad_diameter_and_empty_image_are_spiralray_errors(engine):
     )
 
 
-def test_diameter_larger_than_the_image_is_refused(tmp_path, capsys):
-    tifffile.imwrite(tmp_path / "i.tif", generate(SyntheticSpec(100, 120), seed=2)[0])
+def test_diameter_larger_than_the_image_or_beyond_the_resampling_range_is_refused(tmp_path, capsys):
+    """Not clamped: a diameter the 4x-up / 8x-down range cannot bring to the model's 27.7 px
+    would be segmented at another size than asked, slowly."""
+    image = generate(SyntheticSpec(100, 120), seed=2)[0]
+    tifffile.imwrite(tmp_path / "i.tif", image)
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), "--diameter", "500"]) == 2
     assert "larger than the 100 x 120 px image" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), "--diameter", "6.5"]) == 2
+    assert (
+        "diameter 6.5 px is outside what this model segments: 6.92-222 px"
+        " (nuclei of 27.7 px, resampled 8x down to 4x up)" in capsys.readouterr().err
+    )
+    big = np.tile(image, (3, 3))  # 300 x 360: room for a 230 px diameter
+    with pytest.raises(SpiralrayError, match="diameter 230 px is outside what this model segments"):
+        api.segment_image(api.load_engine(None, device="cpu"), big, diameter=230)
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), "--diameter", "7"]) == 0
+    assert "nuclei 7 px across (given), resampled x3.96" in capsys.readouterr().out
 
 
 def test_the_summary_reports_the_estimate_and_scale(tmp_path, capsys):

@@ -77,10 +77,23 @@ def test_two_workers_log_register_and_alias(trained, mlflow_store):
 def test_load_by_alias_and_version_then_segment(trained, tmp_path):
     from spiralray import modelzoo
     from spiralray.cli import main
+    from spiralray.train import registry
 
     job, out = trained
     by_alias = modelzoo.load("models:/spiral-smoke@champion")
     by_version = modelzoo.load(f"models:/spiral-smoke/{out['version']}")
+    assert registry.describe("models:/spiral-smoke/latest")["version"] == out["version"]
+    for uri, says in (  # MLflow would read models:/NAME as a logged model's id
+        ("models:/spiral-smoke", "models:/spiral-smoke names no version: use models:/spiral-smoke@ALIAS"),
+        ("models:/spiral-smoke/first", "not a registry model URI: 'models:/spiral-smoke/first'"),
+        ("models:/spiral-smoke@", "not a registry model URI"),
+        (
+            "models:/spiral-smoke/99",
+            r"cannot load models:/spiral-smoke/99 .*: MlflowException: Model Version",
+        ),
+    ):
+        with pytest.raises(SpiralrayError, match=says):
+            modelzoo.load(uri)
     grown = modelzoo.load(str(SHIPPED)).config.replace(model={"seg_skip_inner": 40})
     assert by_alias.config == grown  # --init: the model's settings too, with --skip-inner's growth
     assert by_alias.segmenter.skips[0].a.weight.shape[0] == 40
@@ -110,6 +123,48 @@ def test_resume_continues_from_checkpoint(trained):
         epochs = [h["epoch"] for h in out["stages"][stage]["history"]]
         assert epochs == [1, 2]  # epoch 1 came from the checkpoint, only epoch 2 ran
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
+
+
+def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained, tmp_path):
+    """Each in one line, before any data is read or Ray is asked for anything: a name already
+    used (Ray Train would restore that run's finished state instead of training), a resume of
+    nothing, no epochs or workers, fewer samples than one scorer batch per worker."""
+    import dataclasses
+
+    job, _ = trained
+    bad = {"data": str(tmp_path / "no-such-data")}  # a check that read the data would fail on it
+    cases = [
+        (dict(register=None, alias=None), "a run named smoke exists in .*: add --resume to continue it"),
+        (dict(name="never-ran", resume=True), "no run named never-ran in .* to resume"),
+        (dict(name=None, resume=True), "--resume needs the --name"),
+        (dict(name=None, epochs=0), "--epochs must be at least 1, got 0"),
+        (dict(name=None, workers=0), "--workers must be at least 1, got 0"),
+        (
+            dict(name=None, samples_per_epoch=-5),
+            r"--samples -5 is under one scorer batch per worker \(32 x 2 = 64\)",
+        ),
+    ]
+    for change, says in cases:
+        with pytest.raises(SpiralrayError, match=says):
+            train(dataclasses.replace(job, **bad, **change), log=lambda m: None)
+
+
+def test_the_train_command_refuses_a_run_that_would_train_nothing(dataset, capsys):
+    """``spiralray train`` end to end up to the first check: the flags become the job, and a
+    mistake is one line, exit 2, before Ray starts."""
+    from spiralray.cli import main
+
+    for flags, says in (
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (
+            ["--samples", "100"],
+            "--samples 100 is under one scorer batch per worker (128 x 2 = 256): nothing would train",
+        ),
+        (["--resume"], "--resume needs the --name of the run to continue"),
+    ):
+        assert main(["train", "--data", str(dataset), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [f"spiralray: error: {says}"], err
 
 
 def test_split_never_validates_on_training_frames(dataset):
@@ -266,11 +321,17 @@ def test_a_bad_mlflow_store_fails_before_any_work(tmp_path, monkeypatch, dataset
     from spiralray.train import registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqllite:///x.db")
-    with pytest.raises(SpiralrayError, match="cannot use the MLflow store"):
+    with pytest.raises(
+        SpiralrayError, match="cannot use the MLflow store at sqllite:///x.db: unsupported URI scheme"
+    ):
         train(TrainJob(data=str(dataset), **TINY))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    with pytest.raises(SpiralrayError, match="cannot use the MLflow store"):
+    with pytest.raises(SpiralrayError) as err:
         registry.load("models:/spiralnet@champion")
+    assert str(err.value) == (  # MLflow's own text is 500 characters of urllib3
+        "cannot use the MLflow store at http://127.0.0.1:9: cannot reach the tracking server"
+        " ([Errno 111] Connection refused)"
+    )
     typo = tmp_path / "typo.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{typo}")
     with pytest.raises(SpiralrayError, match="no MLflow store"):

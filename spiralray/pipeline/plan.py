@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.config import CandidateSpec, SpiralNetConfig, SpiralSpec
 from ..core.resample import scaled_shape
+from ..core.scale import model_diameter
 from ..core.tiling import MIN_TILE, Tile, tile_grid
 from ..data.normalize import count_values, filled, is_pad, streaming_stats, without_pad
 from ..errors import SpiralrayError
@@ -106,8 +107,12 @@ def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None):
     return ((lo, hi) if hi > lo else None), padded
 
 
-def check_diameter(diameter, shape) -> None:
-    """A clear error for a diameter that no image of ``shape`` can hold."""
+def check_diameter(diameter, shape, model: float | None = None) -> None:
+    """A clear error for a diameter that no image of ``shape`` can hold, or (given the model's
+    trained diameter ``model``) that the resampling range cannot bring to the model's size:
+    clamping it instead would segment at a size the user did not ask for, slowly."""
+    from ..core.scale import SCALE_RANGE
+
     if diameter in (None, "auto"):
         return
     try:
@@ -118,6 +123,12 @@ def check_diameter(diameter, shape) -> None:
         raise SpiralrayError(f"diameter must be a positive number of pixels (or auto), got {diameter}")
     if d > min(shape):
         raise SpiralrayError(f"diameter {d:g} px is larger than the {shape[0]} x {shape[1]} px image")
+    lo, hi = SCALE_RANGE
+    if model and not model / hi <= d <= model / lo:
+        raise SpiralrayError(
+            f"diameter {d:g} px is outside what this model segments: {model / hi:.3g}-{model / lo:.3g} px"
+            f" (nuclei of {model:.3g} px, resampled {1 / lo:g}x down to {hi:g}x up)"
+        )
 
 
 def sample_windows(shape, side: int = 1024, whole: int = 4 * 2**20) -> list[tuple[int, int, int, int]]:
@@ -163,7 +174,7 @@ def make_plan(
 ) -> ImagePlan:
     check_tile_size(tile_size)
     H, W = reader.shape
-    check_diameter(diameter, (H, W))
+    check_diameter(diameter, (H, W), model_diameter(cfg.model))
     pad_value = check_pad_value(pad_value)
     desc = reader.describe()
     stats, padded = image_stats_of(reader, cfg, pad_value)

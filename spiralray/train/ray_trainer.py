@@ -239,7 +239,10 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from .widen import widen_skips
     from .worker_loop import train_loop
 
-    registry.check_store(create=True)  # before any work: a bad store must not cost the run
+    storage = job.storage or os.path.expanduser("~/ray_results")
+    name = job.name or f"spiralray-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_job(job, storage)  # before any work: a mistake must not cost the run
+    registry.check_store(create=True)
     cfg, weights = SpiralNetConfig(), None
     if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
         from .. import modelzoo
@@ -266,10 +269,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         # placement-group cleaner polls is absent: it would warn every few seconds.
         quiet = {"worker_process_setup_hook": f"{__name__}.quiet_pg_cleaner"} if where == "local" else None
         ray.init(address=where, include_dashboard=False, runtime_env=quiet)
-    storage = job.storage or os.path.expanduser("~/ray_results")
-    if job.resume and not job.name:
-        raise SpiralrayError("--resume needs the --name of the run to continue")
-    name = job.name or f"spiralray-{time.strftime('%Y%m%d-%H%M%S')}"
+    log(f"run {name}: checkpoints in {storage}/{name}-scorer and -segmenter (resume: --name {name} --resume)")
     cpus = _cpus_per_worker(job.workers)
     shared = {
         "job": asdict(job),
@@ -280,7 +280,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     results = {}
     for stage, rows in (
         ("scorer", job.samples_per_epoch),
-        ("segmenter", max(job.spiral_regions * 2, job.samples_per_epoch // 8)),
+        # at least one spiral batch per worker (two for one or two workers: earlier recipes' streams)
+        ("segmenter", max(job.spiral_regions * max(2, job.workers), job.samples_per_epoch // 8)),
     ):
         trainer = TorchTrainer(
             train_loop,
@@ -329,6 +330,36 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         }
         log(f"{stage}: {len(history)} epochs, last {history[-1]}")
     return registry.log_training(job, cfg, weights, results, val_pairs)
+
+
+def check_job(job: TrainJob, storage: str) -> None:
+    """One clear line, before Ray starts, for a run that would train nothing or write over
+    another: ``epochs``/``workers`` under 1, fewer ``samples_per_epoch`` than one scorer batch
+    per worker, ``resume`` without a name, or a name already used without ``resume`` (Ray Train
+    would silently restore that run's finished state instead of training)."""
+    if job.epochs < 1:
+        raise SpiralrayError(f"--epochs must be at least 1, got {job.epochs}")
+    if job.workers < 1:
+        raise SpiralrayError(f"--workers must be at least 1, got {job.workers}")
+    least = job.scorer_batch * job.workers
+    if job.samples_per_epoch < least:
+        raise SpiralrayError(
+            f"--samples {job.samples_per_epoch} is under one scorer batch per worker"
+            f" ({job.scorer_batch} x {job.workers} = {least}): nothing would train"
+        )
+    if job.resume and not job.name:
+        raise SpiralrayError("--resume needs the --name of the run to continue")
+    if job.name:
+        from ..io.storage import exists
+
+        used = any(exists(f"{storage}/{job.name}-{stage}") for stage in ("scorer", "segmenter"))
+        if used and not job.resume:
+            raise SpiralrayError(
+                f"a run named {job.name} exists in {storage}: add --resume to continue it,"
+                " or choose another --name"
+            )
+        if job.resume and not used:
+            raise SpiralrayError(f"no run named {job.name} in {storage} to resume")
 
 
 def _resume(job: TrainJob, storage: str, name: str, stage: str):

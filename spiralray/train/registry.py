@@ -9,6 +9,7 @@ working directory.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -49,7 +50,18 @@ def check_store(create: bool) -> None:
         with mock.patch.dict(os.environ, _ONE_TRY):  # the user's settings back afterwards
             mlflow.MlflowClient().search_registered_models(max_results=1)
     except Exception as exc:
-        raise SpiralrayError(f"cannot use the MLflow store at {uri}: {one_line(exc)}") from None
+        raise SpiralrayError(f"cannot use the MLflow store at {uri}: {_store_problem(exc)}") from None
+
+
+def _store_problem(exc: Exception) -> str:
+    """The short reason a tracking store failed: MLflow's own messages run to 500 characters."""
+    text = one_line(exc)
+    if exc.__class__.__name__ == "UnsupportedModelRegistryStoreURIException":
+        return "unsupported URI scheme (use sqlite:///PATH, http(s)://HOST:PORT, postgresql://..., file:PATH)"
+    reason = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
+    if reason and ("Max retries exceeded" in text or "Failed to establish" in text):
+        return f"cannot reach the tracking server ({reason.group(0).strip()})"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # MLflow's HTTP settings for check_store: one quick try
@@ -168,16 +180,41 @@ def register(model_uri: str, name: str, alias: str | None = None) -> str:
     return str(mv.version)
 
 
+def parse(uri: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (a number
+    or ``latest``); anything else is one clear error (MLflow would read ``models:/NAME`` as the
+    id of a logged model and say that none exists)."""
+    rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
+    if "@" in rest:
+        name, alias = rest.rsplit("@", 1)
+        if name and alias and "/" not in alias:
+            return name, alias, None
+    else:
+        name, _, version = rest.rpartition("/")
+        if name and (version.isdigit() or version == "latest"):
+            return name, None, version
+        if not name and rest:
+            raise SpiralrayError(
+                f"{uri} names no version: use models:/{rest}@ALIAS or models:/{rest}/VERSION"
+            )
+    raise SpiralrayError(
+        f"not a registry model URI: {uri!r} (use models:/NAME@ALIAS or models:/NAME/VERSION)"
+    )
+
+
 def load(uri: str):
     """A SpiralNet from ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
     from .. import modelzoo
 
+    parse(uri)
     check_store(create=False)
     mlflow = _mlflow()
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp())
     except Exception as exc:
-        raise SpiralrayError(f"cannot load {uri} from the registry at {tracking_uri()}: {exc}") from exc
+        raise SpiralrayError(
+            f"cannot load {uri} from the registry at {tracking_uri()}: {one_line(exc)}"
+        ) from exc
     for root, _dirs, files in os.walk(local):
         if "model.safetensors" in files and "config.json" in files:
             return modelzoo.load(root)
@@ -188,26 +225,22 @@ def describe(uri: str) -> dict:
     """Which version ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) names now, with its
     aliases and its source run's metrics; ``pinned`` is ``models:/NAME/VERSION``, so a caller can
     load exactly the version described even if the alias moves meanwhile."""
+    name, alias, version = parse(uri)
     check_store(create=False)
     mlflow = _mlflow()
-    rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
-    name, alias = rest.rsplit("@", 1) if "@" in rest else (rest, None)
-    if not alias:
-        name, _, version = rest.rpartition("/")
-    if not name:
-        raise SpiralrayError(
-            f"not a registry model URI: {uri!r} (use models:/NAME@ALIAS or models:/NAME/VERSION)"
-        )
     client = mlflow.MlflowClient()
     try:
-        mv = (
-            client.get_model_version_by_alias(name, alias)
-            if alias
-            else client.get_model_version(name, version)
-        )
+        if alias:
+            mv = client.get_model_version_by_alias(name, alias)
+        elif version == "latest":
+            mv = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+        else:
+            mv = client.get_model_version(name, version)
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
     except Exception as exc:
-        raise SpiralrayError(f"cannot find {uri} in the registry at {tracking_uri()}: {exc}") from exc
+        raise SpiralrayError(
+            f"cannot find {uri} in the registry at {tracking_uri()}: {one_line(exc)}"
+        ) from exc
     return {
         "name": name,
         "version": str(mv.version),

@@ -54,7 +54,10 @@ def fault_dir(ray_cluster):
     """The folder the session's Ray workers watch for fault files (``pipeline.actors._fault``)."""
     from pathlib import Path
 
-    return Path(os.environ["SPIRALRAY_FAULT_DIR"])
+    folder = Path(os.environ["SPIRALRAY_FAULT_DIR"])
+    yield folder
+    for f in folder.iterdir():  # a fault no actor took must not strike a later test
+        f.unlink()
 
 
 @pytest.fixture(scope="session")

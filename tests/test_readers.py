@@ -303,15 +303,15 @@ def test_unreachable_endpoint_and_wrong_credentials_are_one_line(tmp_path):
 
 
 @contextlib.contextmanager
-def _throttling(endpoint: str, key: str, fails: int, method: str = "GET"):
-    """An HTTP proxy on 127.0.0.1 in front of the S3 server at ``endpoint`` that answers the
-    first ``fails`` ``method`` requests for objects whose path contains ``key`` with S3's 503
-    SlowDown. Yields (proxy URL, {"503": how many it sent})."""
+def _throttling(endpoint: str, fails: dict[str, int], method: str = "GET"):
+    """An HTTP proxy on 127.0.0.1 in front of the S3 server at ``endpoint`` that answers S3's
+    503 SlowDown to the first ``fails[key]`` ``method`` requests for objects whose path contains
+    ``key``, for each key. Yields (proxy URL, {key: how many 503s it sent})."""
     import http.client
     import http.server
     from urllib.parse import urlparse
 
-    target, served = urlparse(endpoint), {"503": 0}
+    target, served = urlparse(endpoint), dict.fromkeys(fails, 0)
     slow_down = (
         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
         b"<Message>Please reduce your request rate.</Message></Error>"
@@ -336,8 +336,10 @@ def _throttling(endpoint: str, key: str, fails: int, method: str = "GET"):
         def _forward(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else None
-            if self.command == method and key in self.path.split("?")[0] and served["503"] < fails:
-                served["503"] += 1
+            path = self.path.split("?")[0]
+            key = next((k for k in fails if k in path), None) if self.command == method else None
+            if key is not None and served[key] < fails[key]:
+                served[key] += 1
                 return self._answer(503, [("Content-Type", "application/xml")], slow_down)
             c = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
@@ -370,13 +372,13 @@ def test_a_throttled_store_is_retried_beyond_the_clients_own_retries(s3, monkeyp
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: s3fs's and ours remain
     try:
         for fails in (8, 10**6):
-            with _throttling(s3, "/throttled.zarr/c/0/0", fails) as (proxy, served):
+            with _throttling(s3, {"/throttled.zarr/c/0/0": fails}) as (proxy, served):
                 monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
                 s3fs.S3FileSystem.clear_instance_cache()
                 reader = open_image(url)
                 if fails == 8:
                     assert np.array_equal(reader.read(0, 200, 0, 300), a)
-                    assert served["503"] == fails > s3fs.S3FileSystem.retries
+                    assert served["/throttled.zarr/c/0/0"] == fails > s3fs.S3FileSystem.retries
                 else:
                     with pytest.raises(SpiralrayError) as err:
                         reader.read(0, 200, 0, 300)
@@ -390,8 +392,9 @@ def test_a_throttled_store_is_retried_beyond_the_clients_own_retries(s3, monkeyp
 
 
 def test_throttled_writes_are_retried_and_the_output_is_whole(s3, monkeypatch, tmp_path, image, engine):
-    """Every chunk PUT of an S3 output is refused 503 SlowDown until 8 have been, more than s3fs
-    retries one PUT by itself: the writes are retried and the output equals a local run's."""
+    """Each kind of object an S3 output is made of gets 503 SlowDown for its first 8 PUTs, more
+    than s3fs retries one PUT by itself: the writes are retried and the output equals a local
+    run's."""
     import s3fs
 
     tifffile.imwrite(tmp_path / "img.tif", image)
@@ -401,11 +404,24 @@ def test_throttled_writes_are_retried_and_the_output_is_whole(s3, monkeypatch, t
     out = "s3://spiralray-test/throttled_out.zarr"
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     try:
-        with _throttling(s3, "/throttled_out.zarr/", 8, method="PUT") as (proxy, served):
+        # each kind of write: the manifest, a tile's record, scratch chunks, label chunks (a
+        # level's, written by da.store), the table, and the root group's metadata
+        kinds = {
+            k: 8
+            for k in (
+                "/throttled_out.zarr/.spiralray/manifest.json",
+                "/throttled_out.zarr/.spiralray/tiles/",
+                "/throttled_out.zarr/.spiralray/seed_ids/c/",
+                "/throttled_out.zarr/labels/instances/0/c/",
+                "/throttled_out.zarr/objects.parquet",
+                "/throttled_out.zarr/zarr.json",
+            )
+        }
+        with _throttling(s3, kinds, "PUT") as (proxy, served):
             monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
             s3fs.S3FileSystem.clear_instance_cache()
             s = segment_image_file(str(tmp_path / "img.tif"), out, engine, Options(tile_size=256))
-            assert served["503"] == 8 > s3fs.S3FileSystem.retries
+            assert served == kinds and 8 > s3fs.S3FileSystem.retries, served
     finally:
         monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
         s3fs.S3FileSystem.clear_instance_cache()

@@ -83,6 +83,10 @@ def test_load_by_alias_and_version_then_segment(trained, tmp_path):
     by_alias = modelzoo.load("models:/spiral-smoke@champion")
     by_version = modelzoo.load(f"models:/spiral-smoke/{out['version']}")
     assert registry.describe("models:/spiral-smoke/latest")["version"] == out["version"]
+    with pytest.raises(
+        SpiralrayError, match="models:/spiral-smoke/Production: no version of spiral-smoke is"
+    ):
+        registry.describe("models:/spiral-smoke/Production")  # a stage: none was set
     for uri, says in (  # MLflow would read models:/NAME as a logged model's id
         ("models:/spiral-smoke", "models:/spiral-smoke names no version: use models:/spiral-smoke@ALIAS"),
         ("models:/spiral-smoke/first", "not a registry model URI: 'models:/spiral-smoke/first'"),
@@ -165,6 +169,20 @@ def test_the_train_command_refuses_a_run_that_would_train_nothing(dataset, capsy
         assert main(["train", "--data", str(dataset), *flags]) == 2
         err = capsys.readouterr().err
         assert err.strip().splitlines() == [f"spiralray: error: {says}"], err
+
+
+def test_registry_uris_are_read_as_mlflow_reads_them():
+    from spiralray.train.registry import parse
+
+    assert parse("models:/nuclei@champion") == ("nuclei", "champion", None)
+    assert parse("models:/nuclei/3") == ("nuclei", None, "3")
+    assert parse("models:/nuclei/Latest") == ("nuclei", None, "Latest")  # any case, as MLflow
+    assert parse("models:/nuclei/Production") == ("nuclei", None, "Production")  # a stage
+    assert parse("models:/a@b/3") == ("a@b", None, "3")  # '@' may be part of a name
+    assert parse("models:/m-0123abcd") == ("m-0123abcd", None, None)  # a logged model's id
+    for bad in ("models:/nuclei/first", "models:/nuclei@", "models:/", "models:/a/b/c", "nuclei/3"):
+        with pytest.raises(SpiralrayError, match="not a registry model URI"):
+            parse(bad)
 
 
 def test_split_never_validates_on_training_frames(dataset):

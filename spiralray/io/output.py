@@ -247,8 +247,7 @@ class Output:
                         fill_value=0,
                         overwrite=True,
                     )
-                    level = arr.rechunk((chunks, chunks))
-                    retrying(lambda level=level, target=target: da.store(level, target, lock=False))
+                    da.store(arr.rechunk((chunks, chunks)), _Retried(target), lock=False)
                     datasets.append(
                         {
                             "path": str(k),
@@ -263,7 +262,7 @@ class Output:
             write_label_metadata(labels, name, fmt=fmt, source={"image": "../../"})
         labels.attrs["ome"] = {**dict(labels.attrs["ome"]), "version": fmt.version}  # NGFF 0.5 asks for it
         self.write_table(table)
-        root.attrs["spiralray"] = {**attrs, "complete": True}
+        retrying(lambda: root.attrs.__setitem__("spiralray", {**attrs, "complete": True}))
 
     def write_table(self, table: dict) -> None:
         import pyarrow as pa
@@ -277,9 +276,12 @@ class Output:
         """Root group attributes (created if missing): ``complete`` false until finalize."""
         import zarr
 
-        try:
+        def once():
             root = zarr.open_group(self._zurl(), mode="a", storage_options=self._zopts())
             root.attrs["spiralray"] = attrs
+
+        try:
+            retrying(once)
         except Exception as exc:
             raise SpiralrayError(f"cannot write output {redact(self.url)}: {one_line(exc)}") from exc
 
@@ -288,6 +290,17 @@ class Output:
             self.fs.rm(self._p(SCRATCH), recursive=True)
         except FileNotFoundError:
             pass
+
+
+class _Retried:
+    """A zarr array whose chunk writes ``da.store`` makes are each retried (``retrying``): a
+    throttled chunk is written again, not the whole level."""
+
+    def __init__(self, target):
+        self.target, self.shape, self.dtype = target, target.shape, target.dtype
+
+    def __setitem__(self, index, block) -> None:
+        retrying(lambda: self.target.__setitem__(index, block))
 
 
 def pyramid_levels(shape, chunks: int) -> int:

@@ -105,7 +105,9 @@ def transient(exc: BaseException) -> bool:
             isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
         ):
             return True
-        text = f"{exc.__class__.__name__} {exc}".lower()
+        # an OSError's own words, without its file name (a path may hold "503" or "timeout")
+        said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        text = f"{exc.__class__.__name__} {said}".lower()
         if any(t in text for t in TRANSIENT):
             return True
         if exc.__cause__ is None:

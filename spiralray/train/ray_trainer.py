@@ -269,7 +269,9 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         # placement-group cleaner polls is absent: it would warn every few seconds.
         quiet = {"worker_process_setup_hook": f"{__name__}.quiet_pg_cleaner"} if where == "local" else None
         ray.init(address=where, include_dashboard=False, runtime_env=quiet)
-    log(f"run {name}: checkpoints in {storage}/{name}-scorer and -segmenter (resume: --name {name} --resume)")
+    where = f" --storage {storage}" if job.storage else ""
+    resume = f"--name {name}{where} --resume"
+    log(f"run {name}: checkpoints in {storage}/{name}-scorer and -segmenter (resume: {resume})")
     cpus = _cpus_per_worker(job.workers)
     shared = {
         "job": asdict(job),

@@ -180,23 +180,29 @@ def register(model_uri: str, name: str, alias: str | None = None) -> str:
     return str(mv.version)
 
 
+STAGES = ("none", "staging", "production", "archived")  # MLflow's (deprecated) model stages
+
+
 def parse(uri: str) -> tuple[str, str | None, str | None]:
-    """(name, alias, version) of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (a number
-    or ``latest``); anything else is one clear error (MLflow would read ``models:/NAME`` as the
-    id of a logged model and say that none exists)."""
+    """(name, alias, version) of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, read as
+    MLflow reads them: VERSION is a number, ``latest`` or a stage (Production, ...; any case);
+    a name may hold '@' when a version follows. A logged model's id (``models:/m-...``) is
+    (id, None, None). Anything else is one clear error: MLflow would read ``models:/NAME`` as a
+    logged model's id and say that none exists."""
     rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
-    if "@" in rest:
-        name, alias = rest.rsplit("@", 1)
-        if name and alias and "/" not in alias:
-            return name, alias, None
-    else:
-        name, _, version = rest.rpartition("/")
-        if name and (version.isdigit() or version == "latest"):
+    parts = rest.split("/")
+    if len(parts) == 2 and parts[0]:
+        name, version = parts
+        if version.isdigit() or version.lower() == "latest" or version.lower() in STAGES:
             return name, None, version
-        if not name and rest:
-            raise SpiralrayError(
-                f"{uri} names no version: use models:/{rest}@ALIAS or models:/{rest}/VERSION"
-            )
+    elif len(parts) == 1 and "@" in rest:
+        name, alias = rest.rsplit("@", 1)
+        if name and alias:
+            return name, alias, None
+    elif len(parts) == 1 and rest.startswith("m-"):
+        return rest, None, None
+    elif len(parts) == 1 and rest:
+        raise SpiralrayError(f"{uri} names no version: use models:/{rest}@ALIAS or models:/{rest}/VERSION")
     raise SpiralrayError(
         f"not a registry model URI: {uri!r} (use models:/NAME@ALIAS or models:/NAME/VERSION)"
     )
@@ -232,11 +238,25 @@ def describe(uri: str) -> dict:
     try:
         if alias:
             mv = client.get_model_version_by_alias(name, alias)
-        elif version == "latest":
-            mv = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
-        else:
+        elif version is None:
+            raise SpiralrayError(f"{uri} is a logged model, not a registered one: use models:/NAME@ALIAS")
+        elif version.isdigit():
             mv = client.get_model_version(name, version)
+        else:  # latest, or the latest in a stage
+            quoted = name.replace("'", "\\'")
+            found = [
+                v
+                for v in client.search_model_versions(f"name='{quoted}'")
+                if version.lower() == "latest" or (v.current_stage or "None").lower() == version.lower()
+            ]
+            if not found:
+                raise SpiralrayError(
+                    f"{uri}: no version of {name} is {version} in the registry at {tracking_uri()}"
+                )
+            mv = max(found, key=lambda v: int(v.version))
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    except SpiralrayError:
+        raise
     except Exception as exc:
         raise SpiralrayError(
             f"cannot find {uri} in the registry at {tracking_uri()}: {one_line(exc)}"

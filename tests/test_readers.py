@@ -103,9 +103,14 @@ def test_zarr_v2_array_and_png(tmp_path, image):
     assert np.array_equal(open_image(str(tmp_path / "v2.zarr")).read(0, 300, 0, 330), image)
     import imageio.v3 as iio
 
-    iio.imwrite(tmp_path / "i.png", (image // 256).astype(np.uint8))
+    eight = (image // 256).astype(np.uint8)
+    iio.imwrite(tmp_path / "i.png", eight)
     r = open_image(str(tmp_path / "i.png"))
     assert r.whole and r.shape == image.shape
+    assert np.array_equal(r.read(10, 90, 20, 120), eight[10:90, 20:120])
+    iio.imwrite(tmp_path / "i.jpg", eight)  # lossy: equal to the file as decoded
+    r = open_image(str(tmp_path / "i.jpg"))
+    assert np.array_equal(r.read(0, r.shape[0], 0, r.shape[1]), iio.imread(tmp_path / "i.jpg"))
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,8 @@ def test_health_model_and_openapi(server):
     assert documented == {("/healthz", "get"), ("/v1/model", "get"), ("/v1/segment", "post")}
     for path, method in documented:  # every documented route is served (a 4xx for no body is fine)
         assert requests.request(method, server.url + path, timeout=60).status_code not in (404, 405)
+    docs = requests.get(f"{server.url}/docs", timeout=30)  # the README's interactive page
+    assert docs.status_code == 200 and "openapi.json" in docs.text
     op = schema["paths"]["/v1/segment"]["post"]
     assert {p["name"] for p in op["parameters"]} == {
         "format",

@@ -102,7 +102,7 @@ def cmd_segment(args) -> int:
     log.info("segment %s", summary)
     if args.json:
         print(json.dumps(summary))
-    else:
+    elif summary.get("images", 1) or not summary.get("failed"):  # "0 objects -> OUT" if none finished
         print(cli_segment.summary_line(summary, args.output, opts.pad_value))
     return cli_segment.report_failed(summary)
 

@@ -218,7 +218,9 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     capsys.readouterr()
     table = (tmp_path / "out" / "objects.parquet").read_bytes()
     assert main([*run, "--ids", "seed"]) == EXIT_FAILED_IMAGES  # every image refused: other parameters
-    assert "2 image(s) failed; none finished" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "2 image(s) failed; none finished" in err
+    assert out == ""  # no "0 objects -> OUT" line that reads like a finished run
     assert (tmp_path / "out" / "objects.parquet").read_bytes() == table  # the table stays
 
 
@@ -253,3 +255,22 @@ def test_the_demo_segments_its_archive_and_writes_what_the_readme_shows(ray_clus
     assert summary["objects"] > 50 and all(f > 0.8 for f in summary["object_f1_50"]), summary
     assert iio.imread(tmp_path / "demo" / "overlay.png").shape == (384, 384, 3)
     assert f"demo: labels in {tmp_path / 'demo' / 'labels'}/ (OME-Zarr)" in printed
+
+
+def test_a_segmenter_pool_no_node_can_hold_is_refused_or_warned(ray_cluster, capsys):
+    """--actor-gpus on a cluster without GPUs would wait forever, silently: an embedded Ray
+    (which cannot grow) refuses it; a joined cluster (which may autoscale) warns."""
+    from spiralray.errors import SpiralrayError
+    from spiralray.pipeline.ray_exec import check_resources
+
+    check_resources(RayOptions(segment_cpus=0.5), embedded=True)  # fits: nothing said
+    assert capsys.readouterr().err == ""
+    gpus = RayOptions(segment_cpus=0.75, segment_gpus=0.5)
+    with pytest.raises(
+        SpiralrayError, match=r"asks for 0.75 CPU, 0.5 GPU, which no node .* \(2 CPU, 0 GPU in all\)"
+    ):
+        check_resources(gpus, embedded=True)
+    check_resources(gpus, embedded=False)
+    assert "spiralray: warning: each segmenter actor asks for 0.75 CPU, 0.5 GPU" in capsys.readouterr().err
+    with pytest.raises(SpiralrayError, match="asks for 0.5 CPU, 1 segmenter"):  # a node type's resource
+        check_resources(RayOptions(segment_cpus=0.5, segment_resources={"segmenter": 1}), embedded=True)

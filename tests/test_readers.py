@@ -204,6 +204,33 @@ def test_s3_input_and_output_on_a_local_endpoint(s3, tmp_path, image, engine):
     assert not s3fs.S3FileSystem(skip_instance_cache=True).exists("spiralray-tset")  # not created
 
 
+def test_an_unreachable_object_store_is_not_called_a_missing_bucket(s3, monkeypatch):
+    """s3fs's exists() answers False for any failure; the check asks again to say which."""
+    import s3fs
+
+    port = free_port_here()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        with pytest.raises(SpiralrayError) as err:
+            check_output("s3://spiralray-test/in/x.zarr", "s3://spiralray-test/out/", Options(tile_size=256))
+    finally:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert str(err.value).startswith("cannot reach s3://spiralray-test: ") and str(err.value).endswith(
+        "(check the object store's endpoint and credentials)"
+    ), err.value
+
+
+def free_port_here() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine):
     """The product's main path as a user runs it: an archive prefix in object storage segmented
     on (embedded) Ray into labels in object storage, with the archive's object table."""

@@ -142,9 +142,19 @@ def _check_bucket(url: str) -> None:
         return  # credentials that may write but not look: the write itself will tell
     except Exception as exc:
         raise SpiralrayError(f"cannot use output {redact(url)}: {one_line(exc)}") from None
-    if not found:
-        proto = url.split("://", 1)[0]
-        raise SpiralrayError(f"output bucket does not exist: {proto}://{bucket} (create it first)")
+    if found:
+        return
+    proto = url.split("://", 1)[0]
+    try:  # exists() says False for any failure: ask again to learn which
+        fs.info(bucket)
+        return
+    except FileNotFoundError:
+        raise SpiralrayError(f"output bucket does not exist: {proto}://{bucket} (create it first)") from None
+    except PermissionError:
+        return
+    except Exception as exc:  # no credentials, no endpoint, no network
+        hint = "check the object store's endpoint and credentials"
+        raise SpiralrayError(f"cannot reach {proto}://{bucket}: {one_line(exc)} ({hint})") from None
 
 
 def check_output(path) -> None:

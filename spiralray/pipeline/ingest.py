@@ -15,8 +15,8 @@ a TIFF stored as one strip can only be read whole (listed in the summary's ``rea
 Resume and ownership: ``attrs["spiralray_ingest"]`` of an image group says ``complete: false``
 before any pixel, ``complete: true`` last: a complete group of the same source (same size) is
 skipped, an incomplete one replaced. Only groups with that mark are ever deleted; SRC is only read.
-A bad file is reported (``failed``), its partial output removed, the others finish: exit 0 when any
-file is converted or skipped, 2 when all fail. No torch here.
+A bad file is reported (``failed``), its partial output removed, the others finish: exit 0 when
+none failed, 3 when some did (as ``segment`` on an archive), 2 when all did. No torch here.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def cmd_ingest(args) -> int:
         print(json.dumps(s))
     else:
         for f in s["failed"]:
-            print(f"failed: {f['error']}", file=sys.stderr)
+            print(f"spiralray: failed: {f['error']}", file=sys.stderr)
         print(
             f"{s['files']} files -> {s['output']} ({s['converted']} converted, {s['skipped']} skipped, "
             f"{len(s['failed'])} failed; {s['seconds']:.1f} s, {s['pixel_bytes'] / 1e6:.1f} MB at "
@@ -336,4 +336,9 @@ def cmd_ingest(args) -> int:
     if s["failed"] and not (s["converted"] or s["skipped"]):
         print(f"spiralray: error: all {s['files']} files failed", file=sys.stderr)
         return 2
+    if s["failed"]:  # a pipeline must see it: the others are converted, re-running retries these
+        from ..cli_segment import EXIT_FAILED_IMAGES
+
+        print(f"spiralray: {len(s['failed'])} file(s) failed; the others are converted", file=sys.stderr)
+        return EXIT_FAILED_IMAGES
     return 0

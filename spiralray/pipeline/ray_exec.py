@@ -16,6 +16,7 @@ hold one batch each.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.spiral import ObjectMask
+from ..errors import SpiralrayError
 from ..io.readers import redact
 from .actors import CANDIDATE, ERROR, MARKER, STAT, ScoreActor, SegmentActor, model_payload, rows
 from .assemble import Assembler
@@ -50,24 +52,50 @@ class RayOptions:
     segment_resources: dict | None = None  # custom resources per segmenter actor (e.g. a node type)
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray."""
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray; True when it
+    started an embedded one (which cannot grow)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False, logging_level="warning")
-    else:
-        # "local": a new embedded cluster, never one that `ray start` left on this machine
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="warning",
-        )
+        return False
+    # "local": a new embedded cluster, never one that `ray start` left on this machine
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="warning",
+    )
+    return True
+
+
+def check_resources(ropts: RayOptions, embedded: bool) -> None:
+    """A segmenter actor that no node of the cluster can hold would wait forever, silently.
+    An embedded Ray cannot grow: refused. A cluster may autoscale: a warning on stderr."""
+    import ray
+
+    want = {"CPU": ropts.segment_cpus, "GPU": ropts.segment_gpus, **(ropts.segment_resources or {})}
+    want = {k: float(v) for k, v in want.items() if v}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0) >= v for k, v in want.items()) for node in nodes):
+        return
+    asks = ", ".join(f"{v:g} {k}" for k, v in want.items())
+    have = ray.cluster_resources()
+    has = ", ".join(f"{have.get(k, 0):g} {k}" for k in want)
+    msg = f"each segmenter actor asks for {asks}, which no node of this Ray cluster has ({has} in all)"
+    if embedded:
+        raise SpiralrayError(f"{msg}: lower --actor-gpus / --actor-cpus, or join a cluster that has them")
+    print(
+        f"spiralray: warning: {msg}; the segmenter actors wait until the cluster grows"
+        " (an autoscaler may add such nodes; `ray job stop` or Ctrl-C cancels)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _quiet_data() -> None:

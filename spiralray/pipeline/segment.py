@@ -84,11 +84,12 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     import ray
 
     from .local import usable_cpus
-    from .ray_exec import RayOptions, init_ray, run_images
+    from .ray_exec import RayOptions, check_resources, init_ray, run_images
 
     t0 = time.perf_counter()
     ropts = ropts or RayOptions()
-    init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
+    embedded = init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
+    check_resources(ropts, embedded)
     runs, finished, failed, paths = [], [], [], {}
     for index, e in indexed(output, entries) if archive else enumerate(entries):
         paths[index] = e.path

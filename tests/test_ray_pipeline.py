@@ -272,5 +272,9 @@ def test_a_segmenter_pool_no_node_can_hold_is_refused_or_warned(ray_cluster, cap
         check_resources(gpus, embedded=True)
     check_resources(gpus, embedded=False)
     assert "spiralray: warning: each segmenter actor asks for 0.75 CPU, 0.5 GPU" in capsys.readouterr().err
+    from spiralray.pipeline.ray_exec import check_placeable
+
+    with pytest.raises(SpiralrayError, match="each segmenter replica asks for 0.5 CPU, 1 GPU, .*: lower --num-gpus"):
+        check_placeable({"CPU": 0.5, "GPU": 1}, True, "segmenter replica", "--num-gpus")
     with pytest.raises(SpiralrayError, match="asks for 0.5 CPU, 1 segmenter"):  # a node type's resource
         check_resources(RayOptions(segment_cpus=0.5, segment_resources={"segmenter": 1}), embedded=True)

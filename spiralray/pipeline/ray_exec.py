@@ -75,11 +75,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 def check_resources(ropts: RayOptions, embedded: bool) -> None:
-    """A segmenter actor that no node of the cluster can hold would wait forever, silently.
-    An embedded Ray cannot grow: refused. A cluster may autoscale: a warning on stderr."""
+    """Each segmenter actor must fit on some node (``check_placeable``)."""
+    want = {"CPU": ropts.segment_cpus, "GPU": ropts.segment_gpus, **(ropts.segment_resources or {})}
+    check_placeable(want, embedded, "segmenter actor", "--actor-gpus / --actor-cpus")
+
+
+def check_placeable(want: dict, embedded: bool, who: str, flags: str) -> None:
+    """An actor that no node of the cluster can hold (``want``: resource -> amount) would wait
+    forever, silently. An embedded Ray cannot grow: refused, naming ``flags``. A joined cluster
+    may autoscale: a warning on stderr."""
     import ray
 
-    want = {"CPU": ropts.segment_cpus, "GPU": ropts.segment_gpus, **(ropts.segment_resources or {})}
     want = {k: float(v) for k, v in want.items() if v}
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if any(all(node.get(k, 0) >= v for k, v in want.items()) for node in nodes):
@@ -87,11 +93,11 @@ def check_resources(ropts: RayOptions, embedded: bool) -> None:
     asks = ", ".join(f"{v:g} {k}" for k, v in want.items())
     have = ray.cluster_resources()
     has = ", ".join(f"{have.get(k, 0):g} {k}" for k in want)
-    msg = f"each segmenter actor asks for {asks}, which no node of this Ray cluster has ({has} in all)"
+    msg = f"each {who} asks for {asks}, which no node of this Ray cluster has ({has} in all)"
     if embedded:
-        raise SpiralrayError(f"{msg}: lower --actor-gpus / --actor-cpus, or join a cluster that has them")
+        raise SpiralrayError(f"{msg}: lower {flags}, or join a cluster that has them")
     print(
-        f"spiralray: warning: {msg}; the segmenter actors wait until the cluster grows"
+        f"spiralray: warning: {msg}; it waits until the cluster grows"
         " (an autoscaler may add such nodes; `ray job stop` or Ctrl-C cancels)",
         file=sys.stderr,
         flush=True,

@@ -77,6 +77,16 @@ def cmd_serve(args, wait: Callable[[Callable[..., dict]], None] | None = None) -
     if connected:
         ray.init(address=address, log_to_driver=False)
     embedded = connected and address == "local"  # Serve here is ours alone
+    from ..pipeline.ray_exec import check_placeable
+
+    try:  # a replica no node can hold would leave the deploy waiting (5 minutes, then an error)
+        check_placeable(
+            {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus}, embedded, "segmenter replica", "--num-gpus"
+        )
+    except SpiralrayError:
+        if connected:
+            ray.shutdown()
+        raise
     state = {"cfg": cfg}
 
     def reload(**changes) -> dict:

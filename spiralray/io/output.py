@@ -132,6 +132,7 @@ class Output:
                 yield f
             except BaseException:
                 f.discard()
+                f.closed = True  # discarded: its __del__ must not try to flush what is gone
                 raise
             f.close()
             return

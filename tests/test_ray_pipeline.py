@@ -259,22 +259,39 @@ def test_the_demo_segments_its_archive_and_writes_what_the_readme_shows(ray_clus
 
 def test_a_segmenter_pool_no_node_can_hold_is_refused_or_warned(ray_cluster, capsys):
     """--actor-gpus on a cluster without GPUs would wait forever, silently: an embedded Ray
-    (which cannot grow) refuses it; a joined cluster (which may autoscale) warns."""
+    (one node, which cannot grow) refuses it, naming the flag to lower; a joined cluster (which
+    may autoscale) warns. This session's cluster has 2 CPUs and no GPU."""
     from spiralray.errors import SpiralrayError
-    from spiralray.pipeline.ray_exec import check_resources
+    from spiralray.pipeline.ray_exec import check_placeable, check_resources
 
     check_resources(RayOptions(segment_cpus=0.5), embedded=True)  # fits: nothing said
     assert capsys.readouterr().err == ""
     gpus = RayOptions(segment_cpus=0.75, segment_gpus=0.5)
-    with pytest.raises(
-        SpiralrayError, match=r"asks for 0.75 CPU, 0.5 GPU, which no node .* \(2 CPU, 0 GPU in all\)"
-    ):
+    with pytest.raises(SpiralrayError) as err:
         check_resources(gpus, embedded=True)
+    assert str(err.value) == (
+        "each segmenter actor asks for 0.75 CPU, 0.5 GPU (beside a scoring actor's 0.25 CPU), which no"
+        " node of this Ray cluster has (at most 2 CPU, 0 GPU): lower --actor-gpus, or join a cluster"
+        " that has them"
+    )
     check_resources(gpus, embedded=False)
-    assert "spiralray: warning: each segmenter actor asks for 0.75 CPU, 0.5 GPU" in capsys.readouterr().err
-    from spiralray.pipeline.ray_exec import check_placeable
-
-    with pytest.raises(SpiralrayError, match="each segmenter replica asks for 0.5 CPU, 1 GPU, .*: lower --num-gpus"):
-        check_placeable({"CPU": 0.5, "GPU": 1}, True, "segmenter replica", "--num-gpus")
-    with pytest.raises(SpiralrayError, match="asks for 0.5 CPU, 1 segmenter"):  # a node type's resource
+    assert capsys.readouterr().err.startswith(
+        "spiralray: warning: each segmenter actor asks for 0.75 CPU, 0.5 GPU, which no node of this Ray"
+        " cluster has (at most 2 CPU, 0 GPU); it waits until the cluster grows"
+    )
+    # all of the one node's CPUs: the scoring actor could never start beside it
+    with pytest.raises(SpiralrayError, match="lower --actor-cpus, or join"):
+        check_resources(RayOptions(segment_cpus=2), embedded=True)
+    with pytest.raises(SpiralrayError, match="asks for 0.5 CPU, 1 segmenter .*: lower --actor-resources"):
         check_resources(RayOptions(segment_cpus=0.5, segment_resources={"segmenter": 1}), embedded=True)
+    with pytest.raises(
+        SpiralrayError, match="each segmenter replica asks for 0.5 CPU, 1 GPU .*: lower --num-gpus"
+    ):
+        check_placeable(
+            {"CPU": 0.5, "GPU": 1},
+            True,
+            "segmenter replica",
+            {"GPU": "--num-gpus"},
+            {"CPU": 0.25},
+            "HTTP ingress",
+        )

@@ -131,8 +131,15 @@ class Output:
             try:
                 yield f
             except BaseException:
-                f.discard()
-                f.closed = True  # discarded: its __del__ must not try to flush what is gone
+                try:
+                    f.discard()  # an open multipart upload is aborted: nothing appears
+                except Exception:  # the write's own error is the one to report
+                    pass
+                finally:
+                    # whatever discard did, __del__'s close must never complete the object
+                    # (fsspec buffered files; other writers may not allow the attribute)
+                    with contextlib.suppress(AttributeError):
+                        f.closed = True
                 raise
             f.close()
             return

@@ -52,16 +52,21 @@ class RayOptions:
     segment_resources: dict | None = None  # custom resources per segmenter actor (e.g. a node type)
 
 
+_EMBEDDED = False  # whether init_ray started this process's Ray itself (embedded: cannot grow)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray; True when it
-    started an embedded one (which cannot grow)."""
+    """Join ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray; True when this
+    process's Ray is an embedded one that ``init_ray`` started (a single node that cannot grow)."""
     import ray
 
+    global _EMBEDDED
     if ray.is_initialized():
-        return False
+        return _EMBEDDED
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
         ray.init(address=address, log_to_driver=False, logging_level="warning")
+        _EMBEDDED = False
         return False
     # "local": a new embedded cluster, never one that `ray start` left on this machine
     ray.init(
@@ -71,37 +76,56 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         log_to_driver=False,
         logging_level="warning",
     )
+    _EMBEDDED = True
     return True
 
 
+ACTOR_FLAGS = {"CPU": "--actor-cpus", "GPU": "--actor-gpus"}  # anything else: --actor-resources
+WAITS = "it waits until the cluster grows (an autoscaler may add such nodes; `ray job stop` cancels)"
+
+
 def check_resources(ropts: RayOptions, embedded: bool) -> None:
-    """Each segmenter actor must fit on some node (``check_placeable``)."""
+    """A segmenter actor must fit on some node; on an embedded Ray (one node), beside the one
+    scoring actor the pipeline always keeps."""
     want = {"CPU": ropts.segment_cpus, "GPU": ropts.segment_gpus, **(ropts.segment_resources or {})}
-    check_placeable(want, embedded, "segmenter actor", "--actor-gpus / --actor-cpus")
+    flags = {k: ACTOR_FLAGS.get(k, "--actor-resources") for k in want}
+    beside = {"CPU": ropts.score_cpus} if embedded else None
+    check_placeable(want, embedded, "segmenter actor", flags, beside, "scoring actor")
 
 
-def check_placeable(want: dict, embedded: bool, who: str, flags: str) -> None:
-    """An actor that no node of the cluster can hold (``want``: resource -> amount) would wait
-    forever, silently. An embedded Ray cannot grow: refused, naming ``flags``. A joined cluster
-    may autoscale: a warning on stderr."""
+def check_placeable(
+    want: dict,
+    embedded: bool,
+    who: str,
+    flags: dict[str, str],
+    beside: dict | None = None,
+    neighbour: str = "",
+    waits: str = WAITS,
+) -> None:
+    """An actor that no node of the cluster can hold (``want``: resource -> amount; on one node
+    with ``beside``, another actor's, when given) would wait, silently. An embedded Ray cannot
+    grow: refused, naming the ``flags`` of the resources short. A joined cluster may autoscale:
+    a warning on stderr that ends with ``waits``."""
     import ray
 
     want = {k: float(v) for k, v in want.items() if v}
+    need = dict(want)
+    for k, v in (beside or {}).items():
+        need[k] = need.get(k, 0.0) + float(v)
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(all(node.get(k, 0) >= v for k, v in want.items()) for node in nodes):
+    if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
         return
+    best = {k: max((node.get(k, 0) for node in nodes), default=0) for k in need}
+    short = sorted({flags.get(k, k) for k, v in need.items() if best[k] < v})
     asks = ", ".join(f"{v:g} {k}" for k, v in want.items())
-    have = ray.cluster_resources()
-    has = ", ".join(f"{have.get(k, 0):g} {k}" for k in want)
-    msg = f"each {who} asks for {asks}, which no node of this Ray cluster has ({has} in all)"
-    if embedded:
-        raise SpiralrayError(f"{msg}: lower {flags}, or join a cluster that has them")
-    print(
-        f"spiralray: warning: {msg}; it waits until the cluster grows"
-        " (an autoscaler may add such nodes; `ray job stop` or Ctrl-C cancels)",
-        file=sys.stderr,
-        flush=True,
+    with_ = (
+        f" (beside a {neighbour}'s {', '.join(f'{v:g} {k}' for k, v in beside.items())})" if beside else ""
     )
+    has = ", ".join(f"{best[k]:g} {k}" for k in need)
+    msg = f"each {who} asks for {asks}{with_}, which no node of this Ray cluster has (at most {has})"
+    if embedded:
+        raise SpiralrayError(f"{msg}: lower {' / '.join(short)}, or join a cluster that has them")
+    print(f"spiralray: warning: {msg}; {waits}", file=sys.stderr, flush=True)
 
 
 def _quiet_data() -> None:

@@ -89,7 +89,6 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     t0 = time.perf_counter()
     ropts = ropts or RayOptions()
     embedded = init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
-    check_resources(ropts, embedded)
     runs, finished, failed, paths = [], [], [], {}
     for index, e in indexed(output, entries) if archive else enumerate(entries):
         paths[index] = e.path
@@ -106,6 +105,8 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
             failed.append({"input": redact(e.url), "error": str(exc)})
             continue
         (finished if run.finished is not None else runs).append(run)
+    if runs:  # work to do: the actors must fit somewhere (a finished archive needs none)
+        check_resources(ropts, embedded)
     # per-image statistics are a pass over each image's chunks: one Ray task per image
     plan_task = ray.remote(num_cpus=0.5)(_plan)
     pending = {id(r): plan_task.remote(r.input, opts, engine.cfg, r.index) for r in runs if r.plan is None}

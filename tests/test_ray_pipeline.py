@@ -270,7 +270,7 @@ def test_a_segmenter_pool_no_node_can_hold_is_refused_or_warned(ray_cluster, cap
     with pytest.raises(SpiralrayError) as err:
         check_resources(gpus, embedded=True)
     assert str(err.value) == (
-        "each segmenter actor asks for 0.75 CPU, 0.5 GPU (beside a scoring actor's 0.25 CPU), which no"
+        "each segmenter actor asks for 0.75 CPU, 0.5 GPU (beside the scoring actor's 0.25 CPU), which no"
         " node of this Ray cluster has (at most 2 CPU, 0 GPU): lower --actor-gpus, or join a cluster"
         " that has them"
     )

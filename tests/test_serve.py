@@ -411,3 +411,27 @@ def test_alias_move_is_picked_up_by_reconfigure_without_downtime(server, registr
         server.reload(model=f"models:/{MODEL}/99")
     assert requests.get(f"{server.url}/v1/model", timeout=30).json()["version"] == "2"
     assert np.array_equal(served_labels(server, image)[0], new)
+
+
+def test_a_replica_no_node_can_hold_is_refused_at_once():
+    """``spiralray serve --num-gpus 1`` on its own embedded Ray (no GPU): one line, exit 2,
+    naming the flag to lower, instead of a deploy that waits 5 minutes. No fixture: the command
+    starts and stops its own Ray, as a user's does."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SPIRALRAY_LOG": os.devnull}
+    env.pop("RAY_ADDRESS", None)
+    cli = subprocess.run(
+        [sys.executable, "-m", "spiralray", "serve", "--num-gpus", "1", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert cli.returncode == 2, cli.stderr
+    import re
+
+    assert re.fullmatch(  # the CPU count is the machine's
+        r"spiralray: error: each segmenter replica asks for 0\.5 CPU, 1 GPU \(beside the HTTP ingress's"
+        r" 0\.25 CPU\), which no node of this Ray cluster has \(at most \d+ CPU, 0 GPU\): lower --num-gpus,"
+        r" or join a cluster that has them",
+        cli.stderr.strip().splitlines()[-1],
+    ), cli.stderr

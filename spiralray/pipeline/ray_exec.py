@@ -119,7 +119,7 @@ def check_placeable(
     short = sorted({flags.get(k, k) for k, v in need.items() if best[k] < v})
     asks = ", ".join(f"{v:g} {k}" for k, v in want.items())
     with_ = (
-        f" (beside a {neighbour}'s {', '.join(f'{v:g} {k}' for k, v in beside.items())})" if beside else ""
+        f" (beside the {neighbour}'s {', '.join(f'{v:g} {k}' for k, v in beside.items())})" if beside else ""
     )
     has = ", ".join(f"{best[k]:g} {k}" for k in need)
     msg = f"each {who} asks for {asks}{with_}, which no node of this Ray cluster has (at most {has})"

@@ -81,9 +81,15 @@ def cmd_serve(args, wait: Callable[[Callable[..., dict]], None] | None = None) -
 
     try:  # a replica no node can hold would leave the deploy waiting (5 minutes, then an error)
         check_placeable(
-            {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus}, embedded, "segmenter replica", "--num-gpus"
+            {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus},
+            embedded,
+            "segmenter replica",
+            {"CPU": "--set num_cpus=N", "GPU": "--num-gpus"},
+            {"CPU": cfg.ingress_num_cpus} if embedded else None,
+            "HTTP ingress",
+            waits="the deploy waits up to 5 minutes for the cluster to grow",
         )
-    except SpiralrayError:
+    except BaseException:
         if connected:
             ray.shutdown()
         raise

@@ -106,19 +106,22 @@ class Output:
             with self._raw_writing(key) as f:
                 f.write(data)
 
-        try:
+        with self._reported(key):
             retrying(once)
-        except OSError as exc:
-            raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
 
     @contextlib.contextmanager
     def writing(self, key: str):
         """A file to stream ``key`` into, which appears whole or not at all: a temporary name
         renamed locally; on object stores an upload that an error aborts (a multipart upload
         is only visible once completed), so what is written need not fit in memory."""
+        with self._reported(key), self._raw_writing(key) as f:
+            yield f
+
+    @contextlib.contextmanager
+    def _reported(self, key: str):
+        """A storage error writing ``key`` as one line naming it."""
         try:
-            with self._raw_writing(key) as f:
-                yield f
+            yield
         except OSError as exc:
             raise SpiralrayError(f"cannot write {redact(self.url)}/{key}: {one_line(exc)}") from exc
 

@@ -207,8 +207,9 @@ def test_s3_input_and_output_on_a_local_endpoint(s3, tmp_path, image, engine):
 def test_an_unreachable_object_store_is_not_called_a_missing_bucket(s3, monkeypatch):
     """s3fs's exists() answers False for any failure; the check asks again to say which."""
     import s3fs
+    from test_serve import free_port
 
-    port = free_port_here()
+    port = free_port()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")  # nothing listens there
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     s3fs.S3FileSystem.clear_instance_cache()
@@ -221,14 +222,6 @@ def test_an_unreachable_object_store_is_not_called_a_missing_bucket(s3, monkeypa
     assert str(err.value).startswith("cannot reach s3://spiralray-test: ") and str(err.value).endswith(
         "(check the object store's endpoint and credentials)"
     ), err.value
-
-
-def free_port_here() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine):

@@ -97,7 +97,7 @@ def cmd_segment(args) -> int:
     labels = summary.pop("labels", None)
     summary.pop("table", None)
     if labels is not None:
-        storage.write_labels(args.output, labels)
+        storage.write_labels(args.output, labels, spacing=summary.get("spacing"))
     summary["threads"] = threads
     log.info("segment %s", summary)
     if args.json:

@@ -37,7 +37,16 @@ def _folder(root):
         want[rel] = a if stored is None else stored
 
     lzw = rng.integers(0, 60000, (150, 170), dtype=np.uint16)
-    tif("a/b/lzw.tif", lzw, compression="lzw", rowsperstrip=16)
+    # ImageJ's calibration (0.5 micron pixels): carried into the image's NGFF metadata
+    tif(
+        "a/b/lzw.tif",
+        lzw,
+        compression="lzw",
+        rowsperstrip=16,
+        imagej=True,
+        resolution=(2, 2),
+        metadata={"unit": "micron"},
+    )
     rgb = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
     tif("a/rgb.tif", rgb, rgb.transpose(2, 0, 1), photometric="rgb", compression="zlib", tile=(32, 32))
     stack = rng.integers(0, 4000, (2, 3, 40, 50), dtype=np.uint16)
@@ -89,6 +98,18 @@ def test_folder_to_archive_levels_pixels_and_resume(ray_cluster, tmp_path):
         assert s0.chunks == (1,) * (a.ndim - 2) + (32, 32)
         mark = dict(zarr.open_group(str(dst / _zarr_path(rel)), mode="r").attrs)["spiralray_ingest"]
         assert mark["complete"] is True and mark["source"] == str(tmp_path / "src" / rel)
+    # the pixel size: ome-zarr-py's per-level scale and 2 x 2 mean centres, in the file's unit
+    ms = list(Reader(parse_url(str(dst / "a/b/lzw.zarr")))())[0].metadata
+    assert [a.get("unit") for a in ms["axes"]] == ["micrometer"] * 2
+    for k, transforms in enumerate(ms["coordinateTransformations"]):
+        assert transforms == [
+            {"type": "scale", "scale": [0.5 * 2**k] * 2},
+            {"type": "translation", "translation": [0.5 * (2**k - 1) / 2] * 2},
+        ]
+    assert open_image(str(dst / "a/b/lzw.zarr")).spacing["scale"] == [0.5, 0.5]
+    assert [a.get("unit") for a in list(Reader(parse_url(str(dst / "p.zarr")))())[0].metadata["axes"]] == [
+        None
+    ] * 2
     # spiralray's own reader picks channels and planes of the result
     r = open_image(str(dst / "a/rgb.zarr"), channel=1)
     assert np.array_equal(r.read(0, 64, 0, 96), want["a/rgb.tif"][1])

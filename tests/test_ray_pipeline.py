@@ -137,7 +137,8 @@ def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, eng
 def test_folder_of_tiffs_and_zarr_stores(ray_cluster, engine, tmp_path):
     (tmp_path / "sub").mkdir()  # its output folder is made by the run, inside the output
     for i, name in enumerate(["f0.tif", "sub/f1.tif"]):
-        tifffile.imwrite(tmp_path / name, generate(SyntheticSpec(260, 300), seed=70 + i)[0])
+        calibrated = {"imagej": True, "resolution": (4, 4), "metadata": {"unit": "micron"}} if i else {}
+        tifffile.imwrite(tmp_path / name, generate(SyntheticSpec(260, 300), seed=70 + i)[0], **calibrated)
     small = generate(SyntheticSpec(128, 144, density=0.0015), seed=72)[0]
     plate = zarr.open_group(str(tmp_path / "plate.zarr"), mode="w")  # a store of images in a folder
     for well in ("A/1", "A/2"):
@@ -147,6 +148,9 @@ def test_folder_of_tiffs_and_zarr_stores(ray_cluster, engine, tmp_path):
     s = segment(str(tmp_path), str(out), engine, Options(tile_size=256), ropts=ROPTS)
     assert s["images"] == 5 and not s["failed"]
     assert (out / "sub" / "f1.zarr" / "labels" / "instances").exists()
+    ms = zarr.open_group(str(out / "sub/f1.zarr/labels/instances")).attrs["ome"]["multiscales"][0]
+    assert ms["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [0.25, 0.25]}]
+    assert [a.get("unit") for a in ms["axes"]] == ["micrometer"] * 2  # the image's calibration
     hierarchy = zarr.open_group(str(out), mode="r")  # the folder of outputs opens as zarr groups
     assert sorted(hierarchy.group_keys()) == ["f0.zarr", "one.zarr", "plate.zarr", "sub"]
     assert "labels" in hierarchy["sub/f1.zarr"] and "labels" in hierarchy["plate.zarr/A/2"]

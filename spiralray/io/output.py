@@ -28,6 +28,7 @@ import uuid
 import numpy as np
 
 from ..errors import SpiralrayError
+from . import spacing
 from .readers import is_url, local, one_line, redact, retrying
 
 MANIFEST = ".spiralray/manifest.json"
@@ -216,10 +217,18 @@ class Output:
         _fault("chunk")
 
     def finalize(
-        self, scratch, seeds: np.ndarray, ids: np.ndarray, chunks: int, attrs: dict, table: dict
+        self,
+        scratch,
+        seeds: np.ndarray,
+        ids: np.ndarray,
+        chunks: int,
+        attrs: dict,
+        table: dict,
+        pixel: dict | None = None,
     ) -> None:
         """Final labels from the scratch seed ids: ``seeds`` (sorted uint64) map to ``ids``;
-        instance and semantic pyramids, OME metadata, the table; ``complete`` set last."""
+        instance and semantic pyramids, OME metadata (in the input's physical units when
+        ``pixel``, an ``io.spacing`` dict, gives them), the table; ``complete`` set last."""
         import dask
         import dask.array as da
         import zarr
@@ -262,12 +271,12 @@ class Output:
                     datasets.append(
                         {
                             "path": str(k),
-                            "coordinateTransformations": [{"type": "scale", "scale": [2.0**k, 2.0**k]}],
+                            "coordinateTransformations": spacing.ngff_transforms(pixel, k),
                         }
                     )
                     # nearest neighbour: ids are never averaged
                     arr = da.from_zarr(target)[::2, ::2]
-                write_multiscales_metadata(group, datasets, fmt=fmt, axes=["y", "x"], name=name)
+                write_multiscales_metadata(group, datasets, fmt=fmt, axes=spacing.ngff_axes(pixel), name=name)
         labels.attrs.pop("ome", None)
         for name in LABELS:
             write_label_metadata(labels, name, fmt=fmt, source={"image": "../../"})

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpiralrayError
+from . import spacing
 from .planes import Plane, choose_plane
 
 TIFF = (".tif", ".tiff")
@@ -152,7 +153,16 @@ class ImageReader:
     stored dtype; ``shape`` is (H, W); ``chunks`` the natural read unit (rows, cols)."""
 
     def __init__(
-        self, url: str, array, plane: Plane, chunks, whole: bool, kind: str, missing: int = 0, keep=None
+        self,
+        url: str,
+        array,
+        plane: Plane,
+        chunks,
+        whole: bool,
+        kind: str,
+        missing: int = 0,
+        keep=None,
+        spacing: dict | None = None,
     ):
         self.url, self.array, self.plane, self.kind = url, array, plane, kind
         ys = [n for a, n in zip(plane.axes, array.shape, strict=True) if a == "y"]
@@ -163,6 +173,7 @@ class ImageReader:
         self.whole = whole
         self.missing_chunks = missing
         self._keep = keep  # open file handles the array reads through
+        self.spacing = spacing  # physical pixel size (io.spacing), None when the metadata has none
         if self.dtype.kind not in "uifb":
             raise SpiralrayError(f"{redact(url)} holds {self.dtype} data, not a numeric image")
 
@@ -215,6 +226,7 @@ class ImageReader:
             "chunks": list(self.chunks),
             "whole": self.whole,
             "missing_chunks": self.missing_chunks,
+            **({"spacing": self.spacing} if self.spacing else {}),
         }
 
 
@@ -236,13 +248,14 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
         node = zarr.open(local(url), mode="r", storage_options=storage_options if is_url(url) else None)
     except Exception as exc:
         raise SpiralrayError(f"cannot open {redact(url)} as zarr: {one_line(exc)}") from exc
-    axes, kind = None, "zarr"
+    axes, kind, pixel = None, "zarr", None
     if isinstance(node, zarr.Group):
         ms, axes = _ome_axes(dict(node.attrs))
         if ms is None:
             raise SpiralrayError(
                 f"{redact(url)} is a zarr group, not an image: name an array or image inside it"
             )
+        pixel = spacing.from_ngff(ms)
         try:
             node = node[ms["datasets"][0]["path"]]
         except Exception as exc:
@@ -258,7 +271,9 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
         )
     p = choose_plane(tuple(node.shape), axes, channel, plane)
     chunks = tuple(int(c) for a, c in zip(p.axes, node.chunks, strict=True) if a in "yx")
-    return ImageReader(url, node, p, chunks, whole=False, kind=kind.strip(), missing=_missing(node, p))
+    return ImageReader(
+        url, node, p, chunks, whole=False, kind=kind.strip(), missing=_missing(node, p), spacing=pixel
+    )
 
 
 def _missing(node, p: Plane) -> int:
@@ -300,6 +315,7 @@ def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
         arr = zarr.open(series.aszarr(), mode="r")
         if isinstance(arr, zarr.Group):  # a pyramidal TIFF: level 0
             arr = arr["0"]
+        pixel = spacing.from_tiff(tif)
     except SpiralrayError:
         raise
     except Exception as exc:
@@ -309,7 +325,7 @@ def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
     chunks = tuple(int(c) for a, c in zip(p.axes, arr.chunks, strict=True) if a in "yx")
     shape = tuple(n for a, n in zip(p.axes, arr.shape, strict=True) if a in "yx")
     whole = chunks[0] >= shape[0] and chunks[1] >= shape[1]
-    return ImageReader(url, arr, p, chunks, whole=whole, kind="tiff", keep=(tif, handle))
+    return ImageReader(url, arr, p, chunks, whole=whole, kind="tiff", keep=(tif, handle), spacing=pixel)
 
 
 def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:

@@ -17,6 +17,7 @@ from ..errors import SpiralrayError
 from .readers import RASTER, TIFF, exists, is_zarr
 from .readers import is_url as _is_url
 from .readers import local as _local
+from .spacing import tiff_metadata
 
 
 def read_image(path, storage_options: dict | None = None) -> np.ndarray:
@@ -171,9 +172,12 @@ def check_output(path) -> None:
 SOFTWARE = "spiralray"  # the TIFF Software tag of label images spiralray writes
 
 
-def write_labels(path, labels: np.ndarray, chunks: int = 1024, software: str | None = SOFTWARE) -> None:
+def write_labels(
+    path, labels: np.ndarray, chunks: int = 1024, software: str | None = SOFTWARE, spacing: dict | None = None
+) -> None:
     """Write a label image: ``.tif`` (compressed TIFF, its Software tag ``software``: how a
-    later run recognises its own output) or ``.zarr`` (a zarr v3 array)."""
+    later run recognises its own output; OME-XML with the pixel size when ``spacing`` gives
+    one) or ``.zarr`` (a zarr v3 array)."""
     s = _local(str(path))
     if is_zarr(s):
         import zarr
@@ -192,7 +196,7 @@ def write_labels(path, labels: np.ndarray, chunks: int = 1024, software: str | N
 
     tmp = f"{s}.{os.getpid()}.partial"
     try:
-        tifffile.imwrite(tmp, labels, compression="zlib", software=software)
+        tifffile.imwrite(tmp, labels, compression="zlib", software=software, **tiff_metadata(spacing))
         os.replace(tmp, s)  # never leave a half-written output behind
     except OSError as exc:
         raise SpiralrayError(f"cannot write {s}: {exc.__class__.__name__}: {exc}") from exc

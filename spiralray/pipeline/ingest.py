@@ -132,6 +132,42 @@ def pyramid_levels(h: int, w: int, chunk: int) -> int:
     return n
 
 
+def _physical(pixel: dict | None) -> dict:
+    """``write_image`` keywords for the file's pixel size (``io.spacing``): ome-zarr-py scales
+    each level and centres its 2 x 2 means itself. (A stage offset is not carried.)"""
+    if not pixel:
+        return {}
+    (sy, sx), (uy, ux) = pixel["scale"], pixel["unit"]
+    units = {a: u for a, u in (("y", uy), ("x", ux)) if u}
+    return {"scale": {"y": sy, "x": sx}, **({"axes_units": units} if units else {})}
+
+
+def _exact_transforms(group, axes: str, pixel: dict | None) -> None:
+    """Each level's y / x transforms, exactly: ome-zarr-py derives a level's scale from the
+    shapes' ratio (150 rows -> 37 gives 4.05 px, not 4), but level k's pixel i is the mean of
+    level 0's 2**k block from 2**k * i, so its scale is 2**k px and its centre (2**k - 1) / 2
+    px further in. Other axes keep what ome-zarr-py wrote."""
+    sy, sx = pixel["scale"] if pixel else (1.0, 1.0)
+    attrs = dict(group.attrs)
+    ome = dict(attrs.get("ome", attrs))  # NGFF 0.5 nests under "ome"; 0.4 does not
+    ms = [dict(m) for m in ome["multiscales"]]
+    for k, ds in enumerate(ms[0]["datasets"]):
+        old = {t["type"]: t[t["type"]] for t in ds["coordinateTransformations"]}
+        size = dict(zip(axes, old["scale"], strict=True))
+        shift = dict(zip(axes, old.get("translation", [0.0] * len(axes)), strict=True))
+        for a, s in (("y", sy), ("x", sx)):
+            size[a], shift[a] = s * 2**k, s * (2**k - 1) / 2
+        ds["coordinateTransformations"] = [
+            {"type": "scale", "scale": [size[a] for a in axes]},
+            {"type": "translation", "translation": [shift[a] for a in axes]},
+        ]
+    ome["multiscales"] = ms
+    if "ome" in attrs:
+        group.attrs["ome"] = ome
+    else:
+        group.attrs["multiscales"] = ms
+
+
 def _write(url: str, group, opts: IngestOptions) -> dict:
     import dask
     from ome_zarr.scale import Methods
@@ -151,8 +187,10 @@ def _write(url: str, group, opts: IngestOptions) -> dict:
             method=Methods.LOCAL_MEAN,
             axes=list(axes),
             storage_options={"chunks": chunks},
+            **_physical(reader.spacing),
             name=url.rstrip("/").rsplit("/", 1)[-1],
         )
+    _exact_transforms(group, axes, reader.spacing)
     meta = {"shape": list(darr.shape), "axes": axes, "dtype": str(darr.dtype), "levels": levels}
     return {**meta, "chunks": chunks, "whole": bool(whole), "pixel_bytes": int(darr.nbytes)}
 

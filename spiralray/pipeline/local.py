@@ -130,7 +130,7 @@ def run_plan(
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
     if out is not None:
         attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
-        out.finalize(scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
+        out.finalize(scratch, table["seed_id"], ids, plan.tile_size, attrs, table, plan.source.get("spacing"))
         return summary
     summary["labels"] = _relabel(full, table["seed_id"], ids, opts.semantic)
     summary["table"] = table
@@ -153,6 +153,7 @@ def summarize(plan: ImagePlan, asm: Assembler, table: dict, opts: Options, tiles
         "scale": plan.scale,
         "diameter": plan.diameter,
         "padded_pixels": plan.padded_pixels,
+        "spacing": plan.source.get("spacing"),  # the input's pixel size, None when unrecorded
         "ids": opts.ids,
     }
 

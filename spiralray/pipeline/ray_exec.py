@@ -347,7 +347,9 @@ def _finish(img: _Image, opts: Options) -> dict:
     summary = {**summarize(plan, img.asm, table, opts, len(img.tiles), stats), "executor": "ray"}
     if img.run.out is not None:
         attrs = {"version": VERSION, "manifest": ".spiralray/manifest.json"}
-        img.run.out.finalize(img.scratch, table["seed_id"], ids, plan.tile_size, attrs, table)
+        img.run.out.finalize(
+            img.scratch, table["seed_id"], ids, plan.tile_size, attrs, table, plan.source.get("spacing")
+        )
     else:
         summary["labels"] = _relabel(img.full, table["seed_id"], ids, opts.semantic)
         summary["table"] = table

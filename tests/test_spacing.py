@@ -1,0 +1,135 @@
+"""The input's physical pixel size is read from its metadata (NGFF, OME-TIFF, ImageJ) and the
+labels carry it, so that they overlay their image in physical units as they do in pixels."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from spiralray.cli import main
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.io import spacing
+from spiralray.io.readers import open_image
+from spiralray.io.storage import written_by_spiralray
+
+UM = ["micrometer", "micrometer"]
+
+
+def _multiscale(datasets_t, outer=None, units=("micrometer", "micrometer")):
+    ms = {
+        "axes": [
+            {"name": "c", "type": "channel"},
+            {"name": "y", "type": "space", "unit": units[0]},
+            {"name": "x", "type": "space", "unit": units[1]},
+        ],
+        "datasets": [{"path": "0", "coordinateTransformations": datasets_t}],
+    }
+    if outer is not None:
+        ms["coordinateTransformations"] = outer
+    return ms
+
+
+def test_ngff_level0_spacing_composes_dataset_and_multiscale_transforms():
+    ds = [
+        {"type": "scale", "scale": [1, 0.325, 0.4]},
+        {"type": "translation", "translation": [0, 100.0, 50.0]},
+    ]
+    got = spacing.from_ngff(_multiscale(ds, outer=[{"type": "scale", "scale": [1, 2, 3]}]))
+    # world = outer_scale * (scale * i + t): the y and x entries, not the channel's
+    assert got == {"scale": [0.65, pytest.approx(1.2)], "translation": [200.0, 150.0], "unit": UM}
+    assert spacing.from_ngff(_multiscale(ds[:1]))["translation"] == [0.0, 0.0]
+    odd = spacing.from_ngff(_multiscale(ds[:1], units=("furlong", None)))
+    assert odd["unit"] == [None, None] and odd["scale"] == [0.325, 0.4]  # no unit NGFF names
+    for bad in ([{"type": "scale", "scale": [1, 0, 1]}], [{"type": "affine", "path": "x"}], []):
+        assert spacing.from_ngff(_multiscale(bad)) is None  # not a pixel size: left out
+    assert spacing.from_ngff({"axes": ["y", "x"], "datasets": [{"path": "0"}]}) is None  # NGFF 0.3
+
+
+def test_units_in_every_spelling_and_pyramid_transforms():
+    for u in ("µm", "\\u00B5m", "micron", "um", "micrometer", "MICRON"):
+        assert spacing.unit_name(u) == "micrometer", u
+    assert spacing.unit_name("nm") == "nanometer" and spacing.unit_name("pixel") is None
+    px = spacing.make(0.5, 0.25, "µm", "µm", 10, 0)
+    assert spacing.ngff_transforms(px, 2) == [
+        {"type": "scale", "scale": [2.0, 1.0]},  # every 4th pixel of level 0, nearest neighbour:
+        {"type": "translation", "translation": [10.0, 0.0]},  # pixel 0 stays where it was
+    ]
+    assert spacing.ngff_transforms(None, 1) == [{"type": "scale", "scale": [2.0, 2.0]}]
+    assert spacing.ngff_axes(px) == [
+        {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"},
+    ]
+    assert spacing.make(float("nan"), 1) is None and spacing.make(-1, 1) is None
+
+
+def test_tiff_pixel_size_from_ome_xml_and_imagej_but_not_resolution_tags_alone(tmp_path):
+    a = np.zeros((40, 50), np.uint16)
+    meta = {"axes": "YX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.3, "PhysicalSizeXUnit": "nm"}
+    tifffile.imwrite(tmp_path / "ome.tif", a, ome=True, metadata={**meta, "PhysicalSizeYUnit": "nm"})
+    tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(4, 2), metadata={"unit": "\\u00B5m"})
+    tifffile.imwrite(
+        tmp_path / "dpi.tif", a, resolution=(72, 72), resolutionunit="INCH"
+    )  # a writer's default
+    got = open_image(str(tmp_path / "ome.tif")).spacing
+    assert got == {"scale": [0.3, 0.2], "translation": [0.0, 0.0], "unit": ["nanometer"] * 2}
+    assert open_image(str(tmp_path / "ij.tif")).spacing == {
+        "scale": [0.5, 0.25],
+        "translation": [0.0, 0.0],
+        "unit": UM,
+    }
+    assert open_image(str(tmp_path / "dpi.tif")).spacing is None
+    assert "spacing" not in open_image(str(tmp_path / "dpi.tif")).describe()
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    return generate(SyntheticSpec(120, 140), seed=4)[0]
+
+
+def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    src = zarr.open_group(str(tmp_path / "in.ome.zarr"), mode="w", zarr_format=2)
+    src.create_array("0", data=np.stack([np.zeros_like(nuclei), nuclei]), chunks=(1, 64, 64))
+    ds = [
+        {"type": "scale", "scale": [1, 0.325, 0.325]},
+        {"type": "translation", "translation": [0, 7.0, 3.0]},
+    ]
+    src.attrs["multiscales"] = [{"version": "0.4", **_multiscale(ds)}]
+    out = tmp_path / "labels.zarr"
+    assert main(["segment", str(tmp_path / "in.ome.zarr"), str(out), "--channel", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["spacing"] == {"scale": [0.325, 0.325], "translation": [7.0, 3.0], "unit": UM}
+    for name in ("instances", "semantic"):
+        node = next(n for n in Reader(parse_url(str(out / "labels")))() if n.metadata.get("name") == name)
+        assert [a["unit"] for a in node.metadata["axes"]] == UM
+        assert node.metadata["coordinateTransformations"][0] == [
+            {"type": "scale", "scale": [0.325, 0.325]},
+            {"type": "translation", "translation": [7.0, 3.0]},
+        ]
+    # an uncalibrated input keeps pixel units, as before
+    tifffile.imwrite(tmp_path / "plain.tif", nuclei)
+    assert main(["segment", str(tmp_path / "plain.tif"), str(tmp_path / "plain.zarr")]) == 0
+    ms = zarr.open_group(str(tmp_path / "plain.zarr/labels/instances")).attrs["ome"]["multiscales"][0]
+    assert ms["axes"] == [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    assert ms["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [1.0, 1.0]}]
+
+
+def test_a_tiff_output_records_the_pixel_size_as_ome_xml_and_stays_recognised(tmp_path, nuclei):
+    meta = {"axes": "YX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65}  # OME's default unit: µm
+    tifffile.imwrite(tmp_path / "in.ome.tif", nuclei, ome=True, metadata=meta)
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(tmp_path / "in.ome.tif"), str(out)]) == 0
+    labels = open_image(str(out))
+    assert labels.spacing == {"scale": [0.65, 0.65], "translation": [0.0, 0.0], "unit": UM}
+    with tifffile.TiffFile(out) as tif:
+        rx, ry = tif.pages[0].get_resolution()
+        assert tif.pages[0].resolutionunit == tifffile.RESUNIT.CENTIMETER
+        assert rx == pytest.approx(1e4 / 0.65, rel=1e-6) and ry == pytest.approx(1e4 / 0.65, rel=1e-6)
+        assert tif.pages[0].dtype == np.uint32 and tif.asarray().max() > 3
+    assert written_by_spiralray(str(out))  # still replaced by a re-run, never taken for the user's
+    assert main(["segment", str(tmp_path / "in.ome.tif"), str(out), "--semantic", "--overwrite"]) == 0
+    assert open_image(str(out)).dtype == np.uint8

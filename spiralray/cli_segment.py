@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .errors import SpiralrayError
@@ -18,8 +19,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--diameter",
         default="auto",
-        help="nuclei's typical diameter in px, or auto (estimated per image); far from the model's "
-        "size, the image is segmented resampled and its labels come back at its resolution",
+        help="nuclei's typical diameter in px, a length (e.g. 8um: converted by each image's recorded "
+        "pixel size), or auto (estimated per image); far from the model's size, the image is "
+        "segmented resampled and its labels come back at its resolution",
     )
     s.add_argument(
         "--pad-value",
@@ -77,15 +79,22 @@ def plane(text: str | None):
 
 
 def diameter(text: str):
+    """``--diameter``: "auto", a number of pixels, or a length ("8um": converted per image by the
+    pixel size its metadata records) kept as "8 micrometer"."""
+    from .io.spacing import parse_length
+
     if text in (None, "auto"):
         return "auto"
+    length = parse_length(text)
     try:
-        d = float(text)
+        d = length[0] if length else float(text.removesuffix("px"))
     except ValueError:
-        raise SpiralrayError(f"bad --diameter '{text}' (a number of pixels, or auto)") from None
-    if not d > 0:
-        raise SpiralrayError(f"--diameter must be a positive number of pixels (or auto), got {text}")
-    return d
+        raise SpiralrayError(
+            f"bad --diameter '{text}' (a number of pixels, a length such as 8um, or auto)"
+        ) from None
+    if not (d > 0 and math.isfinite(d)):
+        raise SpiralrayError(f"--diameter must be a positive size (or auto), got {text}")
+    return f"{d:g} {length[1]}" if length else d
 
 
 def resources(text: str | None) -> dict | None:
@@ -120,7 +129,9 @@ def _scale(summary: dict) -> str:
     scale, d = summary.get("scale"), summary.get("diameter") or {}
     if not scale or scale == 1:
         return ""
-    how = "given" if d.get("source") == "given" else "estimated"
+    how = (
+        f"given as {d['given']}" if d.get("given") else "given" if d.get("source") == "given" else "estimated"
+    )
     nuclei = f"; nuclei {d['diameter']:.3g} px across ({how})," if d.get("diameter") else ";"
     return f"{nuclei} resampled x{scale:.3g}"
 

@@ -122,3 +122,30 @@ def test_the_summary_reports_the_estimate_and_scale(tmp_path, capsys):
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["scale"] < 0.6 and s["diameter"]["diameter"] > 55 and s["diameter"]["model"] == 27.7
     assert tifffile.imread(tmp_path / "o.tif").shape == image.shape
+
+
+def test_a_diameter_in_microns_is_converted_by_each_images_recorded_pixel_size(tmp_path, capsys):
+    image = generate(SyntheticSpec(100, 120), seed=2)[0]
+    meta = {"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeXUnit": "µm"}
+    tifffile.imwrite(tmp_path / "cal.tif", image, ome=True, metadata={**meta, "PhysicalSizeYUnit": "µm"})
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    assert main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o.tif"), "--diameter", "3.5um"]) == 0
+    assert "nuclei 7 px across (given as 3.5 micrometer), resampled x3.96" in capsys.readouterr().out
+    assert (
+        main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o2.tif"), "--diameter", "3500 nm"]) == 0
+    )
+    assert "nuclei 7 px across (given as 3500 nanometer)" in capsys.readouterr().out
+    # no recorded pixel size: refused, not guessed
+    assert main(["segment", str(tmp_path / "plain.tif"), str(tmp_path / "p.tif"), "--diameter", "3.5um"]) == 2
+    err = capsys.readouterr().err
+    assert "diameter 3.5 micrometer needs the pixel size, which" in err and "give the diameter in px" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p.tif").exists()
+    assert main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o3.tif"), "--diameter", "250um"]) == 2
+    assert "250 micrometer is 500 px in this image: diameter 500 px is larger than" in capsys.readouterr().err
+    with pytest.raises(SpiralrayError, match="needs the pixel size, which this image does not record"):
+        api.segment_image(api.load_engine(None, device="cpu"), image, diameter="3.5um")
+    for bad in ("-2um", "0nm", "8 furlongs"):
+        assert (
+            main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o4.tif"), f"--diameter={bad}"]) == 2
+        )
+        assert "--diameter" in capsys.readouterr().err

@@ -207,3 +207,35 @@ def tiff_metadata(spacing: dict | None) -> dict:
         out["resolution"] = (_PER_CM[ux] / sx, _PER_CM[uy] / sy)
         out["resolutionunit"] = "CENTIMETER"
     return out
+
+
+def micrometers(value: float, unit: str | None) -> float | None:
+    """``value`` in ``unit`` (an NGFF name) as micrometers; None for a unit without a length."""
+    per_cm = _PER_CM.get(unit) if unit else None
+    return None if per_cm is None else value * 1e4 / per_cm
+
+
+def pixel_micrometers(spacing: dict | None) -> float | None:
+    """The pixel's side in micrometers (the geometric mean of y and x when they differ), or None
+    when the spacing is unknown or has no convertible unit."""
+    if not spacing:
+        return None
+    sides = [micrometers(s, u) for s, u in zip(spacing["scale"], spacing["unit"], strict=True)]
+    if None in sides:
+        return None
+    return math.sqrt(sides[0] * sides[1])
+
+
+def parse_length(text: str) -> tuple[float, str] | None:
+    """ "8um", "8 µm", "8.5micron", "800nm" -> (value, NGFF unit); None when ``text`` names no
+    length unit (a bare number, "8px")."""
+    m = re.fullmatch(r"\s*([-+0-9.eE]+)\s*([^\d\s.][^\s]*)\s*", str(text))
+    if m is None:
+        return None
+    unit = unit_name(m.group(2))
+    if unit is None or unit not in _PER_CM:
+        return None
+    try:
+        return float(m.group(1)), unit
+    except ValueError:
+        return None

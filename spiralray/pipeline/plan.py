@@ -107,6 +107,25 @@ def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None):
     return ((lo, hi) if hi > lo else None), padded
 
 
+def in_pixels(diameter, reader) -> tuple[float | str | None, str | None]:
+    """(the diameter in px or "auto", the length it was given as or None): a length ("8
+    micrometer", as ``--diameter 8um`` is kept) is converted by the pixel size the image's
+    metadata records, so one command serves an archive of several magnifications."""
+    from ..io.spacing import micrometers, parse_length, pixel_micrometers
+
+    length = parse_length(diameter) if isinstance(diameter, str) and diameter != "auto" else None
+    if length is None:
+        return diameter, None
+    side = pixel_micrometers(getattr(reader, "spacing", None))
+    if side is None:
+        where = "this image" if reader.kind == "memory" else reader.describe()["url"]
+        raise SpiralrayError(
+            f"diameter {diameter} needs the pixel size, which {where} does not record "
+            "(OME-Zarr, OME-TIFF or ImageJ metadata): give the diameter in px"
+        )
+    return micrometers(*length) / side, diameter
+
+
 def check_diameter(diameter, shape, model: float | None = None) -> None:
     """A clear error for a diameter that no image of ``shape`` can hold, or (given the model's
     trained diameter ``model``) that the resampling range cannot bring to the model's size:
@@ -174,11 +193,19 @@ def make_plan(
 ) -> ImagePlan:
     check_tile_size(tile_size)
     H, W = reader.shape
-    check_diameter(diameter, (H, W), model_diameter(cfg.model))
+    diameter, given = in_pixels(diameter, reader)
+    try:
+        check_diameter(diameter, (H, W), model_diameter(cfg.model))
+    except SpiralrayError as exc:
+        if given is None:
+            raise
+        raise SpiralrayError(f"{given} is {diameter:.3g} px in this image: {exc}") from None
     pad_value = check_pad_value(pad_value)
     desc = reader.describe()
     stats, padded = image_stats_of(reader, cfg, pad_value)
     scale, info = decide_scale(filled(reader, pad_value, stats), cfg, stats, diameter)
+    if given:
+        info["given"] = given
     if padded == H * W:
         info["reason"] = "all padding"
     h, w = scaled_shape((H, W), scale)

@@ -65,11 +65,14 @@ def test_a_streamed_write_appears_whole_or_not_at_all(where, tmp_path, request):
     if where == "s3":
         request.getfixturevalue("s3")
     out = Output(url)
-    with pytest.raises(RuntimeError), out.writing("t.bin") as f:
+
+    def dies(f):
         f.write(b"half a table")
         raise RuntimeError("the run dies mid-write")
+
+    with pytest.raises(RuntimeError):
+        out.stream("t.bin", dies)
     assert not out.fs.exists(out._p("t.bin"))
-    with out.writing("t.bin") as f:
-        f.write(b"a whole table")
+    assert out.stream("t.bin", lambda f: f.write(b"a whole table")) == 13
     with out.fs.open(out._p("t.bin"), "rb") as f:
         assert f.read() == b"a whole table"

@@ -46,7 +46,8 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
     ``image`` (the archive path) and ``image_index`` in front of ``core.objects.COLUMNS``; ``id``
     and ``seed_id`` as uint64 whatever each image used. Read back from the outputs a few at a
     time (16 reads in flight) and streamed out (it appears whole, replacing an earlier one:
-    spiralray's only). With no image, nothing is written. Returns its rows."""
+    spiralray's only; streamed again after a throttled upload). With no image, nothing is
+    written. Returns its rows."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
@@ -68,19 +69,22 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
             {"image": pa.array([path] * n, pa.string()), "image_index": np.full(n, index, np.int32), **t}
         )
 
-    rows, writer = 0, None
-    with out.writing(OBJECTS) as f, ThreadPoolExecutor(16) as pool:
-        todo = sorted(images)
-        for k in range(0, len(todo), 64):  # a batch in memory at a time, streamed out
-            for t in pool.map(read, todo[k : k + 64]):
-                if writer is None:
-                    ids = {"id": pa.uint64(), "seed_id": pa.uint64()}
-                    fields = [pa.field(c.name, ids.get(c.name, c.type)) for c in t.schema]
-                    writer = pq.ParquetWriter(f, pa.schema(fields, metadata=TAG))
-                writer.write_table(t.cast(writer.schema))
-                rows += t.num_rows
-        writer.close()
-    return rows
+    def produce(f) -> int:  # repeatable: a throttled upload is streamed again from the start
+        rows, writer = 0, None
+        with ThreadPoolExecutor(16) as pool:
+            todo = sorted(images)
+            for k in range(0, len(todo), 64):  # a batch in memory at a time, streamed out
+                for t in pool.map(read, todo[k : k + 64]):
+                    if writer is None:
+                        ids = {"id": pa.uint64(), "seed_id": pa.uint64()}
+                        fields = [pa.field(c.name, ids.get(c.name, c.type)) for c in t.schema]
+                        writer = pq.ParquetWriter(f, pa.schema(fields, metadata=TAG))
+                    writer.write_table(t.cast(writer.schema))
+                    rows += t.num_rows
+            writer.close()
+        return rows
+
+    return out.stream(OBJECTS, produce)
 
 
 def write_groups(out_root: str, outputs: list[str], storage_options=None) -> None:

@@ -102,21 +102,21 @@ class Output:
     def _put(self, key: str, data: bytes) -> None:
         """Write one object whole: a temporary name renamed locally, one PUT on object stores;
         again after a transient failure (throttling), as a whole object's write is idempotent."""
+        self.stream(key, lambda f: f.write(data))
+
+    def stream(self, key: str, produce):
+        """``produce(f)`` writes ``key`` through the file ``f``, which appears whole or not at all:
+        a temporary name renamed locally; on object stores an upload that an error aborts (a
+        multipart upload is only visible once completed), so what is written need not fit in
+        memory. After a transient failure (throttling) the whole stream is produced again, so
+        ``produce`` must be repeatable. Returns what ``produce`` returns."""
 
         def once():
             with self._raw_writing(key) as f:
-                f.write(data)
+                return produce(f)
 
         with self._reported(key):
-            retrying(once)
-
-    @contextlib.contextmanager
-    def writing(self, key: str):
-        """A file to stream ``key`` into, which appears whole or not at all: a temporary name
-        renamed locally; on object stores an upload that an error aborts (a multipart upload
-        is only visible once completed), so what is written need not fit in memory."""
-        with self._reported(key), self._raw_writing(key) as f:
-            yield f
+            return retrying(once)
 
     @contextlib.contextmanager
     def _reported(self, key: str):

@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import cli_segment
-from .errors import SpiralrayError
+from .errors import EXIT_USAGE, SpiralrayError
 
 log = logging.getLogger("spiralray")
 
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("user error", exc_info=True)
         _quiet_teardown()
         print(f"spiralray: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _quiet_teardown()
         print("spiralray: interrupted", file=sys.stderr)

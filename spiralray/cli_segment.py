@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from .errors import SpiralrayError
+from .errors import EXIT_FAILED_IMAGES, SpiralrayError
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
@@ -134,10 +134,6 @@ def _scale(summary: dict) -> str:
     )
     nuclei = f"; nuclei {d['diameter']:.3g} px across ({how})," if d.get("diameter") else ";"
     return f"{nuclei} resampled x{scale:.3g}"
-
-
-# An archive run that finished with some images it could not segment exits with this code.
-EXIT_FAILED_IMAGES = 3
 
 
 def report_failed(summary: dict) -> int:

@@ -189,7 +189,7 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     stderr and the exit code says so (a job over a terabyte archive must not end "successful"
     with images silently missing)."""
     from spiralray.cli import main
-    from spiralray.cli_segment import EXIT_FAILED_IMAGES
+    from spiralray.errors import EXIT_FAILED_IMAGES
 
     folder = tmp_path / "folder"
     folder.mkdir()

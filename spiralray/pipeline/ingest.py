@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..errors import SpiralrayError
+from ..errors import EXIT_FAILED_IMAGES, EXIT_USAGE, SpiralrayError
 from ..io import readers
 from ..io.archive import Entry, is_archive, list_images, output_for
 from ..io.planes import FIRST_PLANE
@@ -373,10 +373,8 @@ def cmd_ingest(args) -> int:
         )
     if s["failed"] and not (s["converted"] or s["skipped"]):
         print(f"spiralray: error: all {s['files']} files failed", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if s["failed"]:  # a pipeline must see it: the others are converted, re-running retries these
-        from ..cli_segment import EXIT_FAILED_IMAGES
-
         print(f"spiralray: {len(s['failed'])} file(s) failed; the others are converted", file=sys.stderr)
         return EXIT_FAILED_IMAGES
     return 0

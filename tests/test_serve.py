@@ -435,3 +435,67 @@ def test_a_replica_no_node_can_hold_is_refused_at_once():
         r" or join a cluster that has them",
         cli.stderr.strip().splitlines()[-1],
     ), cli.stderr
+
+
+def test_sighup_reloads_and_sigterm_stops_a_served_model(tmp_path):
+    """``spiralray serve`` as a process, on its own embedded Ray, as a container runs it: SIGHUP
+    reloads the model directory (edited meanwhile) in place, SIGTERM shuts it down with exit 0
+    and frees the port."""
+    import queue
+    import signal
+
+    net = modelzoo.load(None)
+    model = tmp_path / "nuclei"
+    modelzoo.save(net, model)
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SPIRALRAY_LOG": os.devnull}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "spiralray", "serve", "--model", str(model), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+
+    def wait_for(prefix, seconds=300):
+        deadline, seen = time.monotonic() + seconds, []
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, f"serve exited {proc.returncode}: {seen}"
+                continue
+            seen.append(line)
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix!r} line: {seen}")
+
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("serving nuclei at")
+        before = requests.get(f"{url}/v1/model", timeout=60).json()
+        assert before["config"]["candidates"]["min_area"] != 400
+        modelzoo.save(
+            dataclasses.replace(net, config=net.config.replace(candidates={"min_area": 400})), model
+        )
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for("reloaded: nuclei").strip() == "reloaded: nuclei version None"
+        after = requests.get(f"{url}/v1/model", timeout=60).json()
+        assert (
+            after["generation"] == before["generation"] + 1
+            and after["config"]["candidates"]["min_area"] == 400
+        )
+        image = generate(SyntheticSpec(128, 128), seed=8)[0]
+        r = requests.post(
+            f"{url}/v1/segment", data=tiff_bytes(image), headers={"Content-Type": "image/tiff"}, timeout=120
+        )
+        assert r.status_code == 200 and np.array_equal(
+            tifffile.imread(io.BytesIO(r.content)),
+            api.segment_image(api.load_engine(str(model)), image).labels,
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=10)

@@ -52,14 +52,17 @@ def segment_image(
     image_index: int = 0,
     diameter: float | str | None = "auto",
     pad_value: float | None = None,
+    pixel_size: float | None = None,
 ) -> Result:
     """Segment one image held in memory. ``ids``: "sequential" (1..N in seed order) or "seed"
     (the archive-unique seed ids, ``core.objects``). ``diameter``: the nuclei's size in px, or
     "auto" (estimated): an image whose nuclei are far from the model's size is segmented
     resampled to it, and its labels come back at its own resolution. ``pad_value``: a fill value
     that is not data (0 or nan where the image was stitched, registered or padded), left out of
-    the normalisation statistics and read as background."""
+    the normalisation statistics and read as background. ``pixel_size``: the pixel's side in
+    micrometers, which a diameter given as a length ("8um") is converted by."""
     from .core.prepare import select_plane
+    from .io import spacing
     from .io.planes import choose_plane
     from .io.readers import ImageReader
     from .pipeline.local import run_plan
@@ -71,8 +74,19 @@ def segment_image(
     plane = select_plane(image, channel)
     if 0 in plane.shape:
         raise SpiralrayError(f"image is {plane.shape[0]} x {plane.shape[1]} px: there is nothing to segment")
+    pixel = None
+    if pixel_size is not None:
+        pixel = spacing.make(pixel_size, pixel_size, "micrometer", "micrometer")
+        if pixel is None:
+            raise SpiralrayError(f"pixel_size must be a positive number of micrometers, got {pixel_size!r}")
     reader = ImageReader(
-        "memory", plane, choose_plane(plane.shape, "yx", None, None), plane.shape, True, "memory"
+        "memory",
+        plane,
+        choose_plane(plane.shape, "yx", None, None),
+        plane.shape,
+        True,
+        "memory",
+        spacing=pixel,
     )
     opts = Options(
         tile_size=max(256, -(-max(plane.shape) // 256) * 256), ids=ids, diameter=diameter, pad_value=pad_value

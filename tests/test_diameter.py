@@ -142,8 +142,16 @@ def test_a_diameter_in_microns_is_converted_by_each_images_recorded_pixel_size(t
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p.tif").exists()
     assert main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o3.tif"), "--diameter", "250um"]) == 2
     assert "250 micrometer is 500 px in this image: diameter 500 px is larger than" in capsys.readouterr().err
+    engine = api.load_engine(None, device="cpu")
     with pytest.raises(SpiralrayError, match="needs the pixel size, which this image does not record"):
-        api.segment_image(api.load_engine(None, device="cpu"), image, diameter="3.5um")
+        api.segment_image(engine, image, diameter="3.5um")
+    with pytest.raises(SpiralrayError, match="pixel_size must be a positive number of micrometers"):
+        api.segment_image(engine, image, diameter="3.5um", pixel_size=0)
+    given = api.segment_image(engine, image, diameter="3500nm", pixel_size=0.5)  # the API names it
+    assert (
+        given.diameter["diameter"] == pytest.approx(7)
+        and given.scale == api.segment_image(engine, image, diameter=7).scale
+    )
     for bad in ("-2um", "0nm", "8 furlongs"):
         assert (
             main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o4.tif"), f"--diameter={bad}"]) == 2

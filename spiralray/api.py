@@ -76,7 +76,7 @@ def segment_image(
         raise SpiralrayError(f"image is {plane.shape[0]} x {plane.shape[1]} px: there is nothing to segment")
     pixel = None
     if pixel_size is not None:
-        pixel = spacing.make(pixel_size, pixel_size, "micrometer", "micrometer")
+        pixel = None if isinstance(pixel_size, bool) else spacing.make(pixel_size, pixel_size, "µm", "µm")
         if pixel is None:
             raise SpiralrayError(f"pixel_size must be a positive number of micrometers, got {pixel_size!r}")
     reader = ImageReader(

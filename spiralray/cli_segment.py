@@ -83,18 +83,19 @@ def diameter(text: str):
     pixel size its metadata records) kept as "8 micrometer"."""
     from .io.spacing import parse_length
 
-    if text in (None, "auto"):
+    if text is None or text.strip().lower() == "auto":
         return "auto"
     length = parse_length(text)
+    number = text.strip()[:-2] if text.strip().lower().endswith("px") else text
     try:
-        d = length[0] if length else float(text.removesuffix("px"))
+        d = length[0] if length else float(number)
     except ValueError:
         raise SpiralrayError(
             f"bad --diameter '{text}' (a number of pixels, a length such as 8um, or auto)"
         ) from None
     if not (d > 0 and math.isfinite(d)):
         raise SpiralrayError(f"--diameter must be a positive size (or auto), got {text}")
-    return f"{d:g} {length[1]}" if length else d
+    return f"{d:.15g} {length[1]}" if length else d
 
 
 def resources(text: str | None) -> dict | None:

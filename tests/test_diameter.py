@@ -143,7 +143,7 @@ def test_a_diameter_in_microns_is_converted_by_each_images_recorded_pixel_size(t
     assert main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o3.tif"), "--diameter", "250um"]) == 2
     assert "250 micrometer is 500 px in this image: diameter 500 px is larger than" in capsys.readouterr().err
     engine = api.load_engine(None, device="cpu")
-    with pytest.raises(SpiralrayError, match="needs the pixel size, which this image does not record"):
+    with pytest.raises(SpiralrayError, match="needs the pixel size: pass pixel_size= \\(micrometers\\)"):
         api.segment_image(engine, image, diameter="3.5um")
     with pytest.raises(SpiralrayError, match="pixel_size must be a positive number of micrometers"):
         api.segment_image(engine, image, diameter="3.5um", pixel_size=0)

@@ -451,7 +451,10 @@ def test_sighup_reloads_and_sigterm_stops_a_served_model(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SPIRALRAY_LOG": os.devnull}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "spiralray", "serve", "--model", str(model), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # its own session: a failing test kills the whole group, its embedded Ray's processes too
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
 
@@ -495,7 +498,7 @@ def test_sighup_reloads_and_sigterm_stops_a_served_model(tmp_path):
         assert proc.wait(120) == 0
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=10)

@@ -45,12 +45,22 @@ def test_ngff_level0_spacing_composes_dataset_and_multiscale_transforms():
     for bad in ([{"type": "scale", "scale": [1, 0, 1]}], [{"type": "affine", "path": "x"}], []):
         assert spacing.from_ngff(_multiscale(bad)) is None  # not a pixel size: left out
     assert spacing.from_ngff({"axes": ["y", "x"], "datasets": [{"path": "0"}]}) is None  # NGFF 0.3
+    # a multiscale transform this reader cannot compose: no spacing, not level 0's alone
+    assert spacing.from_ngff(_multiscale(ds, outer=[{"type": "scale", "path": "s"}])) is None
+    huge = [{"type": "scale", "scale": [1, 10**400, 1]}]  # malformed: never stops the image opening
+    assert spacing.from_ngff(_multiscale(huge)) is None
 
 
 def test_units_in_every_spelling_and_pyramid_transforms():
     for u in ("µm", "\\u00B5m", "micron", "um", "micrometer", "MICRON"):
         assert spacing.unit_name(u) == "micrometer", u
     assert spacing.unit_name("nm") == "nanometer" and spacing.unit_name("pixel") is None
+    assert spacing.unit_name("Mm") == "megameter" and spacing.unit_name("mm") == "millimeter"  # case
+    assert spacing._from_ome_xml(  # any namespace prefix, single quotes, entities
+        "<ome:OME xmlns:ome='http://www.openmicroscopy.org/Schemas/OME/2016-06'><ome:Image>"
+        "<ome:Pixels PhysicalSizeX='0.2' PhysicalSizeY='0.2' PhysicalSizeXUnit='&#181;m' "
+        "PhysicalSizeYUnit='&#181;m'/></ome:Image></ome:OME>"
+    ) == {"scale": [0.2, 0.2], "translation": [0.0, 0.0], "unit": UM}
     px = spacing.make(0.5, 0.25, "µm", "µm", 10, 0)
     assert spacing.ngff_transforms(px, 2) == [
         {"type": "scale", "scale": [2.0, 1.0]},  # every 4th pixel of level 0, nearest neighbour:
@@ -131,5 +141,10 @@ def test_a_tiff_output_records_the_pixel_size_as_ome_xml_and_stays_recognised(tm
         assert rx == pytest.approx(1e4 / 0.65, rel=1e-6) and ry == pytest.approx(1e4 / 0.65, rel=1e-6)
         assert tif.pages[0].dtype == np.uint32 and tif.asarray().max() > 3
     assert written_by_spiralray(str(out))  # still replaced by a re-run, never taken for the user's
+    # seed ids are uint64, which OME-XML has no type for: the resolution tags alone
+    assert main(["segment", str(tmp_path / "in.ome.tif"), str(tmp_path / "seed.tif"), "--ids", "seed"]) == 0
+    with tifffile.TiffFile(tmp_path / "seed.tif") as tif:
+        assert tif.pages[0].dtype == np.uint64 and not tif.is_ome
+        assert tif.pages[0].get_resolution()[0] == pytest.approx(1e4 / 0.65, rel=1e-6)
     assert main(["segment", str(tmp_path / "in.ome.tif"), str(out), "--semantic", "--overwrite"]) == 0
     assert open_image(str(out)).dtype == np.uint8

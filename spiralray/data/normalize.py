@@ -26,7 +26,9 @@ Chunks = Callable[[], Iterable[np.ndarray]]  # a fresh iterator over the image's
 
 def _keys(a: np.ndarray) -> np.ndarray:
     """Order-preserving unsigned keys (uint64) of a numeric array, flattened."""
-    a = np.ascontiguousarray(a).ravel()
+    # native byte order first: the keys reinterpret the bytes (a big-endian zarr's '>u2' would
+    # otherwise be read with its bytes swapped)
+    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("=")).ravel()
     if a.dtype.kind == "b":
         return a.astype(np.uint64)
     bits = a.dtype.itemsize * 8
@@ -53,7 +55,7 @@ def _value(key: int, dtype: np.dtype) -> float:
         raw = key ^ sign
     else:
         raw = key ^ sign if key & sign else ~key & ((1 << bits) - 1)
-    return float(np.array([raw], f"u{dtype.itemsize}").view(dtype)[0])
+    return float(np.array([raw], f"u{dtype.itemsize}").view(dtype.newbyteorder("="))[0])
 
 
 def order_statistics(chunks: Chunks, dtype, ranks: list[int]) -> list[float]:

@@ -134,6 +134,7 @@ class Output:
             f = self.fs.open(path, "wb")
             try:
                 yield f
+                f.close()  # the upload completes here; if that fails, it is aborted too
             except BaseException:
                 try:
                     f.discard()  # an open multipart upload is aborted: nothing appears
@@ -145,7 +146,6 @@ class Output:
                     with contextlib.suppress(AttributeError):
                         f.closed = True
                 raise
-            f.close()
             return
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         try:

@@ -14,28 +14,15 @@ from __future__ import annotations
 import math
 import re
 
-# OME-XML's and ImageJ's unit spellings -> NGFF's
-_UNITS = {
-    "å": "angstrom",
-    "angstrom": "angstrom",
-    "pm": "picometer",
-    "nm": "nanometer",
-    "nanometer": "nanometer",
-    "µm": "micrometer",
-    "μm": "micrometer",
-    "um": "micrometer",
-    "micron": "micrometer",
-    "microns": "micrometer",
-    "micrometer": "micrometer",
-    "mm": "millimeter",
-    "millimeter": "millimeter",
-    "cm": "centimeter",
-    "centimeter": "centimeter",
-    "m": "meter",
-    "meter": "meter",
-    "inch": "inch",
-    "in": "inch",
-}
+# OME-XML's and ImageJ's symbols -> NGFF's names: case matters ("Mm" is not "mm")
+_SI = {"Y": "yotta", "Z": "zetta", "E": "exa", "P": "peta", "T": "tera", "G": "giga", "M": "mega"}
+_SI |= {"k": "kilo", "h": "hecto", "": "", "d": "deci", "c": "centi", "m": "milli", "µ": "micro"}
+_SI |= {"n": "nano", "p": "pico", "f": "femto", "a": "atto", "z": "zepto", "y": "yocto"}
+_SYMBOLS = {f"{k}m": f"{v}meter" for k, v in _SI.items()}
+_SYMBOLS |= {"μm": "micrometer", "um": "micrometer", "Å": "angstrom", "in": "inch", "ft": "foot"}
+_SYMBOLS |= {"yd": "yard", "mi": "mile", "pc": "parsec"}
+# words, in any case
+_WORDS = {"micron": "micrometer", "microns": "micrometer", "angstroms": "angstrom", "inches": "inch"}
 _OME_SYMBOL = {
     "angstrom": "Å",
     "picometer": "pm",
@@ -46,18 +33,14 @@ _OME_SYMBOL = {
     "meter": "m",
     "inch": "in",
 }
-_NGFF = {
-    *(p + "meter" for p in ("", "atto", "femto", "pico", "nano", "micro", "milli", "centi", "deci")),
-    *(p + "meter" for p in ("kilo", "hecto", "mega", "giga", "tera", "peta", "exa", "yocto", "yotta")),
-    *(p + "meter" for p in ("zepto", "zetta")),
-    "angstrom",
-    "inch",
-    "foot",
-    "mile",
-    "yard",
-    "parsec",
-}
-_PER_CM = {"nanometer": 1e7, "micrometer": 1e4, "millimeter": 10.0, "centimeter": 1.0, "meter": 0.01}
+_PREFIXES = ("", "atto", "femto", "pico", "nano", "micro", "milli", "centi", "deci", "kilo", "hecto")
+_PREFIXES += ("mega", "giga", "tera", "peta", "exa", "yocto", "yotta", "zepto", "zetta")
+_NGFF = {p + "meter" for p in _PREFIXES} | {"angstrom", "inch", "foot", "mile", "yard", "parsec"}
+# lengths a diameter can be given in and a TIFF's resolution tags written in: per centimeter
+_PER_CM = {"angstrom": 1e8, "picometer": 1e10, "nanometer": 1e7, "micrometer": 1e4, "millimeter": 10.0}
+_PER_CM |= {"centimeter": 1.0, "meter": 0.01, "inch": 1 / 2.54}
+# OME's Pixels types: the dtypes a TIFF output can carry OME-XML for (not uint64)
+_OME_DTYPES = {"int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64", "bool"}
 
 
 def unit_name(unit) -> str | None:
@@ -65,9 +48,10 @@ def unit_name(unit) -> str | None:
     if not isinstance(unit, str):
         return None
     u = unit.strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ")  # ImageJ escapes µ
-    if u in _NGFF:
-        return u
-    return _UNITS.get(u) or _UNITS.get(u.lower())
+    if u in _NGFF or u in _SYMBOLS:
+        return _SYMBOLS.get(u, u)
+    word = u.lower()
+    return word if word in _NGFF else _WORDS.get(word)
 
 
 def _positive(v) -> float | None:
@@ -115,18 +99,16 @@ def from_ngff(multiscale: dict) -> dict | None:
         if level0 is None:
             return None
         scale, trans = level0
-        outer = (
-            _compose(multiscale.get("coordinateTransformations"))
-            if "coordinateTransformations" in multiscale
-            else None
-        )
-        if outer is not None:
+        if "coordinateTransformations" in multiscale:  # applied after the dataset's
+            outer = _compose(multiscale["coordinateTransformations"])
+            if outer is None:
+                return None  # present but not composable here: level 0's alone would be wrong
             gs, gt = outer
             trans = [g * t + o for g, t, o in zip(gs, trans, gt, strict=True)]
             scale = [g * s for g, s in zip(gs, scale, strict=True)]
         units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
         return make(scale[iy], scale[ix], units[iy], units[ix], trans[iy], trans[ix])
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+    except Exception:  # malformed metadata: the pixels are still the image
         return None
 
 
@@ -154,14 +136,15 @@ def _from_tiff(tif) -> dict | None:
 
 
 def _from_ome_xml(xml: str) -> dict | None:
-    m = re.search(r"<(?:\w+:)?Pixels\b([^>]*)>", xml)
-    if m is None:
+    """The first image's ``Pixels`` PhysicalSizeX/Y (OME's default unit: µm)."""
+    import xml.etree.ElementTree as ET
+
+    pixels = next((e for e in ET.fromstring(xml).iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib or "PhysicalSizeY" not in pixels.attrib:
         return None
-    attrs = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-    if "PhysicalSizeX" not in attrs or "PhysicalSizeY" not in attrs:
-        return None
-    ux, uy = attrs.get("PhysicalSizeXUnit", "µm"), attrs.get("PhysicalSizeYUnit", "µm")  # OME's default
-    return make(attrs["PhysicalSizeY"], attrs["PhysicalSizeX"], uy, ux)
+    a = pixels.attrib
+    ux, uy = a.get("PhysicalSizeXUnit", "µm"), a.get("PhysicalSizeYUnit", "µm")
+    return make(a["PhysicalSizeY"], a["PhysicalSizeX"], uy, ux)
 
 
 def ngff_axes(spacing: dict | None) -> list:
@@ -187,25 +170,26 @@ def ngff_transforms(spacing: dict | None, level: int) -> list[dict]:
     return out
 
 
-def tiff_metadata(spacing: dict | None) -> dict:
-    """``tifffile.imwrite`` keywords recording the pixel size: OME-XML (what Bio-Formats, Fiji
-    and QuPath read) and, where the unit converts, the resolution tags in pixels per cm."""
+def tiff_metadata(spacing: dict | None, dtype) -> dict:
+    """``tifffile.imwrite`` keywords recording the pixel size of a ``dtype`` label image: the
+    resolution tags in pixels per cm, and OME-XML (what Bio-Formats, Fiji and QuPath read)
+    where OME has the pixel type (not uint64: ``--ids seed``) and the unit."""
     if not spacing or not all(spacing.get("unit") or [None]):
         return {}
     (sy, sx), (uy, ux) = spacing["scale"], spacing["unit"]
-    if uy not in _OME_SYMBOL or ux not in _OME_SYMBOL:
-        return {}
-    meta = {
-        "axes": "YX",
-        "PhysicalSizeY": sy,
-        "PhysicalSizeYUnit": _OME_SYMBOL[uy],
-        "PhysicalSizeX": sx,
-        "PhysicalSizeXUnit": _OME_SYMBOL[ux],
-    }
-    out = {"ome": True, "metadata": meta}
+    out = {}
     if uy in _PER_CM and ux in _PER_CM:
         out["resolution"] = (_PER_CM[ux] / sx, _PER_CM[uy] / sy)
         out["resolutionunit"] = "CENTIMETER"
+    if str(dtype) in _OME_DTYPES and uy in _OME_SYMBOL and ux in _OME_SYMBOL:
+        out["ome"] = True
+        out["metadata"] = {
+            "axes": "YX",
+            "PhysicalSizeY": sy,
+            "PhysicalSizeYUnit": _OME_SYMBOL[uy],
+            "PhysicalSizeX": sx,
+            "PhysicalSizeXUnit": _OME_SYMBOL[ux],
+        }
     return out
 
 

@@ -196,7 +196,9 @@ def write_labels(
 
     tmp = f"{s}.{os.getpid()}.partial"
     try:
-        tifffile.imwrite(tmp, labels, compression="zlib", software=software, **tiff_metadata(spacing))
+        tifffile.imwrite(
+            tmp, labels, compression="zlib", software=software, **tiff_metadata(spacing, labels.dtype)
+        )
         os.replace(tmp, s)  # never leave a half-written output behind
     except OSError as exc:
         raise SpiralrayError(f"cannot write {s}: {exc.__class__.__name__}: {exc}") from exc

@@ -132,21 +132,19 @@ def pyramid_levels(h: int, w: int, chunk: int) -> int:
     return n
 
 
-def _physical(pixel: dict | None) -> dict:
-    """``write_image`` keywords for the file's pixel size (``io.spacing``): ome-zarr-py scales
-    each level and centres its 2 x 2 means itself. (A stage offset is not carried.)"""
-    if not pixel:
-        return {}
-    (sy, sx), (uy, ux) = pixel["scale"], pixel["unit"]
-    units = {a: u for a, u in (("y", uy), ("x", ux)) if u}
-    return {"scale": {"y": sy, "x": sx}, **({"axes_units": units} if units else {})}
+def _units(pixel: dict | None) -> dict:
+    """``write_image``'s ``axes_units`` for the file's pixel size (``io.spacing``); the sizes
+    themselves are written by ``_exact_transforms``."""
+    units = {a: u for a, u in zip("yx", (pixel or {}).get("unit") or [], strict=False) if u}
+    return {"axes_units": units} if units else {}
 
 
 def _exact_transforms(group, axes: str, pixel: dict | None) -> None:
-    """Each level's y / x transforms, exactly: ome-zarr-py derives a level's scale from the
-    shapes' ratio (150 rows -> 37 gives 4.05 px, not 4), but level k's pixel i is the mean of
-    level 0's 2**k block from 2**k * i, so its scale is 2**k px and its centre (2**k - 1) / 2
-    px further in. Other axes keep what ome-zarr-py wrote."""
+    """Each level's y / x transforms, exactly, in the file's physical units (``pixel``, else
+    px): ome-zarr-py derives a level's scale from the shapes' ratio (150 rows -> 37 gives 4.05
+    px, not 4), but level k's pixel i is the mean of level 0's 2**k block from 2**k * i, so its
+    scale is 2**k px and its centre (2**k - 1) / 2 px further in. Other axes keep what
+    ome-zarr-py wrote. (A stage offset is not carried.)"""
     sy, sx = pixel["scale"] if pixel else (1.0, 1.0)
     attrs = dict(group.attrs)
     ome = dict(attrs.get("ome", attrs))  # NGFF 0.5 nests under "ome"; 0.4 does not
@@ -187,7 +185,7 @@ def _write(url: str, group, opts: IngestOptions) -> dict:
             method=Methods.LOCAL_MEAN,
             axes=list(axes),
             storage_options={"chunks": chunks},
-            **_physical(reader.spacing),
+            **_units(reader.spacing),
             name=url.rstrip("/").rsplit("/", 1)[-1],
         )
     _exact_transforms(group, axes, reader.spacing)

@@ -113,15 +113,20 @@ def in_pixels(diameter, reader) -> tuple[float | str | None, str | None]:
     metadata records, so one command serves an archive of several magnifications."""
     from ..io.spacing import micrometers, parse_length, pixel_micrometers
 
-    length = parse_length(diameter) if isinstance(diameter, str) and diameter != "auto" else None
+    if not isinstance(diameter, str) or diameter == "auto":
+        return diameter, None
+    if diameter.strip().lower().endswith("px"):  # "8px", "8 PX": pixels said so
+        return diameter.strip()[:-2].strip(), None
+    length = parse_length(diameter)
     if length is None:
         return diameter, None
     side = pixel_micrometers(getattr(reader, "spacing", None))
     if side is None:
-        where = "this image" if reader.kind == "memory" else reader.describe()["url"]
+        if reader.kind == "memory":
+            raise SpiralrayError(f"diameter {diameter} needs the pixel size: pass pixel_size= (micrometers)")
         raise SpiralrayError(
-            f"diameter {diameter} needs the pixel size, which {where} does not record "
-            "(OME-Zarr, OME-TIFF or ImageJ metadata): give the diameter in px"
+            f"diameter {diameter} needs the pixel size, which {reader.describe()['url']} does not "
+            "record (OME-Zarr, OME-TIFF or ImageJ metadata): give the diameter in px"
         )
     return micrometers(*length) / side, diameter
 

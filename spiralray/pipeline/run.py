@@ -184,6 +184,8 @@ def check_image_run(
         out.remove()
         return run
     run.plan = ImagePlan.from_dict(old["images"][0])
+    if reader.spacing and "spacing" not in run.plan.source:  # a plan written before it was read
+        run.plan.source = {**run.plan.source, "spacing": reader.spacing}
     run.done = out.done_tiles()
     if old.get("complete"):
         run.finished = {**old.get("summary", {}), "resumed": "already complete"}

@@ -71,6 +71,7 @@ def segment_image(
 
     if ids not in IDS:
         raise SpiralrayError(f"unknown id scheme {ids!r} (use {' or '.join(IDS)})")
+    _check_arguments(engine, channel, image_index, diameter)
     plane = select_plane(image, channel)
     if 0 in plane.shape:
         raise SpiralrayError(f"image is {plane.shape[0]} x {plane.shape[1]} px: there is nothing to segment")
@@ -104,6 +105,24 @@ def segment_image(
     order = np.argsort([_key(o, shape) for o in seg.objects], kind="stable")
     labels = paint([seg.objects[k] for k in order], chosen, shape, dtype)
     return Result(labels, table, seg, seg.n_regions, 1.0, plan.diameter)
+
+
+def _check_arguments(engine, channel, image_index, diameter) -> None:
+    """The arguments' types, before any work (a wrong one would fail after the segmentation,
+    or be read as another value: channel=True as channel 1)."""
+    from .core.objects import MAX_IMAGES
+
+    def integer(v) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if not (hasattr(engine, "cfg") and hasattr(engine, "segment")):
+        raise SpiralrayError(f"engine must be what api.load_engine() returns, not {type(engine).__name__}")
+    if channel is not None and not integer(channel):
+        raise SpiralrayError(f"channel must be an int or None, got {channel!r}")
+    if not integer(image_index) or not 0 <= image_index < MAX_IMAGES:
+        raise SpiralrayError(f"image_index must be an int in 0-{MAX_IMAGES - 1}, got {image_index!r}")
+    if isinstance(diameter, bool):
+        raise SpiralrayError(f"diameter must be a number of pixels, a length or 'auto', got {diameter!r}")
 
 
 def _key(obj, shape) -> int:

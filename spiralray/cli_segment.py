@@ -73,9 +73,14 @@ def plane(text: str | None):
     try:
         if "=" not in text:
             return int(text)
-        return {k.strip().lower(): int(v) for k, v in (part.split("=", 1) for part in text.split(","))}
+        pairs = [(k.strip().lower(), int(v)) for k, v in (part.split("=", 1) for part in text.split(","))]
     except ValueError:
         raise SpiralrayError(f"bad --plane '{text}' (use N, or e.g. z=3,t=0)") from None
+    names = [k for k, _ in pairs]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        raise SpiralrayError(f"bad --plane '{text}': axis {twice[0]} is named twice")
+    return dict(pairs)
 
 
 def diameter(text: str):

@@ -201,6 +201,8 @@ def test_plane_naming_an_absent_axis_says_so(tmp_path, capsys):
     assert "axis 't'" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "yx.tif"), str(tmp_path / "o.tif"), "--plane", "0"]) == 2
     assert "single plane" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "zyx.tif"), str(tmp_path / "o.tif"), "--plane", "z=1,z=0"]) == 2
+    assert "bad --plane 'z=1,z=0': axis z is named twice" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "zyx.tif"), str(tmp_path / "o.tif"), "--plane", "z=1"]) == 0
     tifffile.imwrite(tmp_path / "rgb.tif", np.stack([image] * 3))  # tifffile marks 3 pages as RGB
     assert main(["segment", str(tmp_path / "rgb.tif"), str(tmp_path / "o3.tif"), "--plane", "2"]) == 2

@@ -85,6 +85,16 @@ def test_bad_diameter_values_are_one_line(tmp_path, capsys, value, expected):
 
 def test_api_bad_diameter_and_empty_image_are_spiralray_errors(engine):
     image = generate(SyntheticSpec(100, 120), seed=2)[0]
+    for kwargs, words in (  # wrong types: refused before any work, never read as another value
+        ({"channel": True}, "channel must be an int or None, got True"),
+        ({"channel": "1"}, "channel must be an int"),
+        ({"image_index": -1}, "image_index must be an int in 0-16777215, got -1"),
+        ({"diameter": True}, "diameter must be a number of pixels, a length or 'auto'"),
+    ):
+        with pytest.raises(SpiralrayError, match=words):
+            api.segment_image(engine, image, **kwargs)
+    with pytest.raises(SpiralrayError, match="engine must be what api.load_engine\\(\\) returns, not str"):
+        api.segment_image("an engine", image)
     with pytest.raises(SpiralrayError, match="number of pixels"):
         api.segment_image(engine, image, diameter="big")
     with pytest.raises(SpiralrayError, match="nothing to segment"):

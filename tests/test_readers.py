@@ -76,6 +76,40 @@ def test_stacks_need_a_plane(tmp_path, image):
     assert np.array_equal(open_image(str(path), plane={"z": 1}).read(0, 10, 0, 10), image[:10, :10] // 2)
 
 
+def test_a_tiff_of_several_images_is_refused_unless_the_others_are_thumbnails(tmp_path, image):
+    """A preview before the image, or an OME-TIFF of two positions: segmenting the first one
+    silently would answer another question. A slide's smaller thumbnail after it is not."""
+    small = image[:64, :64]
+    for name, series in (("preview.tif", [small, image]), ("slide.tif", [image, small])):
+        with tifffile.TiffWriter(tmp_path / name) as w:
+            for a in series:
+                w.write(a)
+    with tifffile.TiffWriter(tmp_path / "positions.ome.tif", ome=True) as w:
+        w.write(image)
+        w.write(image)
+    with pytest.raises(SpiralrayError, match=r"holds 2 images \(64x64, 300x330\): spiralray reads one"):
+        open_image(str(tmp_path / "preview.tif"))
+    with pytest.raises(SpiralrayError, match=r"holds 2 images \(300x330, 300x330\)"):
+        open_image(str(tmp_path / "positions.ome.tif"))
+    assert np.array_equal(open_image(str(tmp_path / "slide.tif")).read(0, 300, 0, 330), image)
+    # a local name is a name: '?' in it is no query string
+    tifffile.imwrite(tmp_path / "a?b.tif", image)
+    assert open_image(str(tmp_path / "a?b.tif")).shape == image.shape
+
+
+def test_big_endian_and_unlabelled_axes(tmp_path, image, engine):
+    """A big-endian zarr segments as its native twin; a 4-D array without axis metadata is
+    refused in one line rather than guessed at."""
+    z = zarr.open_array(str(tmp_path / "be.zarr"), mode="w", shape=image.shape, dtype=">u2", zarr_format=2)
+    z[...] = image
+    code = segment_image_file(str(tmp_path / "be.zarr"), str(tmp_path / "be.tif"), engine, Options())
+    assert np.array_equal(code["labels"], api.segment_image(engine, image).labels) and code["objects"] > 3
+    zarr.create_array(str(tmp_path / "q.zarr"), data=np.zeros((2, 3, 60, 70), np.uint16))
+    for channel, plane in ((1, None), (1, 2), (None, {"q": 1})):
+        with pytest.raises(SpiralrayError, match=r"does not say what its axes 0, 1 are \(no axis metadata\)"):
+            open_image(str(tmp_path / "q.zarr"), channel=channel, plane=plane)
+
+
 @pytest.mark.parametrize("compression", ["lzw", "jpeg", "packbits", "zlib"])
 def test_compressed_tiffs_from_microscope_software(tmp_path, compression):
     img = (np.arange(400 * 300) % 251).astype(np.uint8).reshape(400, 300)

@@ -41,6 +41,11 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
             axes = "q" * (nd - 2) + "yx"
     axes = axes.lower()
     unknown = [i for i, (a, n) in enumerate(zip(axes, shape, strict=False)) if a == "q" and n > 1]
+    if len(unknown) > 1:  # which is the channel and which the stack? nothing says
+        raise SpiralrayError(
+            f"array of shape {shape} does not say what its axes {', '.join(str(i) for i in unknown)} are "
+            "(no axis metadata): store it as an OME-Zarr image with axes, or as a 2-D or 3-D array"
+        )
     if len(unknown) == 1 and (channel is not None or plane is not None) and "c" not in axes:
         k = unknown[0]  # one axis of unknown meaning: it is what the user selects along
         axes = axes[:k] + ("c" if channel is not None else "z") + axes[k + 1 :]

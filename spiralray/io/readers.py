@@ -39,6 +39,13 @@ def local(path) -> str:
     return s[len("file://") :] if s.startswith("file://") else s
 
 
+def suffix(path) -> str:
+    """The file extension, lower case: a URL's without its query string; a local path's whole
+    (a file may be named 'a?b.tif')."""
+    s = str(path)
+    return Path(s.split("?", 1)[0] if is_url(s) else local(s)).suffix.lower()
+
+
 def redact(url: str) -> str:
     """A URL without credentials or query string (what a manifest may record)."""
     s = str(url)
@@ -299,6 +306,24 @@ def _missing(node, p: Plane) -> int:
             return 0
 
 
+def _one_series(url: str, series: list):
+    """The file's image: its first series, when every other is smaller (a slide's thumbnail or
+    label). A file of several images of its size (positions of an OME-TIFF) or whose first is a
+    preview is refused: segmenting one of them silently would answer another question."""
+
+    def plane(s) -> list[int]:  # H, W (the last two axes where they are not named)
+        return [int(n) for a, n in zip(s.axes, s.shape, strict=False) if a in "YX"] or list(s.shape[-2:])
+
+    first = series[0]
+    if any(np.prod(plane(s)) >= np.prod(plane(first)) for s in series[1:]):
+        sizes = ", ".join("x".join(map(str, plane(s))) for s in series[:6])
+        raise SpiralrayError(
+            f"{redact(url)} holds {len(series)} images ({sizes}{', ...' if len(series) > 6 else ''}): "
+            "spiralray reads one image per file; save each as its own file"
+        )
+    return first
+
+
 def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
     import tifffile
     import zarr
@@ -311,7 +336,7 @@ def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
             tif = tifffile.TiffFile(handle)
         else:
             handle, tif = None, tifffile.TiffFile(local(url))
-        series = tif.series[0]
+        series = _one_series(url, tif.series)
         arr = zarr.open(series.aszarr(), mode="r")
         if isinstance(arr, zarr.Group):  # a pyramidal TIFF: level 0
             arr = arr["0"]
@@ -336,7 +361,7 @@ def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:
             import fsspec
 
             with fsspec.open(url, "rb", **(storage_options or {})) as f:
-                a = np.asarray(iio.imread(f.read(), extension=Path(url.split("?")[0]).suffix))
+                a = np.asarray(iio.imread(f.read(), extension=suffix(url)))
         else:
             a = np.asarray(iio.imread(local(url)))
     except Exception as exc:
@@ -366,11 +391,11 @@ def open_image(url: str, channel: int | None = None, plane=None, storage_options
         raise SpiralrayError(f"input not found: {redact(url) if is_url(url) else url}")
     if is_zarr(url):
         return open_zarr(url, channel, plane, storage_options)
-    suffix = Path(url.split("?")[0]).suffix.lower()
-    if suffix in TIFF:
+    ext = suffix(url)
+    if ext in TIFF:
         return open_tiff(url, channel, plane, storage_options)
-    if suffix in RASTER:
+    if ext in RASTER:
         return open_raster(url, channel, plane, storage_options)
     if not is_url(url) and os.path.isdir(local(url)):
         raise SpiralrayError(f"{url} is a directory, not an image (a zarr store needs zarr.json or .zarray)")
-    raise SpiralrayError(f"unsupported image format '{suffix or 'none'}' for {url} (use .tif, .png or .zarr)")
+    raise SpiralrayError(f"unsupported image format '{ext or 'none'}' for {url} (use .tif, .png or .zarr)")

@@ -9,12 +9,11 @@ problem (missing file, unreadable format) so callers never show a traceback for 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import SpiralrayError
-from .readers import RASTER, TIFF, exists, is_zarr
+from .readers import RASTER, TIFF, exists, is_zarr, suffix
 from .readers import is_url as _is_url
 from .readers import local as _local
 from .spacing import tiff_metadata
@@ -27,9 +26,9 @@ def read_image(path, storage_options: dict | None = None) -> np.ndarray:
         raise SpiralrayError(f"input not found: {s}")
     if is_zarr(s):
         return read_zarr(s, storage_options=storage_options)
-    suffix = Path(s.split("?")[0]).suffix.lower()
+    ext = suffix(s)
     try:
-        if suffix in TIFF:
+        if ext in TIFF:
             import tifffile
 
             if _is_url(s):
@@ -38,13 +37,13 @@ def read_image(path, storage_options: dict | None = None) -> np.ndarray:
                 with fsspec.open(s, "rb", **(storage_options or {})) as f:
                     return tifffile.imread(f)
             return tifffile.imread(_local(s))
-        if suffix in RASTER:
+        if ext in RASTER:
             import imageio.v3 as iio
 
             return np.asarray(iio.imread(_local(s)))
     except Exception as exc:  # a corrupt file: name it, keep the cause for --verbose logs
         raise SpiralrayError(f"cannot read {s} as an image: {exc.__class__.__name__}: {exc}") from exc
-    raise SpiralrayError(f"unsupported image format '{suffix or 'none'}' for {s} (use .tif, .png or .zarr)")
+    raise SpiralrayError(f"unsupported image format '{ext or 'none'}' for {s} (use .tif, .png or .zarr)")
 
 
 def read_zarr(path, storage_options: dict | None = None) -> np.ndarray:
@@ -163,9 +162,9 @@ def check_output(path) -> None:
     s = _local(str(path))
     if is_zarr(s) or _is_url(s):
         return
-    suffix = Path(s).suffix.lower()
-    if suffix not in TIFF:
-        raise SpiralrayError(f"unsupported output format '{suffix or 'none'}' for {s} (use .tif or .zarr)")
+    ext = suffix(s)
+    if ext not in TIFF:
+        raise SpiralrayError(f"unsupported output format '{ext or 'none'}' for {s} (use .tif or .zarr)")
     check_parent(s)
 
 

@@ -35,7 +35,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         "--ids",
         choices=["sequential", "seed"],
         default="sequential",
-        help="1..N per image in seed order, or archive-unique seed ids (uint64 when needed)",
+        help="1..N per image in seed order, or archive-unique seed ids (uint64)",
     )
     s.add_argument(
         "--exclude-border", action="store_true", help="drop objects touching the image border (cut nuclei)"

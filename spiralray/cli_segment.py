@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from .errors import EXIT_FAILED_IMAGES, SpiralrayError
@@ -84,23 +83,9 @@ def plane(text: str | None):
 
 
 def diameter(text: str):
-    """``--diameter``: "auto", a number of pixels, or a length ("8um": converted per image by the
-    pixel size its metadata records) kept as "8 micrometer"."""
-    from .io.spacing import parse_length
+    from .pipeline.plan import parse_diameter
 
-    if text is None or text.strip().lower() == "auto":
-        return "auto"
-    length = parse_length(text)
-    number = text.strip()[:-2] if text.strip().lower().endswith("px") else text
-    try:
-        d = length[0] if length else float(number)
-    except ValueError:
-        raise SpiralrayError(
-            f"bad --diameter '{text}' (a number of pixels, a length such as 8um, or auto)"
-        ) from None
-    if not (d > 0 and math.isfinite(d)):
-        raise SpiralrayError(f"--diameter must be a positive size (or auto), got {text}")
-    return f"{d:.15g} {length[1]}" if length else d
+    return parse_diameter(text)
 
 
 def resources(text: str | None) -> dict | None:

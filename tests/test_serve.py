@@ -199,6 +199,15 @@ def test_options_match_the_api(server, registry):
     big = generate(SyntheticSpec(300, 320, radius=(30, 40), density=0.0002), seed=6)[0]
     resized, _ = served_labels(server, big, "?diameter=70")
     assert np.array_equal(resized, api.segment_image(engine, big, diameter=70.0).labels)
+    # a length: converted by ?pixel_size, or by the TIFF's own calibration
+    assert np.array_equal(served_labels(server, big, "?diameter=35um&pixel_size=0.5")[0], resized)
+    meta = {"axes": "YX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25}
+    calibrated = io.BytesIO()
+    tifffile.imwrite(calibrated, big, ome=True, metadata=meta)
+    r = post(server, calibrated.getvalue(), query="?diameter=17.5um")
+    assert np.array_equal(tifffile.imread(io.BytesIO(r.content)), resized), r.text
+    r = post(server, tiff_bytes(big), query="?diameter=17.5um")
+    assert r.status_code == 422 and "needs the pixel size: pass pixel_size=" in r.json()["error"]
     padded = image.copy()
     padded[:40] = 0
     from_padded, _ = served_labels(server, padded, "?pad_value=0")
@@ -271,6 +280,8 @@ def bad_requests():
         ("seed ids as png", good, "image/tiff", "?format=png&ids=seed", 422),
         ("zero diameter", good, "image/tiff", "?diameter=0", 422),
         ("bad diameter", good, "image/tiff", "?diameter=big", 422),
+        ("negative length", good, "image/tiff", "?diameter=-8um", 422),
+        ("bad pixel size", good, "image/tiff", "?diameter=8um&pixel_size=0", 422),
         ("diameter larger than the image", good, "image/tiff", "?diameter=500", 422),
     ]
 

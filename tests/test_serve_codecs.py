@@ -95,6 +95,21 @@ def test_decode_refusals(body, kind, status, words):
     assert "\n" not in str(e.value)
 
 
+def test_a_tiff_body_of_several_images_is_refused_and_its_calibration_read():
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as w:  # a preview, then the image
+        w.write(np.zeros((16, 16), np.uint16))
+        w.write(np.ones((80, 90), np.uint16))
+    with pytest.raises(codecs.RequestError, match=r"the TIFF holds 2 images \(16x16, 80x90\)") as err:
+        codecs.decode(buf.getvalue(), "tiff", 10**6)
+    assert err.value.status == 422
+    ome = tiff_bytes(
+        np.ones((80, 90), np.uint16), ome=True, metadata={"PhysicalSizeX": 0.4, "PhysicalSizeY": 0.4}
+    )
+    assert codecs.tiff_pixel_size(ome) == pytest.approx(0.4)
+    assert codecs.tiff_pixel_size(tiff_bytes(np.ones((80, 90), np.uint16))) is None
+
+
 def test_pixel_limit_is_read_from_the_header_before_decoding():
     # The bomb is refused although its body is small; the same image under a larger limit decodes.
     assert len(BOMB) < 64 << 10

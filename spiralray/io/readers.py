@@ -306,7 +306,7 @@ def _missing(node, p: Plane) -> int:
             return 0
 
 
-def _one_series(url: str, series: list):
+def one_series(url: str, series: list):
     """The file's image: its first series, when every other is smaller (a slide's thumbnail or
     label). A file of several images of its size (positions of an OME-TIFF) or whose first is a
     preview is refused: segmenting one of them silently would answer another question."""
@@ -336,7 +336,7 @@ def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
             tif = tifffile.TiffFile(handle)
         else:
             handle, tif = None, tifffile.TiffFile(local(url))
-        series = _one_series(url, tif.series)
+        series = one_series(url, tif.series)
         arr = zarr.open(series.aszarr(), mode="r")
         if isinstance(arr, zarr.Group):  # a pyramidal TIFF: level 0
             arr = arr["0"]

@@ -7,6 +7,7 @@ grid and the image's index in its archive (which the seed ids carry).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -105,6 +106,28 @@ def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None):
         return None, padded
     lo, hi = streaming_stats(rest, reader.dtype, m.norm, m.norm_low, m.norm_high, n)
     return ((lo, hi) if hi > lo else None), padded
+
+
+def parse_diameter(text: str | None, name: str = "--diameter"):
+    """A diameter as a user writes it: "auto" (any case), a number of pixels ("12", "12px"),
+    or a length ("8um", "800 nm": converted per image by its recorded pixel size), kept as
+    "8 micrometer". ``name`` is how the error names the setting."""
+    from ..io.spacing import parse_length
+
+    if text is None or str(text).strip().lower() == "auto":
+        return "auto"
+    text = str(text)
+    length = parse_length(text)
+    number = text.strip()[:-2] if text.strip().lower().endswith("px") else text
+    try:
+        d = length[0] if length else float(number)
+    except ValueError:
+        raise SpiralrayError(
+            f"bad {name} '{text}' (a number of pixels, a length such as 8um, or auto)"
+        ) from None
+    if not (d > 0 and math.isfinite(d)):
+        raise SpiralrayError(f"{name} must be a positive size (or auto), got {text}")
+    return f"{d:.15g} {length[1]}" if length else d
 
 
 def in_pixels(diameter, reader) -> tuple[float | str | None, str | None]:

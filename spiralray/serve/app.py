@@ -36,13 +36,14 @@ from starlette.exceptions import HTTPException
 
 from ..core.engine import on_passing_thread
 from ..errors import SpiralrayError
-from ..pipeline.plan import check_pad_value
+from ..pipeline.plan import check_pad_value, parse_diameter
 from . import codecs
 from .batching import Item, segment_many
 from .config import ServeConfig
 
 log = logging.getLogger("ray.serve")
 SEGMENT_PARAMS = {"format", "mode", "channel", "plane", "ids", "exclude_border", "diameter", "pad_value"}
+SEGMENT_PARAMS |= {"pixel_size"}
 
 api = FastAPI(
     title="spiralray",
@@ -249,9 +250,12 @@ class Ingress:
         exclude_border: bool = Query(False, description="drop objects touching the image border"),
         diameter: str = Query(
             "auto",
-            pattern=r"^(auto|[0-9]*\.?[0-9]+)$",
-            description="nuclei's diameter in px, or auto (estimated): far from the model's size, "
-            "the image is segmented resampled and its labels come back at its resolution",
+            description="nuclei's diameter in px, a length (e.g. 8um: converted by pixel_size or the "
+            "TIFF's OME / ImageJ calibration), or auto (estimated): far from the model's size, the "
+            "image is segmented resampled and its labels come back at its resolution",
+        ),
+        pixel_size: float | None = Query(
+            None, gt=0, description="the pixel's side in micrometers, for a diameter given as a length"
         ),
         pad_value: str | None = Query(
             None,
@@ -264,28 +268,28 @@ class Ingress:
         self.admitted += 1
         try:
             return await self._segment(
-                request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value
+                request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value, pixel_size
             )
         finally:
             self.admitted -= 1
 
     async def _segment(
-        self, request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value
+        self, request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value, pixel_size
     ) -> Response:
         t0 = time.perf_counter()
-        try:
-            pad = check_pad_value(pad_value)  # before the body is read: a bad value costs nothing
+        try:  # before the body is read: a bad value costs nothing
+            pad = check_pad_value(pad_value)
+            size = parse_diameter(diameter, "diameter")
         except SpiralrayError as exc:
             return _error(422, str(exc))
         try:
-            image = await self._read_image(request, channel, plane)
+            image, recorded = await self._read_image(request, channel, plane)
             if format == "png" and mode == "instance" and ids == "seed":
                 raise codecs.RequestError(422, "seed ids do not fit 16-bit PNG: use format=tiff or npy")
         except codecs.RequestError as exc:
             return _error(exc.status, str(exc))
         try:
-            size = "auto" if diameter == "auto" else float(diameter)
-            item = Item(image, channel, ids, exclude_border, size, pad)
+            item = Item(image, channel, ids, exclude_border, size, pad, pixel_size or recorded)
             reply = await self.segmenter.segment.remote(item)
         except BackPressureError:  # the handle's own bound (several ingress replicas share it)
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
@@ -307,7 +311,10 @@ class Ingress:
         headers["X-Seconds"] = f"{time.perf_counter() - t0:.4f}"
         return Response(body, media_type=codecs.FORMATS[format], headers=headers)
 
-    async def _read_image(self, request: Request, channel: int | None, plane: int | None) -> np.ndarray:
+    async def _read_image(
+        self, request: Request, channel: int | None, plane: int | None
+    ) -> tuple[np.ndarray, float | None]:
+        """(the plane to segment, the pixel size in micrometers a TIFF body records)."""
         unknown = sorted(set(request.query_params) - SEGMENT_PARAMS)
         if unknown:
             raise codecs.RequestError(
@@ -322,10 +329,11 @@ class Ingress:
             size += len(chunk)
             codecs.check_length(size, self.max_bytes)
             chunks.append(chunk)
-        image = await asyncio.to_thread(codecs.decode, b"".join(chunks), kind, self.max_pixels)
+        data = b"".join(chunks)
+        image = await asyncio.to_thread(codecs.decode, data, kind, self.max_pixels)
         image = codecs.take_plane(image, plane, channel)
         codecs.check_channel(image.shape, channel)
-        return image
+        return image, (await asyncio.to_thread(codecs.tiff_pixel_size, data) if kind == "tiff" else None)
 
 
 def build_app(args: dict | ServeConfig | None = None):

@@ -43,6 +43,7 @@ class Item:
     exclude_border: bool = False
     diameter: float | str = "auto"  # px, or "auto" (as ``api.segment_image`` takes it)
     pad_value: float | None = None  # a fill value that is not data (0, nan)
+    pixel_size: float | None = None  # micrometers: what a diameter given as a length is converted by
 
 
 def segment_many(
@@ -94,6 +95,7 @@ def _segment(engine, item: Item) -> api.Result:
         ids=item.ids,
         diameter=item.diameter,
         pad_value=item.pad_value,
+        pixel_size=item.pixel_size,
     )
 
 

@@ -126,11 +126,31 @@ def _check_pixels(shape, max_pixels: int) -> None:
 def _tiff(data: bytes, max_pixels: int) -> np.ndarray:
     import tifffile
 
+    from ..errors import SpiralrayError
+    from ..io.readers import one_series
+
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         if not tif.series:
             raise RequestError(400, "the TIFF holds no image")
-        _check_pixels(tif.series[0].shape, max_pixels)
-        return tif.asarray()
+        try:
+            series = one_series("the TIFF", tif.series)  # several images: refused, as the CLI does
+        except SpiralrayError as exc:
+            raise RequestError(422, str(exc)) from None
+        _check_pixels(series.shape, max_pixels)
+        return series.asarray()
+
+
+def tiff_pixel_size(data: bytes) -> float | None:
+    """The pixel's side in micrometers that a TIFF body's OME or ImageJ metadata records."""
+    import tifffile
+
+    from ..io import spacing
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            return spacing.pixel_micrometers(spacing.from_tiff(tif))
+    except Exception:  # the pixels were decodable; metadata is optional
+        return None
 
 
 def _png(data: bytes, max_pixels: int) -> np.ndarray:

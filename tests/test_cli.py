@@ -115,7 +115,10 @@ def test_segment_writes_uint32_labels_and_finds_nuclei(tmp_path):
     [
         (None, "input not found"),
         (lambda p: p.write_bytes(b"not a tiff at all"), "cannot read"),
-        (lambda p: tifffile.imwrite(p, np.full((3, 80, 80, 5), 1, np.uint16)), "2-D image"),
+        (
+            lambda p: tifffile.imwrite(p, np.full((3, 80, 80, 5), 1, np.uint16)),
+            "does not say what its axes 0, 1 are",
+        ),
         (lambda p: tifffile.imwrite(p, np.full((80, 80), np.nan, np.float32)), "NaN"),
         (lambda p: tifffile.imwrite(p, np.ones((30, 300), np.uint16)), "smaller than one region"),
     ],

@@ -44,7 +44,7 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
     if len(unknown) > 1:  # which is the channel and which the stack? nothing says
         raise SpiralrayError(
             f"array of shape {shape} does not say what its axes {', '.join(str(i) for i in unknown)} are "
-            "(no axis metadata): store it as an OME-Zarr image with axes, or as a 2-D or 3-D array"
+            "(no axis metadata): save it with axes (OME-Zarr, OME-TIFF) or as a 2-D or 3-D array"
         )
     if len(unknown) == 1 and (channel is not None or plane is not None) and "c" not in axes:
         k = unknown[0]  # one axis of unknown meaning: it is what the user selects along

@@ -144,7 +144,7 @@ def test_a_diameter_in_microns_is_converted_by_each_images_recorded_pixel_size(t
     assert (
         main(["segment", str(tmp_path / "cal.tif"), str(tmp_path / "o2.tif"), "--diameter", "3500 nm"]) == 0
     )
-    assert "nuclei 7 px across (given as 3500 nanometer)" in capsys.readouterr().out
+    assert "nuclei 7 px across (given as 3.5 micrometer)" in capsys.readouterr().out  # one unit
     # no recorded pixel size: refused, not guessed
     assert main(["segment", str(tmp_path / "plain.tif"), str(tmp_path / "p.tif"), "--diameter", "3.5um"]) == 2
     err = capsys.readouterr().err

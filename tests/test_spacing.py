@@ -52,7 +52,7 @@ def test_ngff_level0_spacing_composes_dataset_and_multiscale_transforms():
 
 
 def test_units_in_every_spelling_and_pyramid_transforms():
-    for u in ("µm", "\\u00B5m", "micron", "um", "micrometer", "MICRON"):
+    for u in ("µm", "\\u00B5m", "micron", "um", "micrometer", "MICRON", "micrometers"):
         assert spacing.unit_name(u) == "micrometer", u
     assert spacing.unit_name("nm") == "nanometer" and spacing.unit_name("pixel") is None
     assert spacing.unit_name("Mm") == "megameter" and spacing.unit_name("mm") == "millimeter"  # case
@@ -120,6 +120,20 @@ def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
             {"type": "scale", "scale": [0.325, 0.325]},
             {"type": "translation", "translation": [7.0, 3.0]},
         ]
+    # the image recalibrated: the same command is refused (the labels' frame would be the old
+    # one, and a diameter given as a length another number of pixels), --overwrite replaces
+    ds[0]["scale"] = [1, 0.65, 0.65]
+    src.attrs["multiscales"] = [{"version": "0.4", **_multiscale(ds)}]
+    run = ["segment", str(tmp_path / "in.ome.zarr"), str(out), "--channel", "1", "--diameter", "9um"]
+    assert main(["segment", str(tmp_path / "in.ome.zarr"), str(out), "--channel", "1"]) == 2
+    assert "holds another run (pixel sizes differ): use --overwrite" in capsys.readouterr().err
+    assert main([*run, "--overwrite", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (
+        summary["diameter"]["diameter"] == pytest.approx(9 / 0.65)
+        and summary["spacing"]["scale"] == [0.65] * 2
+    )
+    assert "source" not in zarr.open_group(str(out / "labels/instances")).attrs["ome"]["image-label"]
     # an uncalibrated input keeps pixel units, as before
     tifffile.imwrite(tmp_path / "plain.tif", nuclei)
     assert main(["segment", str(tmp_path / "plain.tif"), str(tmp_path / "plain.zarr")]) == 0

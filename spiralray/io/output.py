@@ -279,7 +279,9 @@ class Output:
                 write_multiscales_metadata(group, datasets, fmt=fmt, axes=spacing.ngff_axes(pixel), name=name)
         labels.attrs.pop("ome", None)
         for name in LABELS:
-            write_label_metadata(labels, name, fmt=fmt, source={"image": "../../"})
+            # no "source": the image is the input, elsewhere (a path up to this group, which
+            # holds none, sent readers looking for a parent that is not there)
+            write_label_metadata(labels, name, fmt=fmt)
         labels.attrs["ome"] = {**dict(labels.attrs["ome"]), "version": fmt.version}  # NGFF 0.5 asks for it
         self.write_table(table)
         retrying(lambda: root.attrs.__setitem__("spiralray", {**attrs, "complete": True}))

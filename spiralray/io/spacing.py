@@ -51,7 +51,10 @@ def unit_name(unit) -> str | None:
     if u in _NGFF or u in _SYMBOLS:
         return _SYMBOLS.get(u, u)
     word = u.lower()
-    return word if word in _NGFF else _WORDS.get(word)
+    for w in (word, word[:-1] if word.endswith("s") else word):  # "micrometers"
+        if w in _NGFF or w in _WORDS:
+            return _WORDS.get(w, w)
+    return None
 
 
 def _positive(v) -> float | None:
@@ -67,6 +70,8 @@ def make(sy, sx, uy=None, ux=None, ty=0.0, tx=0.0) -> dict | None:
     sy, sx = _positive(sy), _positive(sx)
     if sy is None or sx is None:
         return None
+    # 12 digits: an ImageJ rational's 1 / (20/13) reads 0.65, not 0.6499999999999999
+    sy, sx = float(f"{sy:.12g}"), float(f"{sx:.12g}")
     ty, tx = (float(t) if isinstance(t, int | float) and math.isfinite(t) else 0.0 for t in (ty, tx))
     return {"scale": [sy, sx], "translation": [ty, tx], "unit": [unit_name(uy), unit_name(ux)]}
 

@@ -112,7 +112,7 @@ def parse_diameter(text: str | None, name: str = "--diameter"):
     """A diameter as a user writes it: "auto" (any case), a number of pixels ("12", "12px"),
     or a length ("8um", "800 nm": converted per image by its recorded pixel size), kept as
     "8 micrometer". ``name`` is how the error names the setting."""
-    from ..io.spacing import parse_length
+    from ..io.spacing import micrometers, parse_length
 
     if text is None or str(text).strip().lower() == "auto":
         return "auto"
@@ -127,7 +127,9 @@ def parse_diameter(text: str | None, name: str = "--diameter"):
         ) from None
     if not (d > 0 and math.isfinite(d)):
         raise SpiralrayError(f"{name} must be a positive size (or auto), got {text}")
-    return f"{d:.15g} {length[1]}" if length else d
+    if length:  # in micrometers, whatever unit it was written in: 13um and 13000nm are one run
+        return f"{micrometers(d, length[1]):.12g} micrometer"
+    return d
 
 
 def in_pixels(diameter, reader) -> tuple[float | str | None, str | None]:
@@ -296,6 +298,12 @@ def _with_defaults(params: dict | None) -> dict | None:
 def mismatch(old: dict, new: dict) -> str | None:
     """What differs between an existing output's manifest and this run's (None: the same)."""
     a, b = identity(old), identity(new)
+    # the input's pixel size, where both record one (an output written before it was read has
+    # none): a recalibrated image changes a diameter given as a length, and the labels' frame
+    for p, q in zip(old.get("images", []), new.get("images", []), strict=False):
+        s, t = p.get("source", {}).get("spacing"), q.get("source", {}).get("spacing")
+        if s and t and s != t:
+            return "pixel sizes"
     for key, what in (
         ("version", "format version"),
         ("inputs", "input"),

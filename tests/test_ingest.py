@@ -107,6 +107,8 @@ def test_folder_to_archive_levels_pixels_and_resume(ray_cluster, tmp_path):
             {"type": "translation", "translation": [0.5 * (2**k - 1) / 2] * 2},
         ]
     assert open_image(str(dst / "a/b/lzw.zarr")).spacing["scale"] == [0.5, 0.5]
+    carried = {r["path"]: r["spacing"] for r in s["per_image"]}  # what --json reports
+    assert carried["a/b/lzw.tif"]["unit"] == ["micrometer"] * 2 and carried["p.png"] is None
     assert [a.get("unit") for a in list(Reader(parse_url(str(dst / "p.zarr")))())[0].metadata["axes"]] == [
         None
     ] * 2

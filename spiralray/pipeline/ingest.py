@@ -190,6 +190,7 @@ def _write(url: str, group, opts: IngestOptions) -> dict:
         )
     _exact_transforms(group, axes, reader.spacing)
     meta = {"shape": list(darr.shape), "axes": axes, "dtype": str(darr.dtype), "levels": levels}
+    meta["spacing"] = reader.spacing  # the pixel size carried into its metadata (None: px)
     return {**meta, "chunks": chunks, "whole": bool(whole), "pixel_bytes": int(darr.nbytes)}
 
 

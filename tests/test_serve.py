@@ -28,6 +28,7 @@ from spiralray.core.metrics import labels_equal
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
 from spiralray.serve import codecs
+from spiralray.serve.app import SEGMENT_PARAMS
 from spiralray.serve.cli import cmd_serve
 
 MODEL = "spiral-serve"
@@ -151,7 +152,9 @@ def test_health_model_and_openapi(server):
         "exclude_border",
         "diameter",
         "pad_value",
+        "pixel_size",
     }
+    assert SEGMENT_PARAMS == {p["name"] for p in op["parameters"]}  # the unknown-parameter check's list
     assert set(op["requestBody"]["content"]) == set(codecs.MEDIA_TYPES)
     assert {"200", "413", "415", "422", "503"} <= set(op["responses"])
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import SpiralrayError
 from . import spacing
-from .readers import is_url, local, one_line, redact, retrying
+from .readers import is_url, local, one_line, redact
+from .retry import retrying
 
 MANIFEST = ".spiralray/manifest.json"
 TILES = ".spiralray/tiles"

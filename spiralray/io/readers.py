@@ -13,9 +13,7 @@ object. No torch here.
 
 from __future__ import annotations
 
-import errno
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 from ..errors import SpiralrayError
 from . import spacing
 from .planes import Plane, choose_plane
+from .retry import retrying
 
 TIFF = (".tif", ".tiff")
 RASTER = (".png", ".jpg", ".jpeg", ".bmp")
@@ -80,50 +79,6 @@ def one_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
 
 
-TRANSIENT = (
-    "slowdown",
-    "reduce your request rate",
-    "try again",
-    "503",
-    "throttl",
-    "timeout",
-    "timed out",
-    "temporar",
-    "connection reset",
-    "serviceunavailable",
-    "requestlimitexceeded",
-    "internalerror",
-    "too many requests",
-    "429",
-)
-
-
-# What fsspec's object stores raise once their own retries are spent: s3fs turns S3's SlowDown,
-# 503 and ServiceUnavailable into OSError(EBUSY, "Please reduce your request rate.").
-TRANSIENT_ERRNOS = frozenset(
-    {errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED}
-)
-
-
-def transient(exc: BaseException) -> bool:
-    """Throttling, timeouts and dropped connections are worth retrying; a corrupt chunk is not.
-    Read from the error and the errors it was raised from (``raise ... from``)."""
-    for _ in range(8):  # a chain is short; the bound guards against a cycle
-        if isinstance(exc, (TimeoutError, ConnectionError)) or (
-            isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
-        ):
-            return True
-        # an OSError's own words, without its file name (a path may hold "503" or "timeout")
-        said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        text = f"{exc.__class__.__name__} {said}".lower()
-        if any(t in text for t in TRANSIENT):
-            return True
-        if exc.__cause__ is None:
-            return False
-        exc = exc.__cause__
-    return False
-
-
 def is_zarr(path) -> bool:
     s = local(path).rstrip("/")
     if s.endswith(".zarr") or ".zarr/" in s:
@@ -133,26 +88,6 @@ def is_zarr(path) -> bool:
         and os.path.isdir(s)
         and any(os.path.exists(os.path.join(s, m)) for m in ("zarr.json", ".zarray", ".zgroup"))
     )
-
-
-RETRIES = 5  # attempts at a transient failure, backing off 0.2 s, 0.4 s, ... in between
-
-
-def retrying(fn, attempts: int = RETRIES):
-    """``fn()``, called again after a transient failure (``transient``), ``attempts`` times in
-    all: for reads and for whole-object writes, which are idempotent. The last failure, or the
-    first that is not transient, propagates as raised."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except SpiralrayError:
-            raise
-        except Exception as exc:
-            if transient(exc) and attempt + 1 < attempts:
-                time.sleep(0.2 * 2**attempt)
-                continue
-            raise
-    raise AssertionError("unreachable")
 
 
 class ImageReader:

@@ -108,6 +108,12 @@ def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None):
     return ((lo, hi) if hi > lo else None), padded
 
 
+def _without_px(text: str) -> str:
+    """ "8px", "8 PX" -> "8": a number of pixels that says so; any other text as it is."""
+    t = text.strip()
+    return t[:-2].strip() if t.lower().endswith("px") else text
+
+
 def parse_diameter(text: str | None, name: str = "--diameter"):
     """A diameter as a user writes it: "auto" (any case), a number of pixels ("12", "12px"),
     or a length ("8um", "800 nm": converted per image by its recorded pixel size), kept as
@@ -118,9 +124,8 @@ def parse_diameter(text: str | None, name: str = "--diameter"):
         return "auto"
     text = str(text)
     length = parse_length(text)
-    number = text.strip()[:-2] if text.strip().lower().endswith("px") else text
     try:
-        d = length[0] if length else float(number)
+        d = length[0] if length else float(_without_px(text))
     except ValueError:
         raise SpiralrayError(
             f"bad {name} '{text}' (a number of pixels, a length such as 8um, or auto)"
@@ -140,8 +145,8 @@ def in_pixels(diameter, reader) -> tuple[float | str | None, str | None]:
 
     if not isinstance(diameter, str) or diameter == "auto":
         return diameter, None
-    if diameter.strip().lower().endswith("px"):  # "8px", "8 PX": pixels said so
-        return diameter.strip()[:-2].strip(), None
+    if _without_px(diameter) != diameter:  # "8px", "8 PX": pixels said so
+        return _without_px(diameter), None
     length = parse_length(diameter)
     if length is None:
         return diameter, None

@@ -283,7 +283,9 @@ class Ingress:
         except SpiralrayError as exc:
             return _error(422, str(exc))
         try:
-            image, recorded = await self._read_image(request, channel, plane)
+            # the body's own calibration, only where a length has to be converted by it
+            calibration = isinstance(size, str) and size != "auto" and pixel_size is None
+            image, recorded = await self._read_image(request, channel, plane, calibration)
             if format == "png" and mode == "instance" and ids == "seed":
                 raise codecs.RequestError(422, "seed ids do not fit 16-bit PNG: use format=tiff or npy")
         except codecs.RequestError as exc:
@@ -312,9 +314,10 @@ class Ingress:
         return Response(body, media_type=codecs.FORMATS[format], headers=headers)
 
     async def _read_image(
-        self, request: Request, channel: int | None, plane: int | None
+        self, request: Request, channel: int | None, plane: int | None, calibration: bool = False
     ) -> tuple[np.ndarray, float | None]:
-        """(the plane to segment, the pixel size in micrometers a TIFF body records)."""
+        """(the plane to segment, the pixel size in micrometers a TIFF body records, read when
+        ``calibration`` asks for it, else None)."""
         unknown = sorted(set(request.query_params) - SEGMENT_PARAMS)
         if unknown:
             raise codecs.RequestError(
@@ -333,7 +336,8 @@ class Ingress:
         image = await asyncio.to_thread(codecs.decode, data, kind, self.max_pixels)
         image = codecs.take_plane(image, plane, channel)
         codecs.check_channel(image.shape, channel)
-        return image, (await asyncio.to_thread(codecs.tiff_pixel_size, data) if kind == "tiff" else None)
+        wanted = calibration and kind == "tiff"
+        return image, (await asyncio.to_thread(codecs.tiff_pixel_size, data) if wanted else None)
 
 
 def build_app(args: dict | ServeConfig | None = None):

@@ -171,6 +171,66 @@ def test_the_train_command_refuses_a_run_that_would_train_nothing(dataset, capsy
         assert err.strip().splitlines() == [f"spiralray: error: {says}"], err
 
 
+def test_the_training_job_as_a_driver_of_its_own_trains_registers_and_its_model_segments(
+    ray_cluster, mlflow_store, dataset, tmp_path
+):
+    """``python jobs/train.py`` exactly as ``ray job submit`` runs it: a driver process of its own
+    that joins the running cluster, trains with the CLI's defaults (batch sizes included), prints
+    its summary as the last line and registers; ``spiralray segment`` then uses the alias."""
+    import json
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from spiralray.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    flags = ["--data", f"{dataset}:0-1", "--val-data", f"{dataset}:2", "--epochs", "1", "--workers", "2"]
+    flags += ["--samples", "256", "--zoom", "1.0", "--register", "job-smoke", "--alias", "candidate"]
+    flags += ["--storage", str(tmp_path / "ckpt"), "--name", "job", "--experiment", "job-smoke"]
+    flags += ["--address", ray_cluster.get_runtime_context().gcs_address]
+    done = subprocess.run(
+        [sys.executable, "jobs/train.py", *flags], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["version"] == "1" and 0 <= summary["object_f1_50"] <= 1 and 0 <= summary["pixel_f1"] <= 1
+    assert "run job: checkpoints in" in done.stdout
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias("job-smoke", "candidate")
+    assert (str(mv.version), mv.run_id) == ("1", summary["run_id"])
+    run = client.get_run(summary["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "job-smoke"
+    assert run.data.params["workers"] == "2" and run.data.params["samples_per_epoch"] == "256"
+    assert run.data.metrics["val_object_f1_50"] == summary["object_f1_50"]
+    image, _ = generate(SyntheticSpec(96, 112), seed=11)
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "i.tif"),
+                str(tmp_path / "o.tif"),
+                "--model",
+                "models:/job-smoke@candidate",
+            ]
+        )
+        == 0
+    )
+    assert tifffile.imread(tmp_path / "o.tif").shape == image.shape
+    # The job's one-line error for a mistake, exit 2, before it joins any cluster.
+    bad = subprocess.run(
+        [sys.executable, "jobs/train.py", *flags[:-2], "--epochs", "0"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --epochs must be at least 1, got 0", (
+        bad.stderr
+    )
+
+
 def test_registry_uris_are_read_as_mlflow_reads_them():
     from spiralray.train.registry import parse
 

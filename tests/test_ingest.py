@@ -156,6 +156,11 @@ def test_bad_files_are_reported_and_the_others_finish(ray_cluster, tmp_path, cap
     out, err = capsys.readouterr()
     assert "3 files -> " in out and "0 converted" in out and "3 failed" in out
     assert "all 3 files failed" in err
+    assert not (tmp_path / "other.zarr").exists()  # the archive root this run made is removed
+    # ... but an archive that was there before stays, with what it holds
+    assert _cli("ingest", src, dst, "--chunk-size", "32") == 2
+    capsys.readouterr()
+    assert np.array_equal(open_image(str(dst / "good.zarr")).read(0, 64, 0, 48), good)
 
 
 def test_places_and_ownership_are_checked(ray_cluster, tmp_path):

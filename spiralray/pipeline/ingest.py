@@ -69,12 +69,14 @@ def check_places(src: str, dst: str) -> None:
         raise SpiralrayError(f"SRC {src} is inside DST {dst}: choose a DST outside the input")
 
 
-def _prepare_root(src: str, dst: str, parents: set[str]) -> None:
-    """DST as an archive: new, an empty folder, or one that ingest made from this SRC."""
+def _prepare_root(src: str, dst: str, parents: set[str]) -> bool:
+    """DST as an archive: new, an empty folder, or one that ingest made from this SRC. True when
+    this call created it (nothing was there)."""
     import zarr
 
     mark = {"archive": True, "source": _where(src), "version": VERSION}
-    if readers.exists(dst):
+    there = readers.exists(dst)
+    if there:
         try:
             found = dict(zarr.open_group(local(dst), mode="r").attrs).get(MARK)
         except Exception:
@@ -92,6 +94,7 @@ def _prepare_root(src: str, dst: str, parents: set[str]) -> None:
             root.require_group(p)
     except Exception as exc:
         raise SpiralrayError(f"cannot create the archive {redact(dst)}: {one_line(exc)}") from exc
+    return not there
 
 
 # --- one file (a Ray task; callable in-process too) ----------------------------------------------
@@ -275,8 +278,9 @@ def ingest(
             continue
         seen[out] = e.path
         jobs.append((e, out))
-    if archive:
-        _prepare_root(src, dst, {e.path.rsplit("/", 1)[0] for e, _ in jobs if "/" in e.path})
+    created = archive and _prepare_root(
+        src, dst, {e.path.rsplit("/", 1)[0] for e, _ in jobs if "/" in e.path}
+    )
     init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
     t1 = time.perf_counter()  # the rate leaves Ray's start-up out
     task = ray.remote(convert_file).options(
@@ -306,6 +310,10 @@ def ingest(
             results.append({"path": e.path, **r})
             bar.update(r)
     bar.close()
+    if created and not any(r["status"] in ("converted", "skipped") for r in results):
+        fs, path = _fs(dst)  # every file failed: no empty archive of ours is left behind
+        with contextlib.suppress(Exception):  # the failures, not a failed clean-up, are the news
+            fs.rm(path, recursive=True)
     return _summary(src, dst, entries, results, failed, time.perf_counter() - t0, time.perf_counter() - t1)
 
 

@@ -2,6 +2,7 @@
 labels carry it, so that they overlay their image in physical units as they do in pixels."""
 
 import json
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -120,6 +121,15 @@ def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
             {"type": "scale", "scale": [0.325, 0.325]},
             {"type": "translation", "translation": [7.0, 3.0]},
         ]
+    # a TIFF output: the offset as OME's plane position, in the pixel size's unit
+    assert main(["segment", str(tmp_path / "in.ome.zarr"), str(tmp_path / "o.tif"), "--channel", "1"]) == 0
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        plane = next(e for e in ET.fromstring(tif.ome_metadata).iter() if e.tag.endswith("}Plane"))
+        assert {k: plane.attrib[k] for k in ("PositionY", "PositionX", "PositionXUnit")} == {
+            "PositionY": "7.0",
+            "PositionX": "3.0",
+            "PositionXUnit": "µm",
+        }
     # the image recalibrated: the same command is refused (the labels' frame would be the old
     # one, and a diameter given as a length another number of pixels), --overwrite replaces
     ds[0]["scale"] = [1, 0.65, 0.65]

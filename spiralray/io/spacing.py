@@ -178,7 +178,8 @@ def ngff_transforms(spacing: dict | None, level: int) -> list[dict]:
 def tiff_metadata(spacing: dict | None, dtype) -> dict:
     """``tifffile.imwrite`` keywords recording the pixel size of a ``dtype`` label image: the
     resolution tags in pixels per cm, and OME-XML (what Bio-Formats, Fiji and QuPath read)
-    where OME has the pixel type (not uint64: ``--ids seed``) and the unit."""
+    where OME has the pixel type (not uint64: ``--ids seed``) and the unit; its ``Plane``
+    PositionY/X carry an offset (the translation) where there is one."""
     if not spacing or not all(spacing.get("unit") or [None]):
         return {}
     (sy, sx), (uy, ux) = spacing["scale"], spacing["unit"]
@@ -195,6 +196,14 @@ def tiff_metadata(spacing: dict | None, dtype) -> dict:
             "PhysicalSizeX": sx,
             "PhysicalSizeXUnit": _OME_SYMBOL[ux],
         }
+        ty, tx = spacing.get("translation") or [0.0, 0.0]
+        if ty or tx:  # where pixel (0, 0) lies (an OME-Zarr input's translation), as Fiji reads it
+            out["metadata"]["Plane"] = {
+                "PositionY": [ty],
+                "PositionYUnit": [_OME_SYMBOL[uy]],
+                "PositionX": [tx],
+                "PositionXUnit": [_OME_SYMBOL[ux]],
+            }
     return out
 
 

@@ -60,6 +60,9 @@ def _folder(root):
     rgba = rng.integers(0, 255, (40, 36, 4), dtype=np.uint8)
     iio.imwrite(root / "a/rgba.png", rgba)
     want["a/rgba.png"] = rgba.transpose(2, 0, 1)
+    grey = rng.integers(0, 255, (40, 44), dtype=np.uint8)  # grey saved as RGBA: one plane
+    iio.imwrite(root / "a/grey.png", np.dstack([grey] * 3 + [np.full_like(grey, 255)]))
+    want["a/grey.png"] = grey
     return want
 
 
@@ -78,8 +81,10 @@ def test_folder_to_archive_levels_pixels_and_resume(ray_cluster, tmp_path):
     want = _folder(tmp_path / "src")
     dst = tmp_path / "out.zarr"
     s = ingest(str(tmp_path / "src"), str(dst), OPTS)
-    assert (s["files"], s["converted"], s["skipped"], s["failed"]) == (6, 6, 0, [])
-    assert sorted(s["read_whole"]) == sorted(str(tmp_path / "src" / p) for p in ("p.png", "a/rgba.png"))
+    assert (s["files"], s["converted"], s["skipped"], s["failed"]) == (7, 7, 0, [])
+    assert sorted(s["read_whole"]) == sorted(
+        str(tmp_path / "src" / p) for p in ("p.png", "a/rgba.png", "a/grey.png")
+    )
     # the archive lists its images in the sources' order, mirrored paths with .zarr
     assert [e.path for e in list_images(str(dst))] == [_zarr_path(r) for r in sorted(want)]
     for rel, a in want.items():
@@ -120,11 +125,11 @@ def test_folder_to_archive_levels_pixels_and_resume(ray_cluster, tmp_path):
 
     # re-run: everything complete is skipped; an incomplete image (a killed task) is redone
     again = ingest(str(tmp_path / "src"), str(dst), OPTS)
-    assert (again["converted"], again["skipped"]) == (0, 6)
+    assert (again["converted"], again["skipped"]) == (0, 7)
     g = zarr.open_group(str(dst / "p.zarr"), mode="r+")
     g.attrs["spiralray_ingest"] = {**g.attrs["spiralray_ingest"], "complete": False}
     again = ingest(str(tmp_path / "src"), str(dst), OPTS)
-    assert (again["converted"], again["skipped"]) == (1, 5)
+    assert (again["converted"], again["skipped"]) == (1, 6)
     assert [r["path"] for r in again["per_image"] if r["status"] == "converted"] == ["p.png"]
     assert np.array_equal(open_image(str(dst / "p.zarr")).read(0, 60, 0, 50), want["p.png"])
 

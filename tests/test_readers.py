@@ -149,6 +149,31 @@ def test_zarr_v2_array_and_png(tmp_path, image):
     assert np.array_equal(r.read(0, r.shape[0], 0, r.shape[1]), iio.imread(tmp_path / "i.jpg"))
 
 
+def test_a_grey_png_saved_as_colour_is_read_as_grey(tmp_path, image):
+    """RGB, RGBA and grey+alpha PNGs whose colour channels are equal (the 2018 Data Science
+    Bowl's images are all RGBA) are the grey image; a colour one still needs --channel."""
+    import imageio.v3 as iio
+
+    eight = (image // 256).astype(np.uint8)
+    alpha = np.full_like(eight, 255)
+    for name, pixels in (
+        ("rgb", np.dstack([eight] * 3)),
+        ("rgba", np.dstack([eight, eight, eight, alpha])),
+        ("la", np.dstack([eight, alpha])),
+    ):
+        iio.imwrite(tmp_path / f"{name}.png", pixels)
+        r = open_image(str(tmp_path / f"{name}.png"))
+        assert r.shape == eight.shape and np.array_equal(r.read(0, 300, 0, 330), eight), name
+    assert np.array_equal(open_image(str(tmp_path / "rgba.png"), channel=2).read(0, 300, 0, 330), eight)
+    colour = np.dstack([eight, eight // 2, eight, alpha])
+    iio.imwrite(tmp_path / "colour.png", colour)
+    with pytest.raises(SpiralrayError, match="image has 4 channels .*choose one with --channel"):
+        open_image(str(tmp_path / "colour.png"))
+    assert np.array_equal(
+        open_image(str(tmp_path / "colour.png"), channel=1).read(0, 300, 0, 330), eight // 2
+    )
+
+
 @pytest.mark.parametrize(
     "make,expected",
     [

@@ -196,6 +196,13 @@ def test_options_match_the_api(server, registry):
     assert np.array_equal(seed_ids, api.segment_image(engine, image, ids="seed").labels)
     from_channel, _ = served_labels(server, stack, "?channel=1")
     assert np.array_equal(from_channel, api.segment_image(engine, image).labels)
+    import imageio.v3 as iio  # a grey PNG saved as RGBA is the grey image, as in the CLI
+
+    eight = (image // 256).astype(np.uint8)
+    rgba = iio.imwrite("<bytes>", np.dstack([eight] * 3 + [np.full_like(eight, 255)]), extension=".png")
+    r = post(server, rgba, "image/png")
+    assert r.status_code == 200, r.text
+    assert np.array_equal(tifffile.imread(io.BytesIO(r.content)), api.segment_image(engine, eight).labels)
     zstack = np.stack([np.zeros_like(image), np.zeros_like(image), image, image[::-1]])
     from_plane, _ = served_labels(server, zstack, "?plane=2")
     assert np.array_equal(from_plane, api.segment_image(engine, image).labels)

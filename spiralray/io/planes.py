@@ -1,11 +1,14 @@
 """Which 2-D plane of an N-D image is segmented: the axes' meaning (from OME or TIFF metadata,
 or guessed from the shape), the channel and the stack plane a user chose, and a one-line error
-for every choice that does not fit the image. Pure: shapes and letters in, a ``Plane`` out.
+for every choice that does not fit the image. Pure: shapes and letters in, a ``Plane`` out
+(and ``grey_of_colour``: a grey image saved as colour is one plane).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..errors import SpiralrayError
 
@@ -116,3 +119,17 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
     if axes.index("y") > axes.index("x"):
         raise SpiralrayError(f"axes '{axes}': x before y is not supported")
     return Plane(axes, tuple(index))
+
+
+def grey_of_colour(image: np.ndarray) -> np.ndarray | None:
+    """The ``H x W`` grey image an ``H x W x C`` grey+alpha, RGB or RGBA one (C = 2 to 4) holds
+    when its colour channels are equal (alpha aside: it is transparency, not signal), else None.
+    Grey images saved as colour PNGs are common (the 2018 Data Science Bowl's are all RGBA)."""
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[-1] not in (2, 3, 4) or min(a.shape[:2]) <= 4:
+        return None
+    colour = a[..., : 1 if a.shape[-1] == 2 else 3]
+    first = colour[..., 0]
+    if all(np.array_equal(first, colour[..., k]) for k in range(1, colour.shape[-1])):
+        return np.ascontiguousarray(first)
+    return None

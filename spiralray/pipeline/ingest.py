@@ -5,7 +5,8 @@ files -> one chunked OME-Zarr archive (NGFF 0.5, zarr v3), one Ray task per file
     DST/, DST/a/                    plain zarr groups, so zarr and ``io.archive`` walk the tree
 
 An image keeps its file's axes in NGFF order (t, c, z, y, x) as ``open_image`` names them
-(tifffile's S -> c, I -> z, a lone unnamed Q -> c; a PNG's colour -> c), so ``spiralray segment
+(tifffile's S -> c, I -> z, a lone unnamed Q -> c; a PNG's colour -> c, unless it is grey saved
+as colour: y, x), so ``spiralray segment
 --channel/--plane`` reads it. Chunks: 1 x ... x chunk x chunk; levels halve y, x to one chunk.
 
 Reading: a tiled or striped TIFF is read by window through ``open_image(...).read`` (row bands of

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException
 
 from ..core.engine import on_passing_thread
 from ..errors import SpiralrayError
+from ..io.planes import grey_of_colour
 from ..pipeline.plan import check_pad_value, parse_diameter
 from . import codecs
 from .batching import Item, segment_many
@@ -334,6 +335,8 @@ class Ingress:
             chunks.append(chunk)
         data = b"".join(chunks)
         image = await asyncio.to_thread(codecs.decode, data, kind, self.max_pixels)
+        if kind == "png" and channel is None and (grey := grey_of_colour(image)) is not None:
+            image = grey  # a grey PNG saved as RGB(A), as the CLI reads it
         image = codecs.take_plane(image, plane, channel)
         codecs.check_channel(image.shape, channel)
         wanted = calibration and kind == "tiff"

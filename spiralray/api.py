@@ -53,6 +53,7 @@ def segment_image(
     diameter: float | str | None = "auto",
     pad_value: float | None = None,
     pixel_size: float | None = None,
+    invert: bool = False,
 ) -> Result:
     """Segment one image held in memory. ``ids``: "sequential" (1..N in seed order) or "seed"
     (the archive-unique seed ids, ``core.objects``). ``diameter``: the nuclei's size in px, or
@@ -60,7 +61,9 @@ def segment_image(
     resampled to it, and its labels come back at its own resolution. ``pad_value``: a fill value
     that is not data (0 or nan where the image was stitched, registered or padded), left out of
     the normalisation statistics and read as background. ``pixel_size``: the pixel's side in
-    micrometers, which a diameter given as a length ("8um") is converted by."""
+    micrometers, which a diameter given as a length ("8um") is converted by. ``invert``: the
+    nuclei are darker than the background (brightfield, a stain's absorbance): the image is
+    inverted before it is normalised."""
     from .core.prepare import select_plane
     from .io import spacing
     from .io.planes import choose_plane
@@ -72,6 +75,8 @@ def segment_image(
     if ids not in IDS:
         raise SpiralrayError(f"unknown id scheme {ids!r} (use {' or '.join(IDS)})")
     _check_arguments(engine, channel, image_index, diameter)
+    if not isinstance(invert, bool | np.bool_):
+        raise SpiralrayError(f"invert must be True or False, got {invert!r}")
     plane = select_plane(image, channel)
     if 0 in plane.shape:
         raise SpiralrayError(f"image is {plane.shape[0]} x {plane.shape[1]} px: there is nothing to segment")
@@ -90,11 +95,16 @@ def segment_image(
         spacing=pixel,
     )
     opts = Options(
-        tile_size=max(256, -(-max(plane.shape) // 256) * 256), ids=ids, diameter=diameter, pad_value=pad_value
+        tile_size=max(256, -(-max(plane.shape) // 256) * 256),
+        ids=ids,
+        diameter=diameter,
+        pad_value=pad_value,
+        invert=bool(invert),
     )
-    plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter, opts.pad_value)
-    if plan.scale != 1 or plan.pad_value is not None:
-        # the tiled path in one tile: resampling, the padding's fill and the way back live there
+    plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter, opts.pad_value, opts.invert)
+    if plan.scale != 1 or plan.pad_value is not None or plan.invert:
+        # the tiled path in one tile: resampling, the padding's fill, the inverted bounds and the
+        # way back live there
         s = run_plan(reader, plan, engine, opts, None, set())
         return Result(s["labels"], s["table"], None, s["regions"], plan.scale, plan.diameter)
     seg = engine.segment(plane)

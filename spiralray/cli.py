@@ -73,6 +73,7 @@ def cmd_segment(args) -> int:
         semantic=args.semantic,
         diameter=cli_segment.diameter(args.diameter),
         pad_value=args.pad_value,
+        invert=args.invert,
     )
     check_output(args.input, args.output, opts)  # before the model loads
     engine = api.load_engine(args.model, device=args.device, batch_size=args.batch_size)

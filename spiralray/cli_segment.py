@@ -29,6 +29,12 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         "or padded: left out of the intensity statistics and read as background (negative: "
         "--pad-value=-5)",
     )
+    s.add_argument(
+        "--invert",
+        action="store_true",
+        help="nuclei darker than the background (brightfield, a stain's absorbance): the image is "
+        "inverted before it is normalised",
+    )
     s.add_argument("--semantic", action="store_true", help="TIFF output: the foreground mask instead of ids")
     s.add_argument(
         "--ids",
@@ -106,6 +112,8 @@ def summary_line(summary: dict, output: str, pad) -> str:
         else ""
     )
     extra += _already_done(summary) + _padding(summary, pad) + _scale(summary)
+    if summary.get("invert"):
+        extra += "; inverted (dark nuclei)"
     if summary.get("objects_table"):
         extra += f"; objects table {summary['objects_table']}"
     objects = f"{summary.get('objects', 0)} objects{_no_signal(summary)}"

@@ -153,6 +153,7 @@ def test_health_model_and_openapi(server):
         "diameter",
         "pad_value",
         "pixel_size",
+        "invert",
     }
     assert SEGMENT_PARAMS == {p["name"] for p in op["parameters"]}  # the unknown-parameter check's list
     assert set(op["requestBody"]["content"]) == set(codecs.MEDIA_TYPES)
@@ -203,6 +204,11 @@ def test_options_match_the_api(server, registry):
     r = post(server, rgba, "image/png")
     assert r.status_code == 200, r.text
     assert np.array_equal(tifffile.imread(io.BytesIO(r.content)), api.segment_image(engine, eight).labels)
+    dark = (65535 - image).astype(np.uint16)  # dark nuclei on a bright background
+    inverted, _ = served_labels(server, dark, "?invert=true")
+    assert (
+        np.array_equal(inverted, api.segment_image(engine, dark, invert=True).labels) and inverted.max() > 0
+    )
     zstack = np.stack([np.zeros_like(image), np.zeros_like(image), image, image[::-1]])
     from_plane, _ = served_labels(server, zstack, "?plane=2")
     assert np.array_equal(from_plane, api.segment_image(engine, image).labels)

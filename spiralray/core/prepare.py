@@ -68,7 +68,7 @@ def prepare_image(
         )
     m = cfg.model
     stats = stats or image_stats(a, m.norm, m.norm_low, m.norm_high)
-    if not stats[1] > stats[0]:
+    if stats[1] == stats[0]:  # (bounds high first: an inverted image)
         return None
     return to_channels(apply_stats(a, stats), m.in_channels)
 

@@ -152,10 +152,11 @@ def image_stats(
 
 
 def apply_stats(image: np.ndarray, stats: tuple[float, float]) -> np.ndarray:
-    """Map [lo, hi] to [0, 1] as float32 (NumPy 2 would otherwise promote to float64).
-    A constant image maps to zeros."""
+    """Map ``lo`` to 0 and ``hi`` to 1, as float32 (NumPy 2 would otherwise promote to float64).
+    Bounds given high first (``lo > hi``) invert the image: dark nuclei on a bright background
+    come out bright on dark. A constant image maps to zeros."""
     lo, hi = stats
-    scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
+    scale = np.float32(1.0 / (hi - lo)) if hi != lo else np.float32(0.0)
     return ((np.asarray(image, dtype=np.float32) - np.float32(lo)) * scale).astype(np.float32)
 
 

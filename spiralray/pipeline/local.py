@@ -153,6 +153,7 @@ def summarize(plan: ImagePlan, asm: Assembler, table: dict, opts: Options, tiles
         "scale": plan.scale,
         "diameter": plan.diameter,
         "padded_pixels": plan.padded_pixels,
+        "invert": plan.invert,
         "spacing": plan.source.get("spacing"),  # the input's pixel size, None when unrecorded
         "ids": opts.ids,
     }
@@ -177,7 +178,9 @@ def segment_image_file(
         run,
         None
         if run.plan
-        else make_plan(run.reader, engine.cfg, opts.tile_size, index, opts.diameter, opts.pad_value),
+        else make_plan(
+            run.reader, engine.cfg, opts.tile_size, index, opts.diameter, opts.pad_value, opts.invert
+        ),
     )
     summary = run_plan(run.reader, run.plan, engine, opts, run.out, run.done, progress)
     return finish_image_run(run, summary)
@@ -195,7 +198,14 @@ def segment_array(image: np.ndarray, engine, opts: Options | None = None) -> dic
         "memory", a, choose_plane(a.shape, None, opts.channel, opts.plane), a.shape[-2:], True, "memory"
     )
     reader.chunks = reader.shape
-    plan = make_plan(reader, engine.cfg, opts.tile_size, diameter=opts.diameter, pad_value=opts.pad_value)
+    plan = make_plan(
+        reader,
+        engine.cfg,
+        opts.tile_size,
+        diameter=opts.diameter,
+        pad_value=opts.pad_value,
+        invert=opts.invert,
+    )
     return run_plan(reader, plan, engine, opts, None, set())
 
 

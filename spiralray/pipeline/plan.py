@@ -29,13 +29,14 @@ class ImagePlan:
     shape: tuple[int, int]
     dtype: str
     source: dict  # the reader's description: kind, axes, plane, chunks, missing chunks
-    stats: tuple[float, float] | None  # normalisation bounds; None: a constant image
+    stats: tuple[float, float] | None  # normalisation bounds (high first: inverted); None: constant
     tile_size: int
     scale: float = 1.0  # the image is segmented resampled by this (> 1 enlarges)
     diameter: dict = field(default_factory=dict)  # how the scale was decided (given / estimated)
     extra: dict = field(default_factory=dict)
     pad_value: float | None = None  # fill value that is not data (read as the background, lo)
     padded_pixels: int = 0  # how many pixels hold it
+    invert: bool = False  # dark nuclei on a bright background: the bounds are high first
 
     @property
     def scaled_shape(self) -> tuple[int, int]:
@@ -81,9 +82,11 @@ def check_tile_size(tile_size: int) -> None:
         raise SpiralrayError(f"tile size {tile_size} is below the minimum of {MIN_TILE} px")
 
 
-def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None):
+def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None, invert: bool = False):
     """(bounds, padded pixels): exact per-image normalisation bounds (None: a constant image,
-    or all padding), streamed over the reader's chunk bands, the pad value's pixels left out."""
+    or all padding), streamed over the reader's chunk bands, the pad value's pixels left out.
+    ``invert``: the bounds of the negated image, high first (its 1st percentile is the image's
+    99th), so normalisation maps the bright background to 0 as it maps a dark one."""
     m = cfg.model
 
     def chunks():
@@ -104,8 +107,11 @@ def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None):
     padded = reader.shape[0] * reader.shape[1] - n
     if n == 0:
         return None, padded
-    lo, hi = streaming_stats(rest, reader.dtype, m.norm, m.norm_low, m.norm_high, n)
-    return ((lo, hi) if hi > lo else None), padded
+    low, high = (100 - m.norm_high, 100 - m.norm_low) if invert else (m.norm_low, m.norm_high)
+    lo, hi = streaming_stats(rest, reader.dtype, m.norm, low, high, n)
+    if not hi > lo:
+        return None, padded
+    return ((hi, lo) if invert else (lo, hi)), padded
 
 
 def _without_px(text: str) -> str:
@@ -224,7 +230,13 @@ def decide_scale(reader, cfg: SpiralNetConfig, stats, diameter="auto") -> tuple[
 
 
 def make_plan(
-    reader, cfg: SpiralNetConfig, tile_size: int, index: int = 0, diameter="auto", pad_value=None
+    reader,
+    cfg: SpiralNetConfig,
+    tile_size: int,
+    index: int = 0,
+    diameter="auto",
+    pad_value=None,
+    invert: bool = False,
 ) -> ImagePlan:
     check_tile_size(tile_size)
     H, W = reader.shape
@@ -237,7 +249,7 @@ def make_plan(
         raise SpiralrayError(f"{given} is {diameter:.3g} px in this image: {exc}") from None
     pad_value = check_pad_value(pad_value)
     desc = reader.describe()
-    stats, padded = image_stats_of(reader, cfg, pad_value)
+    stats, padded = image_stats_of(reader, cfg, pad_value, invert)
     scale, info = decide_scale(filled(reader, pad_value, stats), cfg, stats, diameter)
     if given:
         info["given"] = given
@@ -262,6 +274,7 @@ def make_plan(
         diameter=info,
         pad_value=pad_value,
         padded_pixels=padded,
+        invert=bool(invert),
     )
 
 
@@ -293,7 +306,7 @@ def _with_defaults(params: dict | None) -> dict | None:
     behaviour its default keeps (``candidates.faint_contrast`` 0: no faint rule), so it resumes."""
     if not params:
         return params
-    out = {"pad_value": None, **params}  # added after format version 1's first outputs
+    out = {"pad_value": None, "invert": False, **params}  # added after version 1's first outputs
     for key, spec in (("candidates", CandidateSpec), ("spiral", SpiralSpec)):
         if isinstance(out.get(key), dict):
             out[key] = {**asdict(spec()), **out[key]}

@@ -34,6 +34,7 @@ class Options:
     group: int = 8  # tiles segmented in one batched spiral
     diameter: float | str | None = "auto"  # nuclei px across, or "auto" (estimated per image)
     pad_value: float | None = None  # a fill value that is not data (0 or nan padding)
+    invert: bool = False  # nuclei darker than the background (brightfield): inverted first
 
     def __post_init__(self):
         self.pad_value = check_pad_value(self.pad_value)  # a float (or None), or a clear error
@@ -44,6 +45,7 @@ class Options:
             "ids": self.ids,
             "diameter": self.diameter,
             "pad_value": pad_json(self.pad_value),
+            "invert": self.invert,
             "exclude_border": self.exclude_border,
             "candidates": asdict(cfg.candidates),
             "spiral": asdict(cfg.spiral),

@@ -183,5 +183,11 @@ def _plan(url: str, opts: Options, cfg, index: int):
     from .plan import make_plan
 
     return make_plan(
-        open_image(url, opts.channel, opts.plane), cfg, opts.tile_size, index, opts.diameter, opts.pad_value
+        open_image(url, opts.channel, opts.plane),
+        cfg,
+        opts.tile_size,
+        index,
+        opts.diameter,
+        opts.pad_value,
+        opts.invert,
     )

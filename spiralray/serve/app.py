@@ -44,6 +44,7 @@ from .config import ServeConfig
 
 log = logging.getLogger("ray.serve")
 SEGMENT_PARAMS = {"format", "mode", "channel", "plane", "ids", "exclude_border", "diameter", "pad_value"}
+SEGMENT_PARAMS |= {"invert"}
 SEGMENT_PARAMS |= {"pixel_size"}
 
 api = FastAPI(
@@ -263,19 +264,23 @@ class Ingress:
             description="a fill value that is not data (e.g. 0 or nan where the image was stitched or "
             "padded): left out of the intensity statistics and read as background",
         ),
+        invert: bool = Query(
+            False, description="nuclei darker than the background (brightfield): inverted first"
+        ),
     ):
         if self.admitted >= self.admit:  # refuse before reading the body: fast, no memory
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})
         self.admitted += 1
         try:
+            options = {"exclude_border": exclude_border, "invert": invert, "pixel_size": pixel_size}
             return await self._segment(
-                request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value, pixel_size
+                request, format, mode, channel, plane, ids, diameter, pad_value, options
             )
         finally:
             self.admitted -= 1
 
     async def _segment(
-        self, request, format, mode, channel, plane, ids, exclude_border, diameter, pad_value, pixel_size
+        self, request, format, mode, channel, plane, ids, diameter, pad_value, options
     ) -> Response:
         t0 = time.perf_counter()
         try:  # before the body is read: a bad value costs nothing
@@ -285,14 +290,17 @@ class Ingress:
             return _error(422, str(exc))
         try:
             # the body's own calibration, only where a length has to be converted by it
-            calibration = isinstance(size, str) and size != "auto" and pixel_size is None
+            calibration = isinstance(size, str) and size != "auto" and options["pixel_size"] is None
             image, recorded = await self._read_image(request, channel, plane, calibration)
             if format == "png" and mode == "instance" and ids == "seed":
                 raise codecs.RequestError(422, "seed ids do not fit 16-bit PNG: use format=tiff or npy")
         except codecs.RequestError as exc:
             return _error(exc.status, str(exc))
         try:
-            item = Item(image, channel, ids, exclude_border, size, pad, pixel_size or recorded)
+            pixel_size = options["pixel_size"] or recorded
+            item = Item(
+                image, channel, ids, options["exclude_border"], size, pad, pixel_size, options["invert"]
+            )
             reply = await self.segmenter.segment.remote(item)
         except BackPressureError:  # the handle's own bound (several ingress replicas share it)
             return _error(503, "server busy: the request queue is full, retry later", {"Retry-After": "1"})

@@ -44,6 +44,7 @@ class Item:
     diameter: float | str = "auto"  # px, or "auto" (as ``api.segment_image`` takes it)
     pad_value: float | None = None  # a fill value that is not data (0, nan)
     pixel_size: float | None = None  # micrometers: what a diameter given as a length is converted by
+    invert: bool = False  # nuclei darker than the background: inverted first
 
 
 def segment_many(
@@ -96,6 +97,7 @@ def _segment(engine, item: Item) -> api.Result:
         diameter=item.diameter,
         pad_value=item.pad_value,
         pixel_size=item.pixel_size,
+        invert=item.invert,
     )
 
 

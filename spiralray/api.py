@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .core.objects import label_dtype, object_table, paint
+from .core.objects import in_micrometers, label_dtype, object_table, paint
 from .core.segment import Segmentation
 from .errors import SpiralrayError
 
@@ -109,7 +109,7 @@ def segment_image(
         return Result(s["labels"], s["table"], None, s["regions"], plan.scale, plan.diameter)
     seg = engine.segment(plane)
     shape = seg.labels.shape
-    table = object_table(seg.objects, shape, image_index)
+    table = in_micrometers(object_table(seg.objects, shape, image_index), spacing.micrometer_frame(pixel))
     chosen = table["id"] if ids == "sequential" else table["seed_id"]
     dtype = label_dtype(chosen)
     order = np.argsort([_key(o, shape) for o in seg.objects], kind="stable")

@@ -9,18 +9,34 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from spiralray.core.objects import COLUMNS
+from spiralray.core.objects import COLUMNS, PHYSICAL
 from spiralray.errors import SpiralrayError
 from spiralray.io.archive_root import OBJECTS, write_groups, write_objects
 from spiralray.io.output import Output
 
 
-def _output(path, n: int, id_dtype=np.uint32):
-    table = {k: np.arange(n, dtype=np.int64) for k in COLUMNS}
+def _output(path, n: int, id_dtype=np.uint32, columns=COLUMNS):
+    table = {k: np.arange(n, dtype=np.float64 if k in PHYSICAL else np.int64) for k in columns}
     table["id"] = np.arange(1, n + 1, dtype=id_dtype)
     table["seed_id"] = np.arange(n, dtype=np.uint64) + (7 << 40)
     Output(str(path)).write_table(table)
     return str(path)
+
+
+def test_an_image_finished_before_the_micrometer_columns_has_nan_there(tmp_path):
+    """An archive resumed across the release that added them: the older images' tables lack
+    the micrometer columns, and the archive table still joins them all."""
+    out = tmp_path / "out"
+    older = [c for c in COLUMNS if c not in PHYSICAL]
+    images = [
+        (0, "old.tif", _output(out / "old.zarr", 2, columns=older)),
+        (1, "new.tif", _output(out / "new.zarr", 3)),
+    ]
+    assert write_objects(str(out), images) == 5
+    t = pq.read_table(out / OBJECTS)
+    assert t.column_names == ["image", "image_index", *COLUMNS]
+    area = t.column("area_um2").to_numpy()
+    assert np.isnan(area[:2]).all() and area[2:].tolist() == [0.0, 1.0, 2.0]
 
 
 def test_the_table_joins_the_images_and_replaces_only_its_own(tmp_path):

@@ -151,6 +151,11 @@ def test_folder_of_tiffs_and_zarr_stores(ray_cluster, engine, tmp_path):
     ms = zarr.open_group(str(out / "sub/f1.zarr/labels/instances")).attrs["ome"]["multiscales"][0]
     assert ms["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [0.25, 0.25]}]
     assert [a.get("unit") for a in ms["axes"]] == ["micrometer"] * 2  # the image's calibration
+    objects = {k: np.asarray(v) for k, v in pq.read_table(out / "objects.parquet").to_pydict().items()}
+    f1, f0 = objects["image"] == "sub/f1.tif", objects["image"] == "f0.tif"  # um where known
+    assert f1.sum() > 3 and np.allclose(objects["area_um2"][f1], objects["area"][f1] * 0.0625)
+    assert np.allclose(objects["centroid_x_um"][f1], objects["centroid_x"][f1] * 0.25)
+    assert f0.sum() > 3 and np.isnan(objects["area_um2"][f0].astype(float)).all()
     hierarchy = zarr.open_group(str(out), mode="r")  # the folder of outputs opens as zarr groups
     assert sorted(hierarchy.group_keys()) == ["f0.zarr", "one.zarr", "plate.zarr", "sub"]
     assert "labels" in hierarchy["sub/f1.zarr"] and "labels" in hierarchy["plate.zarr/A/2"]

@@ -3,6 +3,7 @@ encoding, the configuration, and several images segmented together (labels uncha
 
 import copy
 import io
+import json
 import re
 import threading
 import zlib
@@ -193,6 +194,12 @@ def test_table_json_has_every_column(engine):
     assert [o["id"] for o in out["objects"]] == list(range(1, out["count"] + 1))
     areas = np.bincount(result.labels.ravel())[1:]
     assert [o["area"] for o in out["objects"]] == areas.tolist()
+    assert all(o["area_um2"] is None for o in out["objects"])  # no pixel size: null, not NaN
+    json.dumps(out, allow_nan=False)  # strict JSON
+    calibrated = api.segment_image(engine, image, pixel_size=0.5)
+    out = codecs.table_json(calibrated.table, image.shape)
+    assert [o["area_um2"] for o in out["objects"]] == (areas * 0.25).tolist()
+    assert [o["centroid_x_um"] for o in out["objects"]] == [o["centroid_x"] * 0.5 for o in out["objects"]]
 
 
 def test_segment_many_equals_one_at_a_time(engine):

@@ -10,8 +10,10 @@ import tifffile
 import zarr
 
 from spiralray.cli import main
+from spiralray.core.objects import in_micrometers
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.io import spacing
+from spiralray.io.output import read_table
 from spiralray.io.readers import open_image
 from spiralray.io.storage import written_by_spiralray
 
@@ -99,6 +101,23 @@ def nuclei():
     return generate(SyntheticSpec(120, 140), seed=4)[0]
 
 
+def test_micrometer_frames_convert_units_and_need_lengths():
+    frame = spacing.micrometer_frame(spacing.make(325, 650, "nm", "nm", 7000, 3000))
+    assert frame == pytest.approx((0.325, 0.65, 7.0, 3.0))
+    assert spacing.micrometer_frame(spacing.make(1, 1)) is None  # no unit: not a length
+    assert spacing.micrometer_frame(None) is None
+    table = {
+        "area": np.array([4, 10]),
+        "centroid_y": np.array([0.0, 2.0]),
+        "centroid_x": np.array([1.0, 1.0]),
+    }
+    got = in_micrometers(table, frame)
+    assert got["area_um2"] == pytest.approx([4 * 0.325 * 0.65, 10 * 0.325 * 0.65])
+    assert got["centroid_y_um"] == pytest.approx([7.0, 7.65]) and got["centroid_x_um"] == pytest.approx(
+        [3.65] * 2
+    )
+
+
 def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
@@ -121,6 +140,11 @@ def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
             {"type": "scale", "scale": [0.325, 0.325]},
             {"type": "translation", "translation": [7.0, 3.0]},
         ]
+    # the object table in micrometers too: areas, and centroids in the image's frame
+    t = read_table(str(out))
+    assert len(t["area"]) > 3 and np.allclose(t["area_um2"], t["area"] * 0.325**2)
+    assert np.allclose(t["centroid_y_um"], 7.0 + 0.325 * t["centroid_y"])
+    assert np.allclose(t["centroid_x_um"], 3.0 + 0.325 * t["centroid_x"])
     # a TIFF output: the offset as OME's plane position, in the pixel size's unit
     assert main(["segment", str(tmp_path / "in.ome.zarr"), str(tmp_path / "o.tif"), "--channel", "1"]) == 0
     with tifffile.TiffFile(tmp_path / "o.tif") as tif:
@@ -150,6 +174,7 @@ def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
     ms = zarr.open_group(str(tmp_path / "plain.zarr/labels/instances")).attrs["ome"]["multiscales"][0]
     assert ms["axes"] == [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
     assert ms["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [1.0, 1.0]}]
+    assert np.isnan(read_table(str(tmp_path / "plain.zarr"))["area_um2"]).all()  # and no micrometers
 
 
 def test_a_tiff_output_records_the_pixel_size_as_ome_xml_and_stays_recognised(tmp_path, nuclei):

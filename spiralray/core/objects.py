@@ -37,7 +37,13 @@ COLUMNS = (
     "touches_border",
     "regions",
     "scale",
+    # in micrometers where the input records its pixel size (NaN where it does not): areas and
+    # positions that compare across magnifications, centroids in the image's frame (its offset)
+    "area_um2",
+    "centroid_y_um",
+    "centroid_x_um",
 )
+PHYSICAL = ("area_um2", "centroid_y_um", "centroid_x_um")
 
 
 def seed_ids(seeds: np.ndarray, image_shape: tuple[int, int], image_index: int = 0) -> np.ndarray:
@@ -101,7 +107,7 @@ def object_table(
     sid = seed_ids(seeds, id_shape or image_shape, image_index)
     order = np.argsort(sid, kind="stable")
     cols: dict[str, list] = {
-        k: [] for k in COLUMNS if k not in ("id", "seed_id", "seed_y", "seed_x", "scale")
+        k: [] for k in COLUMNS if k not in ("id", "seed_id", "seed_y", "seed_x", "scale", *PHYSICAL)
     }
     for k in order:
         o = objects[k]
@@ -126,11 +132,27 @@ def object_table(
         "seed_y": seeds[:, 0],
         "seed_x": seeds[:, 1],
         "scale": np.full(n, scale, np.float64),
+        **{k: np.full(n, np.nan) for k in PHYSICAL},  # ``in_micrometers`` fills them
     }
     dtypes = {"area": np.int64, "touches_border": bool, "regions": np.int32, "score": np.float32}
     for k, v in cols.items():
         out[k] = np.asarray(v, dtypes.get(k, np.int64 if k.startswith("bbox") else np.float64))
     return {k: out[k] for k in COLUMNS}
+
+
+def in_micrometers(table: dict, frame: tuple[float, float, float, float] | None) -> dict:
+    """``table`` with its ``PHYSICAL`` columns from its pixel ones: ``frame`` is (sy, sx, ty, tx),
+    the pixel's height and width and pixel (0, 0)'s position, in micrometers (None: unknown,
+    the columns stay NaN)."""
+    if frame is None:
+        return table
+    sy, sx, ty, tx = frame
+    return {
+        **table,
+        "area_um2": np.asarray(table["area"], np.float64) * (sy * sx),
+        "centroid_y_um": ty + sy * np.asarray(table["centroid_y"], np.float64),
+        "centroid_x_um": tx + sx * np.asarray(table["centroid_x"], np.float64),
+    }
 
 
 def paint(objects: list[ObjectMask], ids: np.ndarray, image_shape, dtype) -> np.ndarray:

@@ -213,6 +213,16 @@ def micrometers(value: float, unit: str | None) -> float | None:
     return None if per_cm is None else value * 1e4 / per_cm
 
 
+def micrometer_frame(spacing: dict | None) -> tuple[float, float, float, float] | None:
+    """(sy, sx, ty, tx) in micrometers: the pixel's height and width and pixel (0, 0)'s position
+    (``core.objects.in_micrometers``), or None when the spacing is unknown or not a length."""
+    if not spacing:
+        return None
+    (sy, sx), (ty, tx), (uy, ux) = spacing["scale"], spacing["translation"], spacing["unit"]
+    out = (micrometers(sy, uy), micrometers(sx, ux), micrometers(ty, uy), micrometers(tx, ux))
+    return None if None in out else out
+
+
 def pixel_micrometers(spacing: dict | None) -> float | None:
     """The pixel's side in micrometers (the geometric mean of y and x when they differ), or None
     when the spacing is unknown or has no convertible unit."""

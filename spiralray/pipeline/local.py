@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-from ..core.objects import label_dtype
+from ..core.objects import in_micrometers, label_dtype
 from ..io.output import Output
+from ..io.spacing import micrometer_frame
 from .assemble import Assembler
 from .plan import VERSION, ImagePlan, make_plan
 from .run import Options, check_image_run, finish_image_run, start_image_run
@@ -124,7 +125,7 @@ def run_plan(
                 objects += kept
                 progress.update(1, len(kept), regions)
         asm.feed(ty, objects)
-    table = asm.finish()
+    table = in_micrometers(asm.finish(), micrometer_frame(plan.source.get("spacing")))
     progress.close()
     summary = summarize(plan, asm, table, opts, len(tiles), stats)
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]

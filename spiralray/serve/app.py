@@ -314,7 +314,7 @@ class Ingress:
         }
         try:
             if format == "json":
-                body = json.dumps(codecs.table_json(reply["table"], labels.shape)).encode()
+                body = json.dumps(codecs.table_json(reply["table"], labels.shape), allow_nan=False).encode()
             else:
                 body = await asyncio.to_thread(codecs.encode, labels, format)
         except codecs.RequestError as exc:

@@ -112,7 +112,7 @@ def summary_line(summary: dict, output: str, pad) -> str:
         else ""
     )
     extra += _already_done(summary) + _padding(summary, pad) + _scale(summary)
-    if summary.get("invert"):
+    if any(i.get("invert") for i in summary.get("per_image", [summary])):
         extra += "; inverted (dark nuclei)"
     if summary.get("objects_table"):
         extra += f"; objects table {summary['objects_table']}"

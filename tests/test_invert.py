@@ -94,3 +94,35 @@ def test_on_ray_as_in_this_process(ray_cluster, tmp_path, field, capsys):
         assert main(["segment", str(tmp_path / "bf.tif"), str(out), *flags]) == 0, capsys.readouterr().err
         outs.append(tifffile.imread(out))
     assert np.array_equal(*outs) and outs[0].max() > 0
+
+
+def test_missing_chunks_must_be_named_as_padding_when_inverted(tmp_path, field, capsys):
+    """A missing chunk reads as the fill value (0): background for bright nuclei, the brightest
+    signal when inverted. Refused in one line unless the fill is named as padding."""
+    _, inverse, _ = field
+    z = zarr.create_array(
+        str(tmp_path / "bf.zarr"), shape=inverse.shape, chunks=(128, 128), dtype=inverse.dtype
+    )
+    z[...] = inverse
+    (tmp_path / "bf.zarr" / "c" / "1" / "1").unlink()  # rows and columns 128-256
+    run = ["segment", str(tmp_path / "bf.zarr"), str(tmp_path / "o.tif"), "--invert"]
+    assert main(run) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.endswith(
+            "1 chunks are missing and read as 0, which --invert reads as the brightest signal:"
+            " name it as padding (--pad-value 0)"
+        )
+        and len(err.splitlines()) == 1
+    ), err
+    assert main([*run, "--pad-value", "0"]) == 0
+    labels = tifffile.imread(tmp_path / "o.tif")
+    assert labels.max() > 10 and (labels[140:244, 140:244] == 0).all()  # the hole is background
+
+
+def test_an_archive_summary_says_inverted():
+    from spiralray.cli_segment import summary_line
+
+    archive = {"per_image": [{"invert": False}, {"invert": True}], "objects": 3}
+    assert "; inverted (dark nuclei)" in summary_line(archive, "out", None)
+    assert "inverted" not in summary_line({"per_image": [{"invert": False}]}, "out", None)

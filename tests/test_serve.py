@@ -204,6 +204,12 @@ def test_options_match_the_api(server, registry):
     r = post(server, rgba, "image/png")
     assert r.status_code == 200, r.text
     assert np.array_equal(tifffile.imread(io.BytesIO(r.content)), api.segment_image(engine, eight).labels)
+    buf = io.BytesIO()  # a calibrated TIFF: the JSON table in micrometers, as the CLI's
+    tifffile.imwrite(
+        buf, image, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+    )
+    table = post(server, buf.getvalue(), query="?format=json").json()
+    assert table["count"] > 0 and all(o["area_um2"] == o["area"] * 0.25 for o in table["objects"])
     dark = (65535 - image).astype(np.uint16)  # dark nuclei on a bright background
     inverted, _ = served_labels(server, dark, "?invert=true")
     assert (

@@ -196,6 +196,8 @@ def test_table_json_has_every_column(engine):
     assert [o["area"] for o in out["objects"]] == areas.tolist()
     assert all(o["area_um2"] is None for o in out["objects"])  # no pixel size: null, not NaN
     json.dumps(out, allow_nan=False)  # strict JSON
+    huge = dict(result.table, area_um2=np.full(len(result.table["id"]), np.inf))
+    assert all(o["area_um2"] is None for o in codecs.table_json(huge, image.shape)["objects"])
     calibrated = api.segment_image(engine, image, pixel_size=0.5)
     out = codecs.table_json(calibrated.table, image.shape)
     assert [o["area_um2"] for o in out["objects"]] == (areas * 0.25).tolist()

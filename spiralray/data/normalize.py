@@ -167,7 +167,8 @@ def normalize(
 
 
 class FilledReader:
-    """A reader whose pad pixels read as ``fill`` (the image's low bound, i.e. background), as
+    """A reader whose pad pixels read as ``fill`` (the bound that maps to 0, i.e. background: the
+    low one, or the high one of an inverted image's bounds), as
     float32: the networks see no edge where padding meets the image. Other pixels keep their
     values (float32 is what normalisation converts them to anyway)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.objects import COLUMNS, PHYSICAL
+from ..core.objects import COLUMNS
 from ..errors import SpiralrayError
 from .output import TABLE, Output, read_table
 from .readers import one_line, redact
@@ -67,7 +67,7 @@ def write_objects(out_root: str, images: list[tuple[int, str, str]], storage_opt
             raise SpiralrayError(f"cannot read the object table of {redact(url)}: {one_line(exc)}") from exc
         n = len(next(iter(t.values()))) if t else 0
         # an image finished before a column existed (the micrometer ones): NaN there
-        t = {k: t[k] if k in t else np.full(n, np.nan) for k in COLUMNS if k in t or k in PHYSICAL}
+        t = {k: t[k] if k in t else np.full(n, np.nan) for k in COLUMNS}
         return pa.table(
             {"image": pa.array([path] * n, pa.string()), "image_index": np.full(n, index, np.int32), **t}
         )

@@ -130,6 +130,9 @@ def grey_of_colour(image: np.ndarray) -> np.ndarray | None:
         return None
     colour = a[..., : 1 if a.shape[-1] == 2 else 3]
     first = colour[..., 0]
-    if all(np.array_equal(first, colour[..., k]) for k in range(1, colour.shape[-1])):
+    rest = range(1, colour.shape[-1])
+    if not all(np.array_equal(first[:8], colour[:8, :, k]) for k in rest):
+        return None  # a colour image, most often seen in its first rows
+    if all(np.array_equal(first, colour[..., k]) for k in rest):
         return np.ascontiguousarray(first)
     return None

@@ -301,9 +301,8 @@ def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:
             a = np.asarray(iio.imread(local(url)))
     except Exception as exc:
         raise SpiralrayError(f"cannot read {redact(url)} as an image: {one_line(exc)}") from exc
-    grey = grey_of_colour(a)
-    if grey is not None and (channel is None or 0 <= channel < (1 if a.shape[-1] == 2 else 3)):
-        a, channel = grey, None  # a grey image saved as RGB(A): each colour channel is the image
+    if channel is None and (grey := grey_of_colour(a)) is not None:
+        a = grey  # a grey image saved as RGB(A): nothing to choose (--channel C still reads C)
     p = choose_plane(a.shape, None, channel, plane)
     shape = tuple(n for ax, n in zip(p.axes, a.shape, strict=True) if ax in "yx")
     return ImageReader(url, a, p, shape, whole=True, kind="raster")

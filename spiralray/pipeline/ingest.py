@@ -70,13 +70,13 @@ def check_places(src: str, dst: str) -> None:
         raise SpiralrayError(f"SRC {src} is inside DST {dst}: choose a DST outside the input")
 
 
-def _prepare_root(src: str, dst: str, parents: set[str]) -> bool:
-    """DST as an archive: new, an empty folder, or one that ingest made from this SRC. True when
-    this call created it (nothing was there)."""
+def _prepare_root(src: str, dst: str, parents: set[str]) -> str:
+    """DST as an archive: new, an empty folder, or one that ingest made from this SRC. What was
+    there: "nothing", "an empty folder" or "" (an archive of this SRC)."""
     import zarr
 
     mark = {"archive": True, "source": _where(src), "version": VERSION}
-    there = readers.exists(dst)
+    there, empty = readers.exists(dst), False
     if there:
         try:
             found = dict(zarr.open_group(local(dst), mode="r").attrs).get(MARK)
@@ -95,7 +95,7 @@ def _prepare_root(src: str, dst: str, parents: set[str]) -> bool:
             root.require_group(p)
     except Exception as exc:
         raise SpiralrayError(f"cannot create the archive {redact(dst)}: {one_line(exc)}") from exc
-    return not there
+    return "nothing" if not there else "an empty folder" if empty else ""
 
 
 # --- one file (a Ray task; callable in-process too) ----------------------------------------------
@@ -170,12 +170,24 @@ def _exact_transforms(group, axes: str, pixel: dict | None) -> None:
         group.attrs["multiscales"] = ms
 
 
+def _open(url: str):
+    """The file's reader, all its channels and planes kept: a PNG that is grey saved as colour
+    is read as its one grey plane (as ``segment`` reads it without ``--channel``)."""
+    if readers.suffix(url) in readers.RASTER:
+        try:
+            return open_image(url, plane=FIRST_PLANE)  # no channel: a grey one reads as grey
+        except SpiralrayError as exc:
+            if "--channel" not in str(exc):  # a colour PNG asks for a channel: read below
+                raise
+    return open_image(url, channel=0, plane=FIRST_PLANE)
+
+
 def _write(url: str, group, opts: IngestOptions) -> dict:
     import dask
     from ome_zarr.scale import Methods
     from ome_zarr.writer import write_image
 
-    reader = open_image(url, channel=0, plane=FIRST_PLANE)
+    reader = _open(url)
     darr, axes, whole = as_dask(reader, opts.chunk)
     levels = opts.levels or pyramid_levels(*reader.shape, opts.chunk)
     chunks = [min(opts.chunk, n) if a in "yx" else 1 for a, n in zip(axes, darr.shape, strict=True)]
@@ -279,9 +291,7 @@ def ingest(
             continue
         seen[out] = e.path
         jobs.append((e, out))
-    created = archive and _prepare_root(
-        src, dst, {e.path.rsplit("/", 1)[0] for e, _ in jobs if "/" in e.path}
-    )
+    before = archive and _prepare_root(src, dst, {e.path.rsplit("/", 1)[0] for e, _ in jobs if "/" in e.path})
     init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
     t1 = time.perf_counter()  # the rate leaves Ray's start-up out
     task = ray.remote(convert_file).options(
@@ -311,10 +321,12 @@ def ingest(
             results.append({"path": e.path, **r})
             bar.update(r)
     bar.close()
-    if created and not any(r["status"] in ("converted", "skipped") for r in results):
+    if before and not any(r["status"] in ("converted", "skipped") for r in results):
         fs, path = _fs(dst)  # every file failed: no empty archive of ours is left behind
         with contextlib.suppress(Exception):  # the failures, not a failed clean-up, are the news
             fs.rm(path, recursive=True)
+            if before == "an empty folder":  # the user's folder stays, as it was
+                os.makedirs(local(dst))
     return _summary(src, dst, entries, results, failed, time.perf_counter() - t0, time.perf_counter() - t1)
 
 

@@ -34,7 +34,7 @@ class ImagePlan:
     scale: float = 1.0  # the image is segmented resampled by this (> 1 enlarges)
     diameter: dict = field(default_factory=dict)  # how the scale was decided (given / estimated)
     extra: dict = field(default_factory=dict)
-    pad_value: float | None = None  # fill value that is not data (read as the background, lo)
+    pad_value: float | None = None  # fill value that is not data (read as the background, stats[0])
     padded_pixels: int = 0  # how many pixels hold it
     invert: bool = False  # dark nuclei on a bright background: the bounds are high first
 
@@ -249,6 +249,8 @@ def make_plan(
         raise SpiralrayError(f"{given} is {diameter:.3g} px in this image: {exc}") from None
     pad_value = check_pad_value(pad_value)
     desc = reader.describe()
+    if invert and reader.missing_chunks:
+        _check_missing_inverted(reader, desc["url"], pad_value)
     stats, padded = image_stats_of(reader, cfg, pad_value, invert)
     scale, info = decide_scale(filled(reader, pad_value, stats), cfg, stats, diameter)
     if given:
@@ -275,6 +277,19 @@ def make_plan(
         pad_value=pad_value,
         padded_pixels=padded,
         invert=bool(invert),
+    )
+
+
+def _check_missing_inverted(reader, url: str, pad_value) -> None:
+    """Missing chunks read as the array's fill value (0 mostly): background when the nuclei are
+    bright, the brightest signal when inverted. Refused unless the fill is named as padding."""
+    fill = getattr(reader.array, "fill_value", None)
+    fill = 0.0 if fill is None else float(fill)
+    if pad_value is not None and (pad_value == fill or (np.isnan(pad_value) and np.isnan(fill))):
+        return
+    raise SpiralrayError(
+        f"{url}: {reader.missing_chunks} chunks are missing and read as {fill:g}, which --invert reads"
+        f" as the brightest signal: name it as padding (--pad-value {fill:g})"
     )
 
 

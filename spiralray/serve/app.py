@@ -289,8 +289,10 @@ class Ingress:
         except SpiralrayError as exc:
             return _error(422, str(exc))
         try:
-            # the body's own calibration, only where a length has to be converted by it
-            calibration = isinstance(size, str) and size != "auto" and options["pixel_size"] is None
+            # the body's own calibration, only where it is used: a length to convert, or the
+            # table's micrometer columns
+            length = isinstance(size, str) and size != "auto"
+            calibration = (length or format == "json") and options["pixel_size"] is None
             image, recorded = await self._read_image(request, channel, plane, calibration)
             if format == "png" and mode == "instance" and ids == "seed":
                 raise codecs.RequestError(422, "seed ids do not fit 16-bit PNG: use format=tiff or npy")

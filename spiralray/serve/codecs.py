@@ -215,13 +215,13 @@ def encode(labels: np.ndarray, fmt: str) -> bytes:
 def table_json(table: dict, shape: tuple[int, int]) -> dict:
     """The per-object table (``core.objects.COLUMNS``) as JSON: one record per object, in id order.
     seed ids are 64-bit integers: JavaScript clients should read them as strings or BigInt. A
-    value that is not a number (the micrometer columns of an uncalibrated image) is null: strict
-    JSON has no NaN."""
+    value that is not a finite number (the micrometer columns of an uncalibrated image) is null:
+    strict JSON has no NaN."""
 
     def values(column) -> list:
         a = np.asarray(column)
-        if a.dtype.kind == "f" and np.isnan(a).any():
-            return [None if v != v else v for v in a.tolist()]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            return [v if np.isfinite(v) else None for v in a.tolist()]
         return a.tolist()
 
     columns = [values(table[c]) for c in COLUMNS]

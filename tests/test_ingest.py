@@ -162,6 +162,9 @@ def test_bad_files_are_reported_and_the_others_finish(ray_cluster, tmp_path, cap
     assert "3 files -> " in out and "0 converted" in out and "3 failed" in out
     assert "all 3 files failed" in err
     assert not (tmp_path / "other.zarr").exists()  # the archive root this run made is removed
+    (tmp_path / "empty").mkdir()  # an empty folder given: it stays, empty
+    assert _cli("ingest", src, tmp_path / "empty", "--chunk-size", "32") == 2
+    assert os.listdir(tmp_path / "empty") == []
     # ... but an archive that was there before stays, with what it holds
     assert _cli("ingest", src, dst, "--chunk-size", "32") == 2
     capsys.readouterr()

@@ -119,6 +119,20 @@ def test_bad_training_input_gets_clear_errors(tmp_path):
     tifffile.imwrite(pair / "f0_labels.tif", np.zeros((8, 9), np.uint16))
     with pytest.raises(SpiralrayError, match="f0.tif is"):  # the file, not its index
         load_pairs(str(pair))
+    some = tmp_path / "some"  # an image without labels beside paired ones is named, not dropped
+    some.mkdir()
+    nuclei, ids = generate(SyntheticSpec(64, 64), seed=1)
+    for name, a in (("f0", nuclei), ("f0_labels", ids), ("f1", nuclei), ("f1_seg", ids)):
+        tifffile.imwrite(some / f"{name}.tif", a)
+    (some / "notes.txt").write_text("not an image: ignored")
+    with pytest.raises(
+        SpiralrayError, match=r"some: missing labels for f1, f1_seg \(expected e.g. f1_labels.tif"
+    ):
+        load_pairs(str(some))
+    (some / "f1.tif").unlink()
+    (some / "f1_seg.tif").rename(some / "f1_masks.tif")
+    with pytest.raises(SpiralrayError, match="some: labels without an image: f1_masks.tif"):
+        load_pairs(str(some))
     tifffile.imwrite(bad / "labels.tif", np.zeros((2, 8, 8), np.uint16))
     with pytest.raises(SpiralrayError, match="no objects"):
         load_pairs(str(bad))

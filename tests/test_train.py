@@ -117,6 +117,19 @@ def test_load_by_alias_and_version_then_segment(trained, tmp_path):
     assert code == 0 and tifffile.imread(tmp_path / "o.tif").shape == image.shape
 
 
+def test_a_registered_init_is_recorded_as_the_version_it_names(trained):
+    import dataclasses
+
+    from spiralray.train.registry import pinned_init
+
+    job, out = trained
+    said = []
+    pinned = pinned_init(dataclasses.replace(job, init="models:/spiral-smoke@champion"), said.append)
+    assert pinned.init == f"models:/spiral-smoke/{out['version']}"
+    assert said == [f"--init models:/spiral-smoke@champion is models:/spiral-smoke/{out['version']}"]
+    assert pinned_init(job) is job  # a model directory stays as given
+
+
 def test_resume_continues_from_checkpoint(trained):
     import dataclasses
 
@@ -132,7 +145,8 @@ def test_resume_continues_from_checkpoint(trained):
 def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained, tmp_path):
     """Each in one line, before any data is read or Ray is asked for anything: a name already
     used (Ray Train would restore that run's finished state instead of training), a resume of
-    nothing, no epochs or workers, fewer samples than one scorer batch per worker."""
+    nothing, no epochs or workers, fewer samples than one scorer batch per worker, a registered
+    name or alias MLflow would refuse after the training, no tracking store inside a Ray job."""
     import dataclasses
 
     job, _ = trained
@@ -147,10 +161,29 @@ def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained
             dict(name=None, samples_per_epoch=-5),
             r"--samples -5 is under one scorer batch per worker \(32 x 2 = 64\)",
         ),
+        (
+            dict(name=None, register="team/nuclei"),
+            "cannot register as team/nuclei@champion: Invalid model name",
+        ),
+        (dict(name=None, alias="latest"), "cannot register as spiral-smoke@latest: 'latest' alias name"),
+        (
+            dict(name=None, alias="v3"),
+            "cannot register as spiral-smoke@v3: Version alias name 'v3' is reserved",
+        ),
     ]
     for change, says in cases:
         with pytest.raises(SpiralrayError, match=says):
             train(dataclasses.replace(job, **bad, **change), log=lambda m: None)
+    uri = os.environ.pop("MLFLOW_TRACKING_URI")  # as a submitted Ray job sees it without env_vars
+    os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"] = "{}"
+    try:
+        with pytest.raises(
+            SpiralrayError, match="MLFLOW_TRACKING_URI is not set in this Ray job .*--runtime-env-json"
+        ):
+            train(dataclasses.replace(job, **bad, name=None), log=lambda m: None)
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        del os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]
 
 
 def test_the_train_command_refuses_a_run_that_would_train_nothing(dataset, capsys):
@@ -197,12 +230,16 @@ def test_the_training_job_as_a_driver_of_its_own_trains_registers_and_its_model_
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["version"] == "1" and 0 <= summary["object_f1_50"] <= 1 and 0 <= summary["pixel_f1"] <= 1
     assert "run job: checkpoints in" in done.stdout
+    assert (
+        f"MLflow: {mlflow_store}" in done.stdout and "2 training images, 1 validation images" in done.stdout
+    )
     client = mlflow.MlflowClient()
     mv = client.get_model_version_by_alias("job-smoke", "candidate")
     assert (str(mv.version), mv.run_id) == ("1", summary["run_id"])
     run = client.get_run(summary["run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "job-smoke"
     assert run.data.params["workers"] == "2" and run.data.params["samples_per_epoch"] == "256"
+    assert run.data.tags["training"] == "2 images" and run.data.tags["validation"] == "1 images"
     assert run.data.metrics["val_object_f1_50"] == summary["object_f1_50"]
     image, _ = generate(SyntheticSpec(96, 112), seed=11)
     tifffile.imwrite(tmp_path / "i.tif", image)
@@ -225,10 +262,47 @@ def test_the_training_job_as_a_driver_of_its_own_trains_registers_and_its_model_
         cwd=root,
         capture_output=True,
         text=True,
+        timeout=120,
     )
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --epochs must be at least 1, got 0", (
         bad.stderr
     )
+
+
+def test_ctrl_c_stops_the_run_with_exit_130_and_says_how_to_resume(
+    ray_cluster, mlflow_store, dataset, tmp_path
+):
+    """Ray Train catches SIGINT itself (it may exit 1, or miss it between stages and train on):
+    Ctrl-C after the scorer's first checkpoint stops the run, nothing more trains or registers."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    flags = ["--data", f"{dataset}:0-1", "--val-data", f"{dataset}:2", "--epochs", "3", "--workers", "1"]
+    flags += ["--samples", "256", "--storage", str(tmp_path), "--name", "ctrlc", "--register", "ctrl-c"]
+    flags += ["--address", ray_cluster.get_runtime_context().gcs_address]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "spiralray", "train", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.time() + 300
+    while (
+        not list(tmp_path.glob("ctrlc-scorer/checkpoint_*")) and time.time() < deadline and run.poll() is None
+    ):
+        time.sleep(0.5)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C sends
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 130, err[-3000:]
+    assert f"interrupted: continue with --name ctrlc --storage {tmp_path} --resume" in out
+    assert err.strip().endswith("spiralray: interrupted")
+    assert not (tmp_path / "ctrlc-segmenter").exists()  # the next stage never started
+    assert not mlflow.MlflowClient().search_registered_models(filter_string="name='ctrl-c'")
 
 
 def test_registry_uris_are_read_as_mlflow_reads_them():

@@ -18,6 +18,7 @@ from ..errors import SpiralrayError
 from ..io import storage
 
 LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask")
+IMAGE_FILES = (".tif", ".tiff", ".png")  # what a pairs folder's images are; other files are not
 
 
 def _frames(a: np.ndarray) -> list[np.ndarray]:
@@ -83,9 +84,21 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
                     if stem.endswith(suf):
                         label_of[stem[: -len(suf)]] = name
             keys = sorted(k for k in stems if k in label_of)
-            unlabelled = sorted(k for k in stems if k not in label_of and not k.endswith(LABEL_SUFFIXES))
-            if unlabelled and not keys:
-                raise SpiralrayError(f"{path}: missing labels (expected e.g. {unlabelled[0]}_labels.tif)")
+            unlabelled = sorted(
+                k
+                for k, n in stems.items()
+                if k not in label_of and not k.endswith(LABEL_SUFFIXES) and n.lower().endswith(IMAGE_FILES)
+            )
+            if unlabelled:  # an image left out unsaid would train on less than the user thinks
+                raise SpiralrayError(
+                    f"{path}: missing labels for {', '.join(unlabelled[:5])}"
+                    f"{' and more' if len(unlabelled) > 5 else ''}"
+                    f" (expected e.g. {unlabelled[0]}_labels.tif beside {unlabelled[0]}; labels end in"
+                    f" {', '.join(LABEL_SUFFIXES)})"
+                )
+            orphans = sorted(os.path.basename(n) for k, n in label_of.items() if k not in stems)
+            if orphans:
+                raise SpiralrayError(f"{path}: labels without an image: {', '.join(orphans[:5])}")
             names = [os.path.basename(stems[k]) for k in keys]
             images = [storage.read_image(stems[k]) for k in keys]
             labels = [storage.read_image(label_of[k]) for k in keys]

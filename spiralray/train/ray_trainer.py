@@ -234,7 +234,9 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from ray.train.torch import TorchTrainer
 
     from ..data.normalize import normalize
+    from ..io.readers import redact
     from . import registry
+    from .interrupt import fit
     from .sampling import hard_case_options
     from .widen import widen_skips
     from .worker_loop import train_loop
@@ -242,11 +244,15 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     storage = job.storage or os.path.expanduser("~/ray_results")
     name = job.name or f"spiralray-{time.strftime('%Y%m%d-%H%M%S')}"
     check_job(job, storage)  # before any work: a mistake must not cost the run
+    registry.check_registration(job.register, job.alias)
+    registry.check_job_store()
     registry.check_store(create=True)
+    log(f"MLflow: {redact(registry.tracking_uri())}")  # where the run goes, without credentials
     cfg, weights = SpiralNetConfig(), None
     if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
         from .. import modelzoo
 
+        job = registry.pinned_init(job, log)
         base = modelzoo.load(job.init)
         if job.skip_inner:  # the same masks as the model given, with room to learn more
             base = widen_skips(base, job.skip_inner)
@@ -255,6 +261,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         cfg = cfg.replace(model={"seg_skip_inner": job.skip_inner})
     cfg = SpiralNetConfig.from_dict({**cfg.to_dict(), **job.config})
     train_pairs, val_pairs = _split(job)
+    log(f"{len(train_pairs)} training images, {len(val_pairs)} validation images")
     if not val_pairs:
         log(
             "no validation data (give --val-data, --val-frames or more images):"
@@ -315,7 +322,11 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
             },
         )
         t0 = time.time()
-        result = trainer.fit()
+        try:
+            result = fit(trainer)
+        except KeyboardInterrupt:
+            log(f"interrupted: continue with {resume}")
+            raise
         if result.error:
             raise SpiralrayError(f"{stage} training failed: {result.error}")
         with result.checkpoint.as_directory() as d:
@@ -331,7 +342,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
             "checkpoint": result.checkpoint.path,
         }
         log(f"{stage}: {len(history)} epochs, last {history[-1]}")
-    return registry.log_training(job, cfg, weights, results, val_pairs)
+    return registry.log_training(job, cfg, weights, results, val_pairs, len(train_pairs))
 
 
 def check_job(job: TrainJob, storage: str) -> None:

@@ -53,6 +53,40 @@ def check_store(create: bool) -> None:
         raise SpiralrayError(f"cannot use the MLflow store at {uri}: {_store_problem(exc)}") from None
 
 
+def check_registration(name: str | None, alias: str | None) -> None:
+    """MLflow's own rules for a registered model's name and alias, before any training: a run's
+    hours must not end in a refused registration ("latest" and "v3" are reserved aliases; a name
+    holds no "/" or ":")."""
+    if name is None:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils import validation as v
+
+    try:
+        v._validate_model_name(name)
+        if alias is not None:
+            v._validate_model_alias_name(alias)
+            v._validate_model_alias_name_reserved(alias)
+    except MlflowException as exc:
+        raise SpiralrayError(f"cannot register as {name}@{alias}: {exc.message}") from None
+    except AttributeError:  # another MLflow without these checks: it checks at registration
+        pass
+
+
+def check_job_store() -> None:
+    """Inside a submitted Ray job (``ray job submit`` does not pass the shell's environment) an
+    unset ``MLFLOW_TRACKING_URI`` means a store in the job's working directory, which Ray deletes
+    with the job: the run and its registered model would be lost, the job "succeeded"."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        return
+    raise SpiralrayError(
+        "MLFLOW_TRACKING_URI is not set in this Ray job (ray job submit does not pass your shell's"
+        " environment), so the run would go to mlflow.db in the job's working directory, which Ray"
+        " deletes: pass it with --runtime-env-json"
+        """ '{"env_vars": {"MLFLOW_TRACKING_URI": "sqlite:////shared/mlflow.db"}}'"""
+    )
+
+
 def _store_problem(exc: Exception) -> str:
     """The short reason a tracking store failed: MLflow's own messages run to 500 characters."""
     text = one_line(exc)
@@ -125,9 +159,10 @@ def _overlay(image: np.ndarray, labels: np.ndarray, truth: np.ndarray, path: str
     iio.imwrite(path, rgb)
 
 
-def log_training(job, cfg, weights: dict, results: dict, val_pairs) -> dict:
+def log_training(job, cfg, weights: dict, results: dict, val_pairs, train_images: int) -> dict:
     """Log a finished training run, register its model and set the alias. Without validation
-    pairs no validation metrics are logged (tag ``validation``: "none"; ``metrics``: None)."""
+    pairs no validation metrics are logged (tag ``validation``: "none"; ``metrics``: None).
+    Tag ``training``: how many training images (synthetic ones included) it learned from."""
     import torch
 
     from .. import modelzoo
@@ -152,6 +187,7 @@ def log_training(job, cfg, weights: dict, results: dict, val_pairs) -> dict:
         mlflow.log_artifact(os.path.join(tmp, "loss_curves.png"), "plots")
         final = None  # no validation data: say so rather than score a training image
         mlflow.set_tag("validation", f"{len(val_pairs)} images" if val_pairs else "none")
+        mlflow.set_tag("training", f"{train_images} images")
         if val_pairs:
             engine = Engine(net, device="cpu")
             preds = [engine.segment(im).labels for im, _ in val_pairs]
@@ -269,3 +305,17 @@ def describe(uri: str) -> dict:
         "metrics": dict(metrics),
         "pinned": f"models:/{name}/{mv.version}",
     }
+
+
+def pinned_init(job, log=print):
+    """``job`` with its ``--init models:/NAME@ALIAS`` replaced by the version the alias names
+    now (``models:/NAME/VERSION``): the run's parameters record what it started from, which the
+    alias stops saying once it moves."""
+    from dataclasses import replace
+
+    if not (job.init or "").startswith("models:/"):
+        return job
+    pinned = describe(job.init)["pinned"]
+    if pinned != job.init:
+        log(f"--init {job.init} is {pinned}")
+    return replace(job, init=pinned)

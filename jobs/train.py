@@ -10,7 +10,9 @@ to the manual outline convention first, ``spiralray.data.outlines``), ``--skip-i
 ``--init`` segmenter's skip modules grown to N inner channels, same masks at the start,
 ``spiralray.train.widen``) and ``--register NAME
 [--alias A]``, which registers the trained model in MLflow. Inside a Ray job it joins the job's
-cluster. The default model's sources and recipe (v11), fine-tuned from the shipped model:
+cluster (with ``MLFLOW_TRACKING_URI`` in the job's runtime env: a job without one is refused).
+The data and recipe the shipped model grew from (v11's; the shipped v14 is v11 fine-tuned
+further and its thresholds calibrated, docs/training.md), fine-tuned from the shipped model:
 
     python jobs/train.py --init spiralray/weights/spiralnet \\
         --data ../shared/data/bbbc039/train --data ../shared/data/hela:0-13 \\

@@ -261,8 +261,8 @@ def test_an_output_of_another_input_or_model_is_refused_and_kept(tmp_path, capsy
     kept = _files(out)
     capsys.readouterr()
     for extra, differs in (
-        ([str(tmp_path / "b.tif")], "input"),
-        ([str(tmp_path / "a.tif"), "--model", str(tmp_path / "other")], "model"),
+        ([str(tmp_path / "b.tif")], "inputs"),
+        ([str(tmp_path / "a.tif"), "--model", str(tmp_path / "other")], "models"),
     ):
         assert main(["segment", *extra[:1], str(out), *extra[1:]]) == 2
         err = capsys.readouterr().err

@@ -338,9 +338,9 @@ def mismatch(old: dict, new: dict) -> str | None:
         if s and t and s != t:
             return "pixel sizes"
     for key, what in (
-        ("version", "format version"),
-        ("inputs", "input"),
-        ("model", "model"),
+        ("version", "format versions"),
+        ("inputs", "inputs"),
+        ("model", "models"),
         ("params", "parameters"),
     ):
         if a[key] != b[key]:

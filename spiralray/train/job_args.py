@@ -25,7 +25,11 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--val-frames", default=None, help="validation frames of a single --data, e.g. 14-16")
     t.add_argument("--synthetic", type=int, default=0, help="synthetic training frames added")
     t.add_argument("--synthetic-preset", default="diverse", choices=SYNTHETIC_PRESETS)
-    t.add_argument("--init", default=None, help="fine-tune this model (directory or models:/ URI)")
+    t.add_argument(
+        "--init",
+        default=None,
+        help="fine-tune this model: default (the shipped one), a directory or models:/ URI",
+    )
     t.add_argument("--zoom", default="0.75,1.0,1.33", help="zoom factors of the training images")
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     add_growth_argument(t)

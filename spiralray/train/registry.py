@@ -91,7 +91,7 @@ def _store_problem(exc: Exception) -> str:
     """The short reason a tracking store failed: MLflow's own messages run to 500 characters."""
     text = one_line(exc)
     if exc.__class__.__name__ == "UnsupportedModelRegistryStoreURIException":
-        return "unsupported URI scheme (use sqlite:///PATH, http(s)://HOST:PORT, postgresql://..., file:PATH)"
+        return "unsupported URI scheme (use sqlite:///PATH, http(s)://HOST:PORT or postgresql://...)"
     reason = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
     if reason and ("Max retries exceeded" in text or "Failed to establish" in text):
         return f"cannot reach the tracking server ({reason.group(0).strip()})"

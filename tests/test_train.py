@@ -444,6 +444,8 @@ def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_st
         assert not [k for h in out["stages"][stage]["history"] for k in h if k.startswith("val_")]
     run = mlflow.MlflowClient().get_run(out["run_id"])
     assert run.data.tags["validation"] == "none" and not [k for k in run.data.metrics if "val_" in k]
+    named = next(m for m in said if m.startswith("run spiralray-")).split(":")[0][len("run ") :]
+    assert run.info.run_name == named  # the MLflow run is named as the Ray Train runs it printed
 
 
 def test_the_worker_setup_hook_drops_only_the_state_api_warning():

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -342,7 +342,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
             "checkpoint": result.checkpoint.path,
         }
         log(f"{stage}: {len(history)} epochs, last {history[-1]}")
-    return registry.log_training(job, cfg, weights, results, val_pairs, len(train_pairs))
+    # the MLflow run is named as the Ray Train runs (a generated name too, not MLflow's own)
+    return registry.log_training(replace(job, name=name), cfg, weights, results, val_pairs, len(train_pairs))
 
 
 def check_job(job: TrainJob, storage: str) -> None:

@@ -135,8 +135,13 @@ def _loss_plot(results: dict, path: str) -> None:
     for ax, (stage, r) in zip(np.atleast_1d(axes), results.items(), strict=True):
         epochs = [h["epoch"] for h in r["history"]]
         ax.plot(epochs, [h[f"{stage}_loss"] for h in r["history"]], "o-", label="train loss")
-        if "val_score_mse" in r["history"][0]:
-            ax.plot(epochs, [h["val_score_mse"] for h in r["history"]], "s--", label="val score MSE")
+        # each stage's own validation: the scorer's score error, the segmenter's object F1 (its
+        # score MSE is the frozen scorer's)
+        key, what = (
+            ("val_score_mse", "val score MSE") if stage == "scorer" else ("val_object_f1_50", "val object F1")
+        )
+        if key in r["history"][0]:
+            ax.plot(epochs, [h[key] for h in r["history"]], "s--", label=what)
         ax.set_title(stage)
         ax.set_xlabel("epoch")
         ax.legend()

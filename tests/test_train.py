@@ -505,3 +505,11 @@ def test_bad_training_input(ray_cluster, mlflow_store, tmp_path, dataset):
     tifffile.imwrite(tmp_path / "labels.tif", np.zeros((2, 64, 60), np.uint16))
     with pytest.raises(SpiralrayError, match="labels are"):
         train(TrainJob(data=str(tmp_path)))
+    image, ids = generate(SyntheticSpec(96, 112), seed=3)
+    tifffile.imwrite(tmp_path / "images.tif", np.stack([image[:40, :40]] * 2))
+    tifffile.imwrite(tmp_path / "labels.tif", np.stack([ids[:40, :40]] * 2).astype(np.uint16))
+    with pytest.raises(
+        SpiralrayError,
+        match=r"1 training image\(s\) are smaller than one region \(52 x 58 px\), e.g. 40 x 40",
+    ):
+        train(TrainJob(data=str(tmp_path), val_images=1))

@@ -51,6 +51,17 @@ def _stem(name: str) -> str:
     return base.rsplit(".", 1)[0]
 
 
+def check_region_size(pairs, region, what: str) -> None:
+    """An image smaller than one region (``region.height`` x ``region.width``) has no centred
+    region to learn from and cannot be segmented: refused before any training."""
+    small = [im.shape for im, _ in pairs if im.shape[0] < region.height or im.shape[1] < region.width]
+    if small:
+        raise SpiralrayError(
+            f"{len(small)} {what} image(s) are smaller than one region ({region.height} x {region.width} px),"
+            f" e.g. {small[0][0]} x {small[0][1]}: use larger crops"
+        )
+
+
 def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """All (image ``H x W``, labels ``H x W`` int32) pairs of a dataset; ``frames`` selects some."""
     path = str(path).rstrip("/")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..core.config import SpiralNetConfig
-from ..data.datasets import CONFORM_LEVEL, CONFORM_PASSES
+from ..data.datasets import CONFORM_LEVEL, CONFORM_PASSES, check_region_size
 from ..errors import SpiralrayError
 
 
@@ -261,6 +261,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         cfg = cfg.replace(model={"seg_skip_inner": job.skip_inner})
     cfg = SpiralNetConfig.from_dict({**cfg.to_dict(), **job.config})
     train_pairs, val_pairs = _split(job)
+    check_region_size(train_pairs, cfg.region, "training")
+    check_region_size(val_pairs, cfg.region, "validation")
     log(f"{len(train_pairs)} training images, {len(val_pairs)} validation images")
     if not val_pairs:
         log(

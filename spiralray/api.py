@@ -102,9 +102,9 @@ def segment_image(
         invert=bool(invert),
     )
     plan = make_plan(reader, engine.cfg, opts.tile_size, image_index, diameter, opts.pad_value, opts.invert)
-    if plan.scale != 1 or plan.pad_value is not None or plan.invert:
-        # the tiled path in one tile: resampling, the padding's fill, the inverted bounds and the
-        # way back live there
+    if plan.scale != 1 or plan.pad_value is not None or plan.invert or plan.stats is None:
+        # the tiled path in one tile: resampling, the padding's fill, the inverted bounds, an
+        # image with nothing to find (noise only) and the way back live there
         s = run_plan(reader, plan, engine, opts, None, set())
         return Result(s["labels"], s["table"], None, s["regions"], plan.scale, plan.diameter)
     seg = engine.segment(plane)

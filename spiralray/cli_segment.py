@@ -171,7 +171,8 @@ def _padding(summary: dict, pad) -> str:
 
 
 def _no_signal(summary: dict) -> str:
-    """ " (constant image)" or " (all padding)" when one image had nothing to find, else ""."""
+    """ " (constant image)", " (all padding)" or " (noise only)" when one image had nothing to
+    find, else ""."""
     d = summary.get("diameter")
     reason = d.get("reason") if isinstance(d, dict) else None
-    return f" ({reason})" if reason in ("constant image", "all padding") else ""
+    return f" ({reason})" if reason in ("constant image", "all padding", "noise only") else ""

@@ -16,7 +16,16 @@ from ..core.config import CandidateSpec, SpiralNetConfig, SpiralSpec
 from ..core.resample import scaled_shape
 from ..core.scale import model_diameter
 from ..core.tiling import MIN_TILE, Tile, tile_grid
-from ..data.normalize import count_values, filled, is_pad, streaming_stats, without_pad
+from ..data.normalize import (
+    NOISE_ONLY,
+    count_values,
+    filled,
+    is_pad,
+    local_peak,
+    noise_sigma,
+    streaming_stats,
+    without_pad,
+)
 from ..errors import SpiralrayError
 
 VERSION = 1
@@ -82,11 +91,15 @@ def check_tile_size(tile_size: int) -> None:
         raise SpiralrayError(f"tile size {tile_size} is below the minimum of {MIN_TILE} px")
 
 
-def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None, invert: bool = False):
+def image_stats_of(
+    reader, cfg: SpiralNetConfig, pad: float | None = None, invert: bool = False, peak: list | None = None
+):
     """(bounds, padded pixels): exact per-image normalisation bounds (None: a constant image,
     or all padding), streamed over the reader's chunk bands, the pad value's pixels left out.
     ``invert``: the bounds of the negated image, high first (its 1st percentile is the image's
-    99th), so normalisation maps the bright background to 0 as it maps a dark one."""
+    99th), so normalisation maps the bright background to 0 as it maps a dark one. ``peak``
+    (a list) receives the image's brightest local mean (``normalize.local_peak``) from the
+    first pass over its chunks."""
     m = cfg.model
 
     def chunks():
@@ -100,10 +113,16 @@ def image_stats_of(reader, cfg: SpiralNetConfig, pad: float | None = None, inver
                     what = "image" if reader.kind == "memory" else reader.describe()["url"]  # no path to name
                     hint = "" if pad is not None else " (if NaN marks padding, name it as the pad value)"
                     raise SpiralrayError(f"{what} contains NaN or infinite values{hint}")
+            if first_pass:
+                peaks.append(local_peak(a, invert))
             yield a
+        first_pass.clear()  # one pass measures it; the percentile passes read the chunks again
 
+    peaks, first_pass = [], [True] if peak is not None and pad is None else []
     rest = without_pad(chunks, pad)
     n = count_values(rest)
+    if peak is not None and peaks:
+        peak.append(max(peaks))
     padded = reader.shape[0] * reader.shape[1] - n
     if n == 0:
         return None, padded
@@ -205,16 +224,19 @@ def sample_windows(shape, side: int = 1024, whole: int = 4 * 2**20) -> list[tupl
     return out
 
 
-def decide_scale(reader, cfg: SpiralNetConfig, stats, diameter="auto") -> tuple[float, dict]:
+def decide_scale(reader, cfg: SpiralNetConfig, stats, diameter="auto", windows=None) -> tuple[float, dict]:
     """The scale an image is segmented at, once per image: its nuclei (``diameter`` px, or
-    estimated from a sample of the image) brought to the model's trained diameter."""
+    estimated from a sample of the image: ``windows``, read from ``sample_windows`` if not
+    given) brought to the model's trained diameter."""
     from ..core.scale import choose_scale, estimate_diameter, model_diameter
 
     model = model_diameter(cfg.model)
     if diameter in (None, "auto"):
         if stats is None:
             return 1.0, {"source": "estimated", "diameter": None, "reason": "constant image", "model": model}
-        est = estimate_diameter([reader.read(*w) for w in sample_windows(reader.shape)], stats)
+        if windows is None:
+            windows = [reader.read(*w) for w in sample_windows(reader.shape)]
+        est = estimate_diameter(windows, stats)
         d = est.diameter if est.confident else None  # a shaky estimate leaves the image as it is
         info = {
             "source": "estimated",
@@ -251,8 +273,18 @@ def make_plan(
     desc = reader.describe()
     if invert and reader.missing_chunks:
         _check_missing_inverted(reader, desc["url"], pad_value)
-    stats, padded = image_stats_of(reader, cfg, pad_value, invert)
-    scale, info = decide_scale(filled(reader, pad_value, stats), cfg, stats, diameter)
+    peak: list = []
+    stats, padded = image_stats_of(reader, cfg, pad_value, invert, peak)
+    source = filled(reader, pad_value, stats)
+    windows = [source.read(*w) for w in sample_windows((H, W))] if stats is not None else None
+    above = _above_noise(windows, peak[0], invert) if windows and peak else None
+    if above is not None and above < NOISE_ONLY:
+        stats = None  # an empty field: its stretched noise would be segmented into objects
+    scale, info = decide_scale(source, cfg, stats, diameter, windows)
+    if above is not None:
+        info["peak_over_noise"] = round(above, 2)
+        if above < NOISE_ONLY:
+            info["reason"] = "noise only"
     if given:
         info["given"] = given
     if padded == H * W:
@@ -278,6 +310,17 @@ def make_plan(
         padded_pixels=padded,
         invert=bool(invert),
     )
+
+
+def _above_noise(windows, peak: float, invert: bool) -> float | None:
+    """How many noise sigmas the image's brightest local mean (``peak``, negated when
+    ``invert``) stands above its median (of the sample ``windows``); None where the noise is
+    not measurable (a quantised image whose neighbours are mostly equal)."""
+    sigma = noise_sigma(windows)
+    if not sigma > 0:
+        return None
+    values = np.concatenate([np.asarray(w, np.float64).ravel() for w in windows])
+    return float((peak - np.median(-values if invert else values)) / sigma)
 
 
 def _check_missing_inverted(reader, url: str, pad_value) -> None:

@@ -76,7 +76,8 @@ def wait_model(name: str, cfg: ServeConfig, deadline: float) -> dict:
         failed = info.get("reload_error") or {}
         if (failed.get("model"), failed.get("generation")) == (cfg.model, cfg.generation):
             raise SpiralrayError(
-                f"cannot load {cfg.model}: {failed['error']} (still serving {info['source']})"
+                f"cannot load {cfg.model}: {failed['error']} (still serving {info['source']}"
+                + (f", version {info['version']})" if info.get("version") else ")")
             )
         if info.get("applied") == cfg.user_config():
             return info

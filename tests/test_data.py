@@ -125,6 +125,7 @@ def test_bad_training_input_gets_clear_errors(tmp_path):
     for name, a in (("f0", nuclei), ("f0_labels", ids), ("f1", nuclei), ("f1_seg", ids)):
         tifffile.imwrite(some / f"{name}.tif", a)
     (some / "notes.txt").write_text("not an image: ignored")
+    (some / "class_labels.csv").write_text("id,class")  # nor a table named like labels
     with pytest.raises(
         SpiralrayError, match=r"some: missing labels for f1, f1_seg \(expected e.g. f1_labels.tif"
     ):
@@ -133,6 +134,8 @@ def test_bad_training_input_gets_clear_errors(tmp_path):
     (some / "f1_seg.tif").rename(some / "f1_masks.tif")
     with pytest.raises(SpiralrayError, match="some: labels without an image: f1_masks.tif"):
         load_pairs(str(some))
+    (some / "f1_masks.tif").unlink()
+    assert len(load_pairs(str(some))) == 1  # f0 and its labels; the text files left alone
     tifffile.imwrite(bad / "labels.tif", np.zeros((2, 8, 8), np.uint16))
     with pytest.raises(SpiralrayError, match="no objects"):
         load_pairs(str(bad))

@@ -11,7 +11,7 @@ import tifffile
 
 from spiralray import api
 from spiralray.cli import main
-from spiralray.data.normalize import NOISE_ONLY, local_peak, noise_sigma
+from spiralray.data.normalize import NOISE_ONLY, NOISE_RANGE, local_peak, noise_sigma
 from spiralray.data.synthetic import SyntheticSpec, generate
 
 
@@ -32,6 +32,19 @@ def test_the_noise_and_the_peak_are_measured():
     spot = np.zeros((40, 40))
     spot[10:15, 20:25] = 25.0  # a 5 x 5 block: its mean is the peak
     assert local_peak(spot) == pytest.approx(25.0) and local_peak(-spot, invert=True) == pytest.approx(25.0)
+    assert local_peak(spot + 1e9) - 1e9 == pytest.approx(25.0)  # 64-bit data keeps its precision
+    padded = spot.copy()
+    padded[30:, :] = 1e6  # a pad value never makes the peak
+    assert local_peak(padded, pad=1e6) == pytest.approx(25.0)
+
+
+def _disks(shape, r, spacing):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    m = np.zeros(shape, bool)
+    for cy in range(r, shape[0], spacing):
+        for cx in range(r, shape[1], spacing):
+            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    return m
 
 
 def test_an_empty_field_gets_no_objects_and_says_why(engine, tmp_path, capsys):
@@ -43,6 +56,7 @@ def test_an_empty_field_gets_no_objects_and_says_why(engine, tmp_path, capsys):
     assert main(["segment", str(tmp_path / "empty.tif"), str(tmp_path / "o.tif")]) == 0
     assert "0 objects (noise only) ->" in capsys.readouterr().out
     assert not tifffile.imread(tmp_path / "o.tif").any()
+    assert api.segment_image(engine, noise, pad_value=0).diameter["reason"] == "noise only"  # a pad named
     assert main(["segment", str(tmp_path / "empty.tif"), str(tmp_path / "o.zarr"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["objects"] == 0 and s["stats"] is None and s["diameter"]["reason"] == "noise only"
@@ -57,3 +71,17 @@ def test_a_sparse_fields_nuclei_and_a_dim_field_are_still_segmented(engine):
     dim = _camera_noise(seed=4).astype(np.float32) + 4 * np.sqrt(20) * (truth > 0)
     r = api.segment_image(engine, dim)
     assert r.diameter["peak_over_noise"] > NOISE_ONLY and r.diameter.get("reason") != "noise only"
+
+
+def test_a_confluent_field_of_even_nuclei_is_not_noise(engine):
+    """Its median is a nucleus, so its peak stands little above it: its normalisation range,
+    background to nuclei, is what tells it from noise (a reviewer's case: 0 objects before)."""
+    rng = np.random.default_rng(0)
+    cells = _disks((320, 320), 13, 28)
+    assert cells.mean() > 0.5
+    field = (100 + 80 * cells + rng.normal(0, 10, cells.shape)).astype(np.float32)
+    for image, invert in ((field, False), (200 - field, True)):
+        r = api.segment_image(engine, image, invert=invert)
+        d = r.diameter
+        assert d["peak_over_noise"] < NOISE_ONLY < NOISE_RANGE < d["range_over_noise"], d
+        assert d.get("reason") != "noise only" and r.labels.max() > 80, (r.labels.max(), d)

@@ -18,7 +18,7 @@ from ..errors import SpiralrayError
 from ..io import storage
 
 LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask")
-IMAGE_FILES = (".tif", ".tiff", ".png")  # what a pairs folder's images are; other files are not
+IMAGE_FILES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")  # a pairs folder's images and labels
 
 
 def _frames(a: np.ndarray) -> list[np.ndarray]:
@@ -89,8 +89,10 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
             images = [storage.read_image(imgs[k]) for k in sorted(imgs)]
             labels = [storage.read_image(labs[k]) for k in sorted(imgs)]
         else:
-            label_of = {}
+            label_of = {}  # image files only: "class_labels.csv" is not a label image
             for stem, name in stems.items():
+                if not name.lower().endswith(IMAGE_FILES):
+                    continue
                 for suf in LABEL_SUFFIXES:
                     if stem.endswith(suf):
                         label_of[stem[: -len(suf)]] = name

@@ -18,11 +18,12 @@ from ..core.scale import model_diameter
 from ..core.tiling import MIN_TILE, Tile, tile_grid
 from ..data.normalize import (
     NOISE_ONLY,
+    NOISE_RANGE,
+    above_noise,
     count_values,
     filled,
     is_pad,
     local_peak,
-    noise_sigma,
     streaming_stats,
     without_pad,
 )
@@ -114,11 +115,11 @@ def image_stats_of(
                     hint = "" if pad is not None else " (if NaN marks padding, name it as the pad value)"
                     raise SpiralrayError(f"{what} contains NaN or infinite values{hint}")
             if first_pass:
-                peaks.append(local_peak(a, invert))
+                peaks.append(local_peak(a, invert, pad))
             yield a
         first_pass.clear()  # one pass measures it; the percentile passes read the chunks again
 
-    peaks, first_pass = [], [True] if peak is not None and pad is None else []
+    peaks, first_pass = [], [True] if peak is not None else []
     rest = without_pad(chunks, pad)
     n = count_values(rest)
     if peak is not None and peaks:
@@ -277,13 +278,14 @@ def make_plan(
     stats, padded = image_stats_of(reader, cfg, pad_value, invert, peak)
     source = filled(reader, pad_value, stats)
     windows = [source.read(*w) for w in sample_windows((H, W))] if stats is not None else None
-    above = _above_noise(windows, peak[0], invert) if windows and peak else None
-    if above is not None and above < NOISE_ONLY:
+    above = above_noise(windows, peak[0], stats, invert) if windows and peak else None
+    noise_only = above is not None and above[0] < NOISE_ONLY and above[1] < NOISE_RANGE
+    if noise_only:
         stats = None  # an empty field: its stretched noise would be segmented into objects
     scale, info = decide_scale(source, cfg, stats, diameter, windows)
     if above is not None:
-        info["peak_over_noise"] = round(above, 2)
-        if above < NOISE_ONLY:
+        info["peak_over_noise"], info["range_over_noise"] = round(above[0], 2), round(above[1], 2)
+        if noise_only:
             info["reason"] = "noise only"
     if given:
         info["given"] = given
@@ -310,17 +312,6 @@ def make_plan(
         padded_pixels=padded,
         invert=bool(invert),
     )
-
-
-def _above_noise(windows, peak: float, invert: bool) -> float | None:
-    """How many noise sigmas the image's brightest local mean (``peak``, negated when
-    ``invert``) stands above its median (of the sample ``windows``); None where the noise is
-    not measurable (a quantised image whose neighbours are mostly equal)."""
-    sigma = noise_sigma(windows)
-    if not sigma > 0:
-        return None
-    values = np.concatenate([np.asarray(w, np.float64).ravel() for w in windows])
-    return float((peak - np.median(-values if invert else values)) / sigma)
 
 
 def _check_missing_inverted(reader, url: str, pad_value) -> None:

@@ -2,7 +2,7 @@
 abort, then returns, or exits the process (status 1 though it asks for 0), and between two
 stages its stale handler can swallow the signal so the next stage trains on. ``fit`` runs a
 trainer so that an interrupt always ends as a ``KeyboardInterrupt`` (the CLI's exit 130), and
-Ctrl-C outside a ``fit`` is Python's own again."""
+Ctrl-C outside a ``fit`` is handled as it was before it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import threading
 def fit(trainer):
     """``trainer.fit()``'s result; ``KeyboardInterrupt`` when SIGINT arrived meanwhile."""
     seen = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
     register = getattr(trainer, "_register_sigint_handler", None)  # Ray's own, in fit()
     if register is not None:
 
@@ -35,8 +37,8 @@ def fit(trainer):
             raise KeyboardInterrupt from None
         raise
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if main and before is not None:  # the handler the caller had, not Ray's stale one
+            signal.signal(signal.SIGINT, before)
     if seen.is_set():
         raise KeyboardInterrupt
     return result

@@ -68,7 +68,9 @@ def check_registration(name: str | None, alias: str | None) -> None:
             v._validate_model_alias_name(alias)
             v._validate_model_alias_name_reserved(alias)
     except MlflowException as exc:
-        raise SpiralrayError(f"cannot register as {name}@{alias}: {exc.message}") from None
+        raise SpiralrayError(
+            f"cannot register as {name}{'@' + alias if alias else ''}: {exc.message}"
+        ) from None
     except AttributeError:  # another MLflow without these checks: it checks at registration
         pass
 

@@ -131,9 +131,12 @@ def _instances(frames, path, notes: list) -> list:
 
 def cmd_evaluate(args) -> int:
     from .core.metrics import evaluate_many
+    from .core.prepare import squeezed_shape
     from .io.storage import is_output, read_labels
 
     pred, truth = read_labels(args.pred), read_labels(args.truth)
+    # a one-frame stack is its frame (a 1 x H x W TIFF, as segment reads its input)
+    pred, truth = (a.reshape(squeezed_shape(a.shape)) for a in (pred, truth))
     notes = []
     if is_output(args.truth) and not is_output(args.pred):  # precision and recall would swap
         notes.append(

@@ -40,6 +40,9 @@ def test_evaluate_json(tmp_path):
     assert s["n_pred"] == 1 and s["n_truth"] == 2 and s["object_f1_50"] == pytest.approx(2 / 3)
     for key in ("pixel_f1", "pixel_precision", "pixel_recall", "object_f1_mean_50_90"):
         assert key in s
+    tifffile.imwrite(tmp_path / "t1.tif", t[None])  # truth saved as a one-frame stack: its frame
+    code, out, err = run_cli("evaluate", tmp_path / "p.tif", tmp_path / "t1.tif", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["object_f1_50"] == s["object_f1_50"], err
 
 
 def test_evaluate_refuses_an_intensity_image_and_reads_a_mask_as_its_regions(tmp_path):

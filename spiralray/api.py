@@ -74,9 +74,7 @@ def segment_image(
 
     if ids not in IDS:
         raise SpiralrayError(f"unknown id scheme {ids!r} (use {' or '.join(IDS)})")
-    _check_arguments(engine, channel, image_index, diameter)
-    if not isinstance(invert, bool | np.bool_):
-        raise SpiralrayError(f"invert must be True or False, got {invert!r}")
+    _check_arguments(engine, channel, image_index, diameter, invert)
     plane = select_plane(image, channel)
     if 0 in plane.shape:
         raise SpiralrayError(f"image is {plane.shape[0]} x {plane.shape[1]} px: there is nothing to segment")
@@ -117,7 +115,7 @@ def segment_image(
     return Result(labels, table, seg, seg.n_regions, 1.0, plan.diameter)
 
 
-def _check_arguments(engine, channel, image_index, diameter) -> None:
+def _check_arguments(engine, channel, image_index, diameter, invert) -> None:
     """The arguments' types, before any work (a wrong one would fail after the segmentation,
     or be read as another value: channel=True as channel 1)."""
     from .core.objects import MAX_IMAGES
@@ -133,6 +131,8 @@ def _check_arguments(engine, channel, image_index, diameter) -> None:
         raise SpiralrayError(f"image_index must be an int in 0-{MAX_IMAGES - 1}, got {image_index!r}")
     if isinstance(diameter, bool):
         raise SpiralrayError(f"diameter must be a number of pixels, a length or 'auto', got {diameter!r}")
+    if not isinstance(invert, bool | np.bool_):
+        raise SpiralrayError(f"invert must be True or False, got {invert!r}")
 
 
 def _key(obj, shape) -> int:

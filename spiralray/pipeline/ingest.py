@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ..errors import EXIT_FAILED_IMAGES, EXIT_USAGE, SpiralrayError
 from ..io import readers
 from ..io.archive import Entry, is_archive, list_images, output_for
-from ..io.planes import FIRST_PLANE
+from ..io.planes import FIRST_PLANE, grey_of_colour
 from ..io.readers import is_url, local, one_line, open_image, redact
 from ..io.storage import check_parent
 from ..io.windows import as_dask
@@ -173,13 +173,10 @@ def _exact_transforms(group, axes: str, pixel: dict | None) -> None:
 def _open(url: str):
     """The file's reader, all its channels and planes kept: a PNG that is grey saved as colour
     is read as its one grey plane (as ``segment`` reads it without ``--channel``)."""
-    if readers.suffix(url) in readers.RASTER:
-        try:
-            return open_image(url, plane=FIRST_PLANE)  # no channel: a grey one reads as grey
-        except SpiralrayError as exc:
-            if "--channel" not in str(exc):  # a colour PNG asks for a channel: read below
-                raise
-    return open_image(url, channel=0, plane=FIRST_PLANE)
+    reader = open_image(url, channel=0, plane=FIRST_PLANE)
+    if reader.kind == "raster" and "c" in reader.plane.axes and grey_of_colour(reader.array) is not None:
+        return open_image(url, plane=FIRST_PLANE)  # without a channel: read as its grey plane
+    return reader
 
 
 def _write(url: str, group, opts: IngestOptions) -> dict:

@@ -125,7 +125,7 @@ def run_plan(
                 objects += kept
                 progress.update(1, len(kept), regions)
         asm.feed(ty, objects)
-    table = in_micrometers(asm.finish(), micrometer_frame(plan.source.get("spacing")))
+    table = finished_table(asm, plan)
     progress.close()
     summary = summarize(plan, asm, table, opts, len(tiles), stats)
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
@@ -136,6 +136,12 @@ def run_plan(
     summary["labels"] = _relabel(full, table["seed_id"], ids, opts.semantic)
     summary["table"] = table
     return summary
+
+
+def finished_table(asm: Assembler, plan: ImagePlan) -> dict:
+    """The image's per-object table once every tile row is fed, with its micrometer columns
+    where the input records its pixel size (both executors end an image with it)."""
+    return in_micrometers(asm.finish(), micrometer_frame(plan.source.get("spacing")))
 
 
 def summarize(plan: ImagePlan, asm: Assembler, table: dict, opts: Options, tiles: int, stats: dict) -> dict:

@@ -104,6 +104,7 @@ def image_stats_of(
     m = cfg.model
 
     def chunks():
+        nonlocal measuring
         for box in reader.windows():
             a = reader.read(*box)
             if a.dtype.kind == "f":
@@ -114,12 +115,12 @@ def image_stats_of(
                     what = "image" if reader.kind == "memory" else reader.describe()["url"]  # no path to name
                     hint = "" if pad is not None else " (if NaN marks padding, name it as the pad value)"
                     raise SpiralrayError(f"{what} contains NaN or infinite values{hint}")
-            if first_pass:
+            if measuring:
                 peaks.append(local_peak(a, invert, pad))
             yield a
-        first_pass.clear()  # one pass measures it; the percentile passes read the chunks again
+        measuring = False  # one pass measures it; the percentile passes read the chunks again
 
-    peaks, first_pass = [], [True] if peak is not None else []
+    peaks, measuring = [], peak is not None
     rest = without_pad(chunks, pad)
     n = count_values(rest)
     if peak is not None and peaks:
@@ -319,7 +320,7 @@ def _check_missing_inverted(reader, url: str, pad_value) -> None:
     bright, the brightest signal when inverted. Refused unless the fill is named as padding."""
     fill = getattr(reader.array, "fill_value", None)
     fill = 0.0 if fill is None else float(fill)
-    if pad_value is not None and (pad_value == fill or (np.isnan(pad_value) and np.isnan(fill))):
+    if pad_value is not None and is_pad(np.float64(fill), pad_value):
         return
     raise SpiralrayError(
         f"{url}: {reader.missing_chunks} chunks are missing and read as {fill:g}, which --invert reads"

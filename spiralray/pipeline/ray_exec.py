@@ -336,13 +336,11 @@ def _consume(batch: dict, images: dict, progress, busy: dict, regions: dict) -> 
 
 
 def _finish(img: _Image, opts: Options) -> dict:
-    from ..core.objects import in_micrometers
-    from ..io.spacing import micrometer_frame
-    from .local import _relabel, summarize
+    from .local import _relabel, finished_table, summarize
     from .run import finish_image_run
 
     plan = img.plan
-    table = in_micrometers(img.asm.finish(), micrometer_frame(plan.source.get("spacing")))
+    table = finished_table(img.asm, plan)
     img.flush()
     ids = table["id"] if opts.ids == "sequential" else table["seed_id"]
     stats = {"candidates": img.candidates, "regions": img.regions, "tiles_reloaded": img.reloaded}

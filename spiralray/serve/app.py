@@ -44,8 +44,7 @@ from .config import ServeConfig
 
 log = logging.getLogger("ray.serve")
 SEGMENT_PARAMS = {"format", "mode", "channel", "plane", "ids", "exclude_border", "diameter", "pad_value"}
-SEGMENT_PARAMS |= {"invert"}
-SEGMENT_PARAMS |= {"pixel_size"}
+SEGMENT_PARAMS |= {"pixel_size", "invert"}
 
 api = FastAPI(
     title="spiralray",

@@ -300,7 +300,10 @@ def test_ctrl_c_stops_the_run_with_exit_130_and_says_how_to_resume(
     out, err = run.communicate(timeout=300)
     assert run.returncode == 130, err[-3000:]
     assert f"interrupted: continue with --name ctrlc --storage {tmp_path} --resume" in out
-    assert err.strip().endswith("spiralray: interrupted")
+    # our one line, no traceback; Ray's detached actors may still log after it (their lines are
+    # streamed to the driver asynchronously), so it need not be the last line
+    assert "spiralray: interrupted" in err.splitlines(), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
     assert not (tmp_path / "ctrlc-segmenter").exists()  # the next stage never started
     assert not mlflow.MlflowClient().search_registered_models(filter_string="name='ctrl-c'")
 

@@ -114,6 +114,7 @@ def summary_line(summary: dict, output: str, pad) -> str:
     extra += _already_done(summary) + _padding(summary, pad) + _scale(summary)
     if any(i.get("invert") for i in summary.get("per_image", [summary])):
         extra += "; inverted (dark nuclei)"
+    extra += _polarity(summary)
     if summary.get("objects_table"):
         extra += f"; objects table {summary['objects_table']}"
     objects = f"{summary.get('objects', 0)} objects{_no_signal(summary)}"
@@ -121,6 +122,26 @@ def summary_line(summary: dict, output: str, pad) -> str:
         f"{objects} -> {output} ({summary.get('seconds', 0):.1f} s, "
         f"{summary.get('tiles', 0)} tiles, {summary.get('regions', 0)} regions{extra})"
     )
+
+
+def _polarity(summary: dict) -> str:
+    """A hint where an image's nuclei look dark on a bright background as it was read
+    (``normalize.DARK_ON_BRIGHT``): dark nuclei read without ``--invert``, or bright ones with it."""
+    from .data.normalize import DARK_ON_BRIGHT
+
+    images = summary.get("per_image", [summary])
+    dark = [i for i in images if ((i.get("diameter") or {}).get("polarity") or 0) < DARK_ON_BRIGHT]
+    if not dark:
+        return ""
+    inverted = all(i.get("invert") for i in dark)
+    looks = "bright nuclei on a dark background" if inverted else "dark nuclei on a bright background"
+    rerun = "rerun without --invert" if inverted else "rerun with --invert"
+    if "per_image" not in summary:
+        how = " read inverted" if inverted else ""
+        return f"; looks like {looks} (polarity {summary['diameter']['polarity']:+.2f}{how}): if so, {rerun}"
+    names = ", ".join(str(i.get("input", "?")).rstrip("/").rsplit("/", 1)[-1] for i in dark[:3])
+    names += ", ..." if len(dark) > 3 else ""
+    return f"; {len(dark)} of {len(images)} images look like {looks} ({names}): if so, {rerun}"
 
 
 def _scale(summary: dict) -> str:

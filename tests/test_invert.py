@@ -126,3 +126,46 @@ def test_an_archive_summary_says_inverted():
     archive = {"per_image": [{"invert": False}, {"invert": True}], "objects": 3}
     assert "; inverted (dark nuclei)" in summary_line(archive, "out", None)
     assert "inverted" not in summary_line({"per_image": [{"invert": False}]}, "out", None)
+
+
+def test_dark_nuclei_read_as_they_are_get_a_hint_naming_the_flag(tmp_path, field, capsys):
+    """The model knows bright nuclei on a dark background: where the image's tails say the
+    objects are dark (dark nuclei read as they are, or bright ones read with --invert) the
+    summary names the flag to try; an image read the right way gets no hint."""
+    from spiralray.pipeline.plan import make_plan
+
+    image, inverse, _ = field
+    cfg = SpiralNetConfig()
+
+    def polarity(a, invert):
+        return make_plan(_reader(a), cfg, 1024, invert=invert).diameter["polarity"]
+
+    assert polarity(image, False) > 0.3 and polarity(inverse, True) > 0.3  # read the right way
+    assert polarity(inverse, False) < -0.3 and polarity(image, True) < -0.3  # the wrong way
+    sparse = generate(SyntheticSpec(512, 512, density=0.00002), seed=3)[0]  # few dark nuclei: noise only
+    d = make_plan(_reader((65535 - sparse).astype(np.uint16)), cfg, 1024).diameter
+    assert d["reason"] == "noise only" and d["polarity"] < -0.3, d  # ...but the hint still comes
+    dark = "dark nuclei on a bright background (polarity -0.{}): if so, rerun with --invert)"
+    bright = (
+        "bright nuclei on a dark background (polarity -0.{} read inverted): if so, rerun without --invert)"
+    )
+    for pixels, flags, expected in ((image, [], None), (inverse, [], dark), (image, ["--invert"], bright)):
+        tifffile.imwrite(tmp_path / "in.tif", pixels[:128, :128])  # the wrong way runs long: small
+        assert (
+            main(["segment", str(tmp_path / "in.tif"), str(tmp_path / "o.tif"), "--overwrite", *flags]) == 0
+        )
+        out = capsys.readouterr().out
+        if expected is None:
+            assert "looks like" not in out, out
+        else:
+            head, tail = expected.split("{}")
+            assert f"; looks like {head}" in out and tail in out.split(head)[1], out
+    archive = {"per_image": [{"input": f"s3://b/{k}.tif", "diameter": {"polarity": v}} for k, v in
+               (("a", 0.9), ("b", -0.93), ("c", 0.2), ("d", -0.88))], "objects": 3}  # fmt: skip
+    from spiralray.cli_segment import summary_line
+
+    line = summary_line(archive, "out", None)
+    assert (
+        "; 2 of 4 images look like dark nuclei on a bright background (b.tif, d.tif): if so, rerun with"
+        in line
+    )

@@ -211,10 +211,13 @@ def test_options_match_the_api(server, registry):
     table = post(server, buf.getvalue(), query="?format=json").json()
     assert table["count"] > 0 and all(o["area_um2"] == o["area"] * 0.25 for o in table["objects"])
     dark = (65535 - image).astype(np.uint16)  # dark nuclei on a bright background
-    inverted, _ = served_labels(server, dark, "?invert=true")
+    inverted, r = served_labels(server, dark, "?invert=true")
     assert (
         np.array_equal(inverted, api.segment_image(engine, dark, invert=True).labels) and inverted.max() > 0
     )
+    assert float(r.headers["X-Polarity"]) > 0.3 and "X-Hint" not in r.headers
+    r = served_labels(server, dark)[1]  # read as it is: dark nuclei on a bright background, a hint says so
+    assert float(r.headers["X-Polarity"]) < -0.3 and "try with invert=true" in r.headers["X-Hint"]
     zstack = np.stack([np.zeros_like(image), np.zeros_like(image), image, image[::-1]])
     from_plane, _ = served_labels(server, zstack, "?plane=2")
     assert np.array_equal(from_plane, api.segment_image(engine, image).labels)

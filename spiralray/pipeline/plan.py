@@ -24,6 +24,7 @@ from ..data.normalize import (
     filled,
     is_pad,
     local_peak,
+    polarity,
     streaming_stats,
     without_pad,
 )
@@ -284,6 +285,9 @@ def make_plan(
     if noise_only:
         stats = None  # an empty field: its stretched noise would be segmented into objects
     scale, info = decide_scale(source, cfg, stats, diameter, windows)
+    tails = polarity(windows, invert) if windows else None  # also where noise only: a sparse dark field
+    if tails is not None:
+        info["polarity"] = round(tails, 3)
     if above is not None:
         info["peak_over_noise"], info["range_over_noise"] = round(above[0], 2), round(above[1], 2)
         if noise_only:

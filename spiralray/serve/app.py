@@ -35,6 +35,7 @@ from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 
 from ..core.engine import on_passing_thread
+from ..data.normalize import DARK_ON_BRIGHT
 from ..errors import SpiralrayError
 from ..io.planes import grey_of_colour
 from ..pipeline.plan import check_pad_value, parse_diameter
@@ -156,6 +157,20 @@ class Segmenter:
         return {**self.info, "reload_error": self.reload_error, "applied": self.applied, "pid": os.getpid()}
 
 
+def _polarity_headers(polarity: float | None, invert: bool) -> dict:
+    """``X-Polarity`` (``normalize.polarity``: +1 bright nuclei on dark, -1 dark on bright, as
+    read), and an ``X-Hint`` under ``normalize.DARK_ON_BRIGHT``."""
+    if polarity is None:
+        return {}
+    headers = {"X-Polarity": f"{polarity:+.3f}"}
+    if polarity < DARK_ON_BRIGHT:
+        looks, flag = (
+            ("bright nuclei", "without invert=true") if invert else ("dark nuclei", "with invert=true")
+        )
+        headers["X-Hint"] = f"looks like {looks} (polarity {polarity:+.2f}): if so, try {flag}"
+    return headers
+
+
 def _reply(result, batch: int, seconds: float, info: dict) -> dict:
     if isinstance(result, SpiralrayError):
         return {"error": str(result), "status": getattr(result, "status", 422)}
@@ -170,6 +185,7 @@ def _reply(result, batch: int, seconds: float, info: dict) -> dict:
         "batch": batch,
         "seconds": seconds,
         "version": info.get("version"),
+        "polarity": (result.diameter or {}).get("polarity"),
     }
 
 
@@ -312,6 +328,7 @@ class Ingress:
             "X-Objects": str(reply["objects"]),
             "X-Batch-Images": str(reply["batch"]),
             "X-Model-Version": str(reply["version"]),
+            **_polarity_headers(reply.get("polarity"), options["invert"]),
         }
         try:
             if format == "json":

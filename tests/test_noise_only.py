@@ -30,7 +30,13 @@ def test_the_noise_and_the_peak_are_measured():
     assert noise_sigma([a]) == pytest.approx(5, rel=0.05)
     assert noise_sigma([np.full((50, 50), 7)]) == 0  # nothing to measure: the rule stays off
     spot = np.zeros((40, 40))
-    spot[10:15, 20:25] = 25.0  # a 5 x 5 block: its mean is the peak
+    spot[10:16, 20:26] = 25.0  # a 6 x 6 block: its 2 x 2 minima hold a 5 x 5 block, the peak
+    small = np.zeros((40, 40))
+    small[10:15, 20:25] = 25.0  # 5 x 5: its 2 x 2 minima, 4 x 4 of them, fill 16 of 25 pixels
+    assert local_peak(small) == pytest.approx(16.0)
+    hot = spot.copy()
+    hot[30, 5] = hot[2, 30:38] = 1e6  # a hot pixel and a hot line: never the peak
+    assert local_peak(hot) == pytest.approx(25.0)
     assert local_peak(spot) == pytest.approx(25.0) and local_peak(-spot, invert=True) == pytest.approx(25.0)
     assert local_peak(spot + 1e9) - 1e9 == pytest.approx(25.0)  # 64-bit data keeps its precision
     padded = spot.copy()
@@ -57,6 +63,10 @@ def test_an_empty_field_gets_no_objects_and_says_why(engine, tmp_path, capsys):
     assert "0 objects (noise only) ->" in capsys.readouterr().out
     assert not tifffile.imread(tmp_path / "o.tif").any()
     assert api.segment_image(engine, noise, pad_value=0).diameter["reason"] == "noise only"  # a pad named
+    hot = noise.copy()
+    hot[[17, 200, 333], [40, 99, 421]] = 4095  # hot camera pixels: before, 121 objects
+    r = api.segment_image(engine, hot)
+    assert r.labels.max() == 0 and r.diameter["reason"] == "noise only", r.diameter
     assert main(["segment", str(tmp_path / "empty.tif"), str(tmp_path / "o.zarr"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["objects"] == 0 and s["stats"] is None and s["diameter"]["reason"] == "noise only"

@@ -2,7 +2,8 @@
 dark background, -1 dark on bright), read as it is and inverted (dark nuclei on a bright
 background, as brightfield), for every real image here and synthetic ones. Under
 ``normalize.DARK_ON_BRIGHT`` (-0.3) the summary hints at the flag to try (``--invert``, or
-without it); ``hinted`` counts those. The model knows bright nuclei on dark: read the wrong way,
+without it; a field judged noise only needs twice that: ``normalize.looks_inverted``);
+``hinted`` counts those. The model knows bright nuclei on dark: read the wrong way,
 the DSB image's object F1 falls from 0.836 to 0 (bench/invert.py).
 
 python bench/polarity.py --json bench/results/polarity.json
@@ -18,17 +19,18 @@ import numpy as np
 
 from spiralray.core.config import SpiralNetConfig
 from spiralray.data.appearance import FEATURES, Appearance
-from spiralray.data.normalize import DARK_ON_BRIGHT
+from spiralray.data.normalize import DARK_ON_BRIGHT, looks_inverted
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.io.planes import choose_plane
 from spiralray.io.readers import ImageReader
 from spiralray.pipeline.plan import make_plan
 
 
-def polarity(image, invert=False) -> float | None:
+def plan_info(image, invert=False) -> dict:
+    """The image's plan's ``diameter`` info: its ``polarity``, and whether it is noise only."""
     a = np.asarray(image)
     reader = ImageReader("memory", a, choose_plane(a.shape, "yx", None, None), a.shape, True, "memory")
-    return make_plan(reader, SpiralNetConfig(), 1024, invert=invert).diameter.get("polarity")
+    return make_plan(reader, SpiralNetConfig(), 1024, invert=invert).diameter
 
 
 def flipped(image: np.ndarray) -> np.ndarray:
@@ -63,12 +65,13 @@ def main():
     for name, images, invert in sets():
         row = {"images": len(images)}
         for how, pixels in (("as is", images), ("inverted", [flipped(np.asarray(im)) for im in images])):
-            got = [v for v in (polarity(im, invert) for im in pixels) if v is not None]
+            infos = [d for d in (plan_info(im, invert) for im in pixels) if d.get("polarity") is not None]
+            got = [d["polarity"] for d in infos]
             row[how] = {
                 "measured": len(got),
                 "min": min(got) if got else None,
                 "max": max(got) if got else None,
-                "hinted": sum(v < DARK_ON_BRIGHT for v in got),
+                "hinted": sum(looks_inverted(d) for d in infos),
             }
         out["sets"][name] = row
         print(f"{name:44s} as is {row['as is']}  inverted {row['inverted']}", flush=True)

@@ -125,23 +125,35 @@ def summary_line(summary: dict, output: str, pad) -> str:
 
 
 def _polarity(summary: dict) -> str:
-    """A hint where an image's nuclei look dark on a bright background as it was read
-    (``normalize.DARK_ON_BRIGHT``): dark nuclei read without ``--invert``, or bright ones with it."""
-    from .data.normalize import DARK_ON_BRIGHT
+    """A hint where an image looks read the wrong way (``normalize.looks_inverted``): dark
+    nuclei read without ``--invert``, or bright ones with it; where one value fills the dark
+    tail, as padding nobody named does, ``--pad-value`` is named too."""
+    from .data.normalize import looks_inverted
 
     images = summary.get("per_image", [summary])
-    dark = [i for i in images if ((i.get("diameter") or {}).get("polarity") or 0) < DARK_ON_BRIGHT]
-    if not dark:
+    wrong = [i for i in images if looks_inverted(i.get("diameter") or {})]
+    if not wrong:
         return ""
-    inverted = all(i.get("invert") for i in dark)
+    inverted = all(i.get("invert") for i in wrong)
     looks = "bright nuclei on a dark background" if inverted else "dark nuclei on a bright background"
-    rerun = "rerun without --invert" if inverted else "rerun with --invert"
-    if "per_image" not in summary:
-        how = " read inverted" if inverted else ""
-        return f"; looks like {looks} (polarity {summary['diameter']['polarity']:+.2f}{how}): if so, {rerun}"
-    names = ", ".join(str(i.get("input", "?")).rstrip("/").rsplit("/", 1)[-1] for i in dark[:3])
-    names += ", ..." if len(dark) > 3 else ""
-    return f"; {len(dark)} of {len(images)} images look like {looks} ({names}): if so, {rerun}"
+    flag = "without --invert" if inverted else "with --invert"
+    if "per_image" in summary:
+        root = str(summary.get("input", "")).rstrip("/") + "/"
+        names = [str(i.get("input", "?")) for i in wrong[:3]]
+        names = ", ".join(n[len(root) :] if n.startswith(root) else n for n in names)
+        names += ", ..." if len(wrong) > 3 else ""
+        return (
+            f"; {len(wrong)} of {len(images)} images look like {looks} ({names}): if so, segment those {flag}"
+        )
+    d = summary["diameter"]
+    how = " read inverted" if inverted else ""
+    floor = d.get("polarity_floor")
+    if floor is not None:  # one value fills the dark tail: padding looks like that too
+        return (
+            f"; looks like {looks} (polarity {d['polarity']:+.2f}{how}), or like padding at {floor:g}:"
+            f" if {floor:g} is padding, name it with --pad-value {floor:g}; if not, rerun {flag}"
+        )
+    return f"; looks like {looks} (polarity {d['polarity']:+.2f}{how}): if so, rerun {flag}"
 
 
 def _scale(summary: dict) -> str:

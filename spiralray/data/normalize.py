@@ -159,23 +159,43 @@ def above_noise(windows, peak: float, stats, invert: bool) -> tuple[float, float
 # Polarity: the model knows bright nuclei on a darker background. An image's polarity compares
 # the tails around its median: (P99.8 - P50 - (P50 - P0.2)) / (P99.8 - P0.2), +1 where objects
 # stand above a background (fluorescence), -1 where they sink below one (brightfield, a stain's
-# absorbance), ~0 for noise; symmetric percentiles, so the noise adds the same to both tails.
-# Under DARK_ON_BRIGHT the summary hints at --invert (or, read inverted, at leaving it out). Real
-# images here: +0.81 to +0.98, their inversions as much below 0; 198 of 200 inverted synthetic
-# training fields fall under -0.3 (bench/polarity.py). Only a hint: a confluent field of bright
-# nuclei, its median a nucleus, reads about -0.5, so nothing is inverted automatically.
+# absorbance), near 0 for noise (symmetric percentiles: the noise adds about the same to both
+# tails; 8-bit rounding can leave +-0.4). Under DARK_ON_BRIGHT the summary hints at --invert (or,
+# read inverted, at leaving it out); an image judged noise only needs twice that. BBBC039, HeLa
+# and DSB read +0.81 to +0.98 (shifted HeLa from +0.47), their inversions as far below 0; 198 of
+# 200 inverted synthetic training fields fall under -0.3 (bench/polarity.py). Only a hint: a
+# confluent field of bright nuclei, its median a nucleus, reads about -0.5, so nothing is
+# inverted automatically. Padding nobody named (a block of 0) makes a dark tail of one value:
+# the hint then names --pad-value too.
 POLARITY_TAIL = 0.2  # percent, at each end
 DARK_ON_BRIGHT = -0.3
 
 
-def polarity(windows, invert: bool = False) -> float | None:
-    """The polarity (-1..1, above) of the sample ``windows`` (``H x W`` arrays), negated first
-    when ``invert``; None for a constant sample."""
-    values = np.concatenate([np.asarray(w, np.float64).ravel() for w in windows])
-    lo, med, hi = np.percentile(-values if invert else values, [POLARITY_TAIL, 50, 100 - POLARITY_TAIL])
+def polarity(windows, invert: bool = False, pad: float | None = None) -> tuple[float, float | None] | None:
+    """(polarity (-1..1, above), floor) of the sample ``windows`` (``H x W`` arrays, the pad
+    value's pixels left out), negated first when ``invert``; floor: the value (in the image's
+    own units) that alone fills the dark tail, as padding would, else None. None for a constant
+    sample."""
+    values = np.concatenate([np.asarray(w).ravel() for w in windows])
+    if pad is not None:
+        values = values[~is_pad(values, pad)]
+    values = values.astype(np.float64)
+    if invert:
+        values = -values
+    if values.size == 0:
+        return None
+    lo, med, hi = np.percentile(values, [POLARITY_TAIL, 50, 100 - POLARITY_TAIL])
     if not hi > lo:
         return None
-    return float(((hi - med) - (med - lo)) / (hi - lo))
+    floor = float(-lo if invert else lo) if lo == values.min() else None
+    return float(((hi - med) - (med - lo)) / (hi - lo)), floor
+
+
+def looks_inverted(info: dict) -> bool:
+    """Whether an image's plan (its ``diameter`` info) says it looks read the wrong way."""
+    p = info.get("polarity")
+    limit = 2 * DARK_ON_BRIGHT if info.get("reason") == "noise only" else DARK_ON_BRIGHT
+    return p is not None and p < limit
 
 
 def count_values(chunks: Chunks) -> int:
@@ -259,10 +279,14 @@ class FilledReader:
         self.dtype = np.dtype(np.float32)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        a = self.reader.read(y0, y1, x0, x1)
-        out = np.array(a, np.float32)  # a copy: the reader's array may be the caller's own
-        out[is_pad(a, self.pad)] = self.fill
-        return out
+        return fill_pad(self.reader.read(y0, y1, x0, x1), self.pad, self.fill)
+
+
+def fill_pad(a: np.ndarray, pad: float, fill: float) -> np.ndarray:
+    """``a`` as float32 with its pad pixels set to ``fill``."""
+    out = np.array(a, np.float32)  # a copy: the reader's array may be the caller's own
+    out[is_pad(a, pad)] = fill
+    return out
 
 
 def filled(reader, pad: float | None, stats: tuple[float, float] | None):

@@ -21,6 +21,7 @@ from ..data.normalize import (
     NOISE_RANGE,
     above_noise,
     count_values,
+    fill_pad,
     filled,
     is_pad,
     local_peak,
@@ -279,15 +280,18 @@ def make_plan(
     peak: list = []
     stats, padded = image_stats_of(reader, cfg, pad_value, invert, peak)
     source = filled(reader, pad_value, stats)
-    windows = [source.read(*w) for w in sample_windows((H, W))] if stats is not None else None
+    raw = [reader.read(*w) for w in sample_windows((H, W))] if stats is not None else None
+    windows = [fill_pad(a, pad_value, stats[0]) for a in raw] if raw and pad_value is not None else raw
     above = above_noise(windows, peak[0], stats, invert) if windows and peak else None
     noise_only = above is not None and above[0] < NOISE_ONLY and above[1] < NOISE_RANGE
     if noise_only:
         stats = None  # an empty field: its stretched noise would be segmented into objects
     scale, info = decide_scale(source, cfg, stats, diameter, windows)
-    tails = polarity(windows, invert) if windows else None  # also where noise only: a sparse dark field
+    tails = polarity(raw, invert, pad_value) if raw else None  # also where noise only: a sparse dark field
     if tails is not None:
-        info["polarity"] = round(tails, 3)
+        info["polarity"] = round(tails[0], 3)
+        if tails[1] is not None:
+            info["polarity_floor"] = tails[1]
     if above is not None:
         info["peak_over_noise"], info["range_over_noise"] = round(above[0], 2), round(above[1], 2)
         if noise_only:

@@ -35,7 +35,7 @@ from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 
 from ..core.engine import on_passing_thread
-from ..data.normalize import DARK_ON_BRIGHT
+from ..data.normalize import looks_inverted
 from ..errors import SpiralrayError
 from ..io.planes import grey_of_colour
 from ..pipeline.plan import check_pad_value, parse_diameter
@@ -157,17 +157,20 @@ class Segmenter:
         return {**self.info, "reload_error": self.reload_error, "applied": self.applied, "pid": os.getpid()}
 
 
-def _polarity_headers(polarity: float | None, invert: bool) -> dict:
+def _polarity_headers(info: dict | None, invert: bool) -> dict:
     """``X-Polarity`` (``normalize.polarity``: +1 bright nuclei on dark, -1 dark on bright, as
-    read), and an ``X-Hint`` under ``normalize.DARK_ON_BRIGHT``."""
-    if polarity is None:
+    read), and an ``X-Hint`` where the image looks read the wrong way."""
+    if not info or info.get("polarity") is None:
         return {}
-    headers = {"X-Polarity": f"{polarity:+.3f}"}
-    if polarity < DARK_ON_BRIGHT:
+    headers = {"X-Polarity": f"{info['polarity']:+.3f}"}
+    if looks_inverted(info):
         looks, flag = (
             ("bright nuclei", "without invert=true") if invert else ("dark nuclei", "with invert=true")
         )
-        headers["X-Hint"] = f"looks like {looks} (polarity {polarity:+.2f}): if so, try {flag}"
+        hint = f"looks like {looks} (polarity {info['polarity']:+.2f}): if so, try {flag}"
+        if info.get("polarity_floor") is not None:
+            hint += f"; if {info['polarity_floor']:g} is padding, pad_value={info['polarity_floor']:g}"
+        headers["X-Hint"] = hint
     return headers
 
 
@@ -185,7 +188,7 @@ def _reply(result, batch: int, seconds: float, info: dict) -> dict:
         "batch": batch,
         "seconds": seconds,
         "version": info.get("version"),
-        "polarity": (result.diameter or {}).get("polarity"),
+        "diameter": result.diameter,
     }
 
 
@@ -328,7 +331,7 @@ class Ingress:
             "X-Objects": str(reply["objects"]),
             "X-Batch-Images": str(reply["batch"]),
             "X-Model-Version": str(reply["version"]),
-            **_polarity_headers(reply.get("polarity"), options["invert"]),
+            **_polarity_headers(reply.get("diameter"), options["invert"]),
         }
         try:
             if format == "json":

@@ -142,6 +142,45 @@ def test_resume_continues_from_checkpoint(trained):
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
 
 
+def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_path):
+    """--init models:/NAME@ALIAS is pinned when a run starts; the alias may move before the
+    resume, which then takes the version the checkpoints recorded. Another model is refused."""
+    import dataclasses
+    import json
+
+    from spiralray.train.resume import latest_checkpoint, started_from
+
+    job, _ = trained
+    ckpt = latest_checkpoint(job.storage, job.name, "segmenter")
+    assert json.loads((Path(ckpt) / "config.json").read_text())["init"] == job.init  # recorded
+    said = []
+    again = started_from(dataclasses.replace(job, resume=True, init=None), job.storage, job.name, said.append)
+    assert again.init == job.init and said == [
+        f"--init (not given): resuming from {job.init}, what run smoke started from"
+    ]
+    with pytest.raises(
+        SpiralrayError, match=f"run smoke started from {job.init}: --init /elsewhere is another"
+    ):
+        started_from(dataclasses.replace(job, resume=True, init="/elsewhere"), job.storage, job.name)
+    d = tmp_path / "nuc-scorer" / "checkpoint_000001"  # a run started from an alias's version 3
+    d.mkdir(parents=True)
+    (d / "history.json").write_text(json.dumps([{"epoch": 1}]))
+    (d / "config.json").write_text(json.dumps({"init": "models:/nuc/3"}))
+    moved = dataclasses.replace(job, resume=True, init="models:/nuc@champion")  # the alias moved on
+    assert started_from(moved, str(tmp_path), "nuc", said.append).init == "models:/nuc/3"
+    for other, started in (("models:/other@champion", "from models:/nuc/3"), (None, None)):
+        if other is None:  # a run started from scratch: a resume with --init would mix models
+            (d / "config.json").write_text(json.dumps({"init": None}))
+            other, started = "models:/nuc@champion", "without --init"
+        with pytest.raises(
+            SpiralrayError, match=f"run nuc started {started}: --init {other} is another model"
+        ):
+            started_from(dataclasses.replace(job, resume=True, init=other), str(tmp_path), "nuc")
+    (d / "config.json").write_text(json.dumps({"spiralnet": {}}))  # a checkpoint from before the record
+    assert started_from(moved, str(tmp_path), "nuc") == moved
+    assert started_from(dataclasses.replace(moved, resume=False), str(tmp_path), "nuc").init == moved.init
+
+
 def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained, tmp_path):
     """Each in one line, before any data is read or Ray is asked for anything: a name already
     used (Ray Train would restore that run's finished state instead of training), a resume of

@@ -10,7 +10,6 @@ spiral, not through ``forward``.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -237,6 +236,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from ..io.readers import redact
     from . import registry
     from .interrupt import fit
+    from .resume import latest_checkpoint, started_from
     from .sampling import hard_case_options
     from .widen import widen_skips
     from .worker_loop import train_loop
@@ -249,6 +249,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     registry.check_store(create=True)
     log(f"MLflow: {redact(registry.tracking_uri())}")  # where the run goes, without credentials
     cfg, weights = SpiralNetConfig(), None
+    job = started_from(job, storage, name, log)  # a resume: the model its checkpoints recorded
     if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
         from .. import modelzoo
 
@@ -300,7 +301,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
                 **shared,
                 "stage": stage,
                 "init": weights,
-                "resume": _resume(job, storage, name, stage),
+                "resume": latest_checkpoint(storage, name, stage) if job.resume else None,
             },
             scaling_config=ScalingConfig(
                 num_workers=job.workers, use_gpu=job.use_gpu, resources_per_worker={"CPU": cpus}
@@ -376,19 +377,3 @@ def check_job(job: TrainJob, storage: str) -> None:
             )
         if job.resume and not used:
             raise SpiralrayError(f"no run named {job.name} in {storage} to resume")
-
-
-def _resume(job: TrainJob, storage: str, name: str, stage: str):
-    """The latest checkpoint directory of ``name``'s stage when resuming, else None. (Ray
-    Train V2 deprecates ``resume_from_checkpoint``: the loop loads this path itself.)"""
-    if not job.resume:
-        return None
-    folder = os.path.join(storage, f"{name}-{stage}")
-    found = []
-    for d in glob.glob(os.path.join(folder, "checkpoint_*")):
-        try:
-            with open(os.path.join(d, "history.json")) as f:
-                found.append((len(json.load(f)), d))
-        except OSError:
-            continue  # a checkpoint cut short by the kill: skip it
-    return max(found)[1] if found else None

@@ -59,10 +59,10 @@ def _validate(net: SpiralNet, val, stage: str) -> dict:
     return out
 
 
-def _save(d: str, net: SpiralNet, opt, history: list) -> None:
+def _save(d: str, net: SpiralNet, opt, history: list, init: str | None) -> None:
     from .. import modelzoo
 
-    modelzoo.save(net, d)
+    modelzoo.save(net, d, extra={"init": init})  # what the run started from (``train.resume``)
     torch.save(opt.state_dict(), os.path.join(d, TRAIN_STATE))
     with open(os.path.join(d, "history.json"), "w") as f:
         json.dump(history, f)
@@ -137,7 +137,7 @@ def train_loop(config: dict) -> None:
         history.append(metrics)
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
-                _save(d, net, opt, history)
+                _save(d, net, opt, history, job["init"])
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics, checkpoint=None)

@@ -9,6 +9,7 @@ import os
 import re
 
 from table_accuracy import bbbc039_table, compare_table, equal_budget_bbbc039_table, equal_budget_table
+from table_inputs import INPUTS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -269,6 +270,7 @@ def _write(path: str, block: str, marker: str = "BENCH") -> None:
 
 def main():
     _write(DOCS, _block(NEW + OLD))
+    _write(DOCS, _block(INPUTS), "INPUTS")
     _write(
         README,
         _block(NEW[:2] + (("compare_cpu.json", compare_table),) + NEW[-2:]),

@@ -47,6 +47,15 @@ def confluent(rng, r=13, spacing=28, shape=(320, 320)):
     return (100 + 80 * m + rng.normal(0, 10, shape)).astype(np.float32)
 
 
+def small_dim(rng, d, k, sigma=5.0, shape=(512, 512)):
+    """Three nuclei ``d`` px across, ``k`` noise sigmas bright, in an otherwise empty field."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    m = np.zeros(shape, bool)
+    for cy, cx in ((100, 100), (300, 250), (420, 400)):
+        m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= (d / 2) ** 2
+    return (1000 + k * sigma * m + rng.normal(0, sigma, shape)).astype(np.float32)
+
+
 def sets():
     for split in ("train", "val"):
         yield (
@@ -70,6 +79,8 @@ def sets():
         yield f"synthetic ({preset})", [generate(spec, seed=s)[0] for s in range(10)], False
     rng = np.random.default_rng(0)
     yield "confluent even nuclei", [confluent(rng) for _ in range(3)], False
+    for k in (3, 4, 5):
+        yield f"3 nuclei 7-12 px, {k} sigmas", [small_dim(rng, d, k) for d in (7, 9, 12)], False
     yield "noise: Gaussian", [rng.normal(100, 5, (512, 512)).astype(np.float32) for _ in range(3)], False
     yield "noise: Poisson 0.5", [rng.poisson(0.5, (512, 512)).astype(np.uint16) for _ in range(3)], False
     yield (

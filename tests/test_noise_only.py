@@ -35,7 +35,7 @@ def test_the_noise_and_the_peak_are_measured():
     small[10:15, 20:25] = 25.0  # 5 x 5: its 2 x 2 minima, 4 x 4 of them, fill 16 of 25 pixels
     assert local_peak(small) == pytest.approx(16.0)
     hot = spot.copy()
-    hot[30, 5] = hot[2, 30:38] = 1e6  # a hot pixel and a hot line: never the peak
+    hot[30, 5] = hot[2, 30:38] = hot[0, 0] = hot[39, 39] = 1e6  # hot pixels (corners too), a hot line
     assert local_peak(hot) == pytest.approx(25.0)
     assert local_peak(spot) == pytest.approx(25.0) and local_peak(-spot, invert=True) == pytest.approx(25.0)
     assert local_peak(spot + 1e9) - 1e9 == pytest.approx(25.0)  # 64-bit data keeps its precision

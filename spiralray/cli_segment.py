@@ -137,23 +137,34 @@ def _polarity(summary: dict) -> str:
     inverted = all(i.get("invert") for i in wrong)
     looks = "bright nuclei on a dark background" if inverted else "dark nuclei on a bright background"
     flag = "without --invert" if inverted else "with --invert"
+    floors = {(i.get("diameter") or {}).get("polarity_floor") for i in wrong}
+    floor = floors.pop() if len(floors) == 1 else None  # one pad value for all of them, if any
     if "per_image" in summary:
         root = str(summary.get("input", "")).rstrip("/") + "/"
         names = [str(i.get("input", "?")) for i in wrong[:3]]
         names = ", ".join(n[len(root) :] if n.startswith(root) else n for n in names)
         names += ", ..." if len(wrong) > 3 else ""
-        return (
-            f"; {len(wrong)} of {len(images)} images look like {looks} ({names}): if so, segment those {flag}"
+        what, rerun = (
+            f"{len(wrong)} of {len(images)} images look like {looks} ({names})",
+            f"segment those {flag}",
         )
-    d = summary["diameter"]
-    how = " read inverted" if inverted else ""
-    floor = d.get("polarity_floor")
-    if floor is not None:  # one value fills the dark tail: padding looks like that too
-        return (
-            f"; looks like {looks} (polarity {d['polarity']:+.2f}{how}), or like padding at {floor:g}:"
-            f" if {floor:g} is padding, name it with --pad-value {floor:g}; if not, rerun {flag}"
-        )
-    return f"; looks like {looks} (polarity {d['polarity']:+.2f}{how}): if so, rerun {flag}"
+    else:
+        how = " read inverted" if inverted else ""
+        what = f"looks like {looks} (polarity {summary['diameter']['polarity']:+.2f}{how})"
+        rerun = f"rerun {flag}"
+    if floor is None:
+        return f"; {what}: if so, {rerun}"
+    v = pad_text(floor)  # one value fills the dark tail: padding looks like that too
+    return (
+        f"; {what}, or like padding at {v}: if {v} is padding, name it with --pad-value {v}; if not, {rerun}"
+    )
+
+
+def pad_text(value: float) -> str:
+    """A pad value as the user would type it, every digit kept (1234567, not 1.23457e+06)."""
+    import numpy as np
+
+    return np.format_float_positional(value, trim="-")
 
 
 def _scale(summary: dict) -> str:

@@ -132,7 +132,9 @@ def test_dark_nuclei_read_as_they_are_get_a_hint_naming_the_flag(tmp_path, field
     """The model knows bright nuclei on a dark background: where the image's tails say the
     objects are dark (dark nuclei read as they are, or bright ones read with --invert) the
     summary names the flag to try; an image read the right way gets no hint."""
+    from spiralray.cli_segment import pad_text
     from spiralray.data.normalize import looks_inverted
+    from spiralray.data.normalize import polarity as polarity_of
     from spiralray.pipeline.plan import make_plan
 
     image, inverse, _ = field
@@ -151,12 +153,14 @@ def test_dark_nuclei_read_as_they_are_get_a_hint_naming_the_flag(tmp_path, field
         {"polarity": -0.45}
     )
     # padding nobody named (a block of 0) fills the dark tail; named, it is left out
-    padded = image + np.uint16(40000)  # a camera offset far above the nuclei's contrast
+    padded = image.astype(np.float32) + 100000  # a camera offset far above the nuclei's contrast
     padded[:40] = 0
     d = make_plan(_reader(padded), cfg, 1024).diameter
     assert looks_inverted(d) and d["polarity_floor"] == 0, d
     d = make_plan(_reader(padded), cfg, 1024, pad_value=0).diameter
     assert d["polarity"] > 0.3 and "polarity_floor" not in d, d
+    clipped = np.clip(inverse // 256 - 100, 0, 255).astype(np.uint8)  # dark nuclei clipped at 0
+    assert polarity_of([clipped])[0] < -0.3 and polarity_of([clipped])[1] is None  # 1, 2.. sit right above
     dark_field = inverse.copy()
     dark_field[:200] = 0  # two thirds of a dark-nuclei field padded: named, the rest still reads dark
     assert make_plan(_reader(dark_field), cfg, 1024, pad_value=0).diameter["polarity"] < -0.3
@@ -193,3 +197,11 @@ def test_dark_nuclei_read_as_they_are_get_a_hint_naming_the_flag(tmp_path, field
         "; 2 of 4 images look like dark nuclei on a bright background (A/2/0, B/2/0): if so, segment those"
         in line
     )
+    for i in archive["per_image"]:
+        i["diameter"]["polarity_floor"] = 1234567.0  # padding nobody named, in every hinted image
+    line = summary_line(archive, "out", None)
+    assert (
+        "(A/2/0, B/2/0), or like padding at 1234567: if 1234567 is padding, name it with --pad-value 1234567;"
+        in line
+    )
+    assert pad_text(0.0) == "0" and pad_text(0.123456789) == "0.123456789"

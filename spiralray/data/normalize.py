@@ -174,8 +174,9 @@ def above_noise(windows, peak: float, stats, invert: bool) -> tuple[float, float
 # and DSB read +0.81 to +0.98 (shifted HeLa from +0.47), their inversions as far below 0; 198 of
 # 200 inverted synthetic training fields fall under -0.3 (bench/polarity.py). Only a hint: a
 # confluent field of bright nuclei, its median a nucleus, reads about -0.5, so nothing is
-# inverted automatically. Padding nobody named (a block of 0) makes a dark tail of one value:
-# the hint then names --pad-value too.
+# inverted automatically. Padding nobody named (a block of 0 below a camera offset) makes a dark
+# tail of one value far below the rest: the hint then names --pad-value too. A field of low
+# counts read inverted (all but a few pixels at its top value) reads -1 and is hinted.
 POLARITY_TAIL = 0.2  # percent, at each end
 DARK_ON_BRIGHT = -0.3
 
@@ -196,8 +197,20 @@ def polarity(windows, invert: bool = False, pad: float | None = None) -> tuple[f
     lo, med, hi = np.percentile(values, [POLARITY_TAIL, 50, 100 - POLARITY_TAIL])
     if not hi > lo:
         return None
-    floor = float(-lo if invert else lo) if lo == values.min() else None
-    return float(((hi - med) - (med - lo)) / (hi - lo)), floor
+    return float(((hi - med) - (med - lo)) / (hi - lo)), _floor(values, lo, hi, invert)
+
+
+def _floor(values: np.ndarray, lo: float, hi: float, invert: bool) -> float | None:
+    """The value that fills the dark tail (``lo``, the sample's minimum) as padding would: a
+    block of one value far below every other (a gap of over 5% of the tails' span), unlike
+    clipped dark pixels or quantised data, whose next values sit right above. In the image's
+    own units (negated back when ``invert``); None otherwise."""
+    if lo != values.min():
+        return None
+    rest = values[values > lo]
+    if rest.size == 0 or rest.min() - lo <= 0.05 * (hi - lo):
+        return None
+    return float(-lo if invert else lo)
 
 
 def looks_inverted(info: dict) -> bool:

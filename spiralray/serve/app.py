@@ -169,7 +169,8 @@ def _polarity_headers(info: dict | None, invert: bool) -> dict:
         )
         hint = f"looks like {looks} (polarity {info['polarity']:+.2f}): if so, try {flag}"
         if info.get("polarity_floor") is not None:
-            hint += f"; if {info['polarity_floor']:g} is padding, pad_value={info['polarity_floor']:g}"
+            v = np.format_float_positional(info["polarity_floor"], trim="-")
+            hint += f"; if {v} is padding, pad_value={v}"
         headers["X-Hint"] = hint
     return headers
 

@@ -158,6 +158,11 @@ def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_pa
     assert again.init == job.init and said == [
         f"--init (not given): resuming from {job.init}, what run smoke started from"
     ]
+    relative = os.path.relpath(job.init)  # the same directory, spelt another way
+    assert (
+        started_from(dataclasses.replace(job, resume=True, init=relative), job.storage, job.name).init
+        == job.init
+    )
     with pytest.raises(
         SpiralrayError, match=f"run smoke started from {job.init}: --init /elsewhere is another"
     ):
@@ -168,7 +173,13 @@ def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_pa
     (d / "config.json").write_text(json.dumps({"init": "models:/nuc/3"}))
     moved = dataclasses.replace(job, resume=True, init="models:/nuc@champion")  # the alias moved on
     assert started_from(moved, str(tmp_path), "nuc", said.append).init == "models:/nuc/3"
-    for other, started in (("models:/other@champion", "from models:/nuc/3"), (None, None)):
+    latest = dataclasses.replace(moved, init="models:/nuc/latest")
+    assert started_from(latest, str(tmp_path), "nuc").init == "models:/nuc/3"
+    for other, started in (
+        ("models:/other@champion", "from models:/nuc/3"),
+        ("models:/nuc/5", "from models:/nuc/3"),  # another version, named by number
+        (None, None),
+    ):
         if other is None:  # a run started from scratch: a resume with --init would mix models
             (d / "config.json").write_text(json.dumps({"init": None}))
             other, started = "models:/nuc@champion", "without --init"

@@ -236,7 +236,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from ..io.readers import redact
     from . import registry
     from .interrupt import fit
-    from .resume import latest_checkpoint, started_from
+    from .resume import latest_checkpoint, recorded_init, started_from
     from .sampling import hard_case_options
     from .widen import widen_skips
     from .worker_loop import train_loop
@@ -249,6 +249,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     registry.check_store(create=True)
     log(f"MLflow: {redact(registry.tracking_uri())}")  # where the run goes, without credentials
     cfg, weights = SpiralNetConfig(), None
+    job = replace(job, init=recorded_init(job.init))
     job = started_from(job, storage, name, log)  # a resume: the model its checkpoints recorded
     if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
         from .. import modelzoo

@@ -47,7 +47,9 @@ def started_from(job, storage: str, name: str, log=print):
             pass
     if recorded is _UNRECORDED or recorded == job.init:
         return job
-    if job.init is not None and _model(job.init) != _model(recorded):
+    if job.init is not None and (
+        _model(job.init) != _model(recorded) or _version(job.init) not in (None, _version(recorded))
+    ):
         started = f"from {recorded}" if recorded else "without --init"
         raise SpiralrayError(f"run {name} started {started}: --init {job.init} is another model")
     if recorded:
@@ -55,10 +57,29 @@ def started_from(job, storage: str, name: str, log=print):
     return replace(job, init=recorded)
 
 
-def _model(init: str | None) -> str | None:
-    """The registered model's name of a ``models:/`` URI; a path or None as it is."""
-    if not (init or "").startswith("models:/"):
+def recorded_init(init: str | None) -> str | None:
+    """``--init`` as a run records it: a model directory by its absolute path (a resume from
+    another directory, or the path spelt otherwise, names the same model); else as given."""
+    if init in (None, "", "default") or init.startswith("models:/"):
         return init
+    return os.path.abspath(init)
+
+
+def _model(init: str | None) -> str | None:
+    """The registered model's name of a ``models:/`` URI; a path absolute; None as it is."""
+    if not (init or "").startswith("models:/"):
+        return recorded_init(init)
     from .registry import parse
 
     return parse(init)[0]
+
+
+def _version(init: str | None) -> str | None:
+    """The version number a ``models:/NAME/N`` URI names (an alias, ``latest`` or a stage:
+    None, whatever version it named when the run started)."""
+    if not (init or "").startswith("models:/"):
+        return None
+    from .registry import parse
+
+    version = parse(init)[2]
+    return version if version and version.isdigit() else None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from spiralray.core.config import SpiralNetConfig
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
 from spiralray.train.ray_trainer import TrainJob, train
@@ -142,54 +143,68 @@ def test_resume_continues_from_checkpoint(trained):
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
 
 
-def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_path):
+def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_path, s3):
     """--init models:/NAME@ALIAS is pinned when a run starts; the alias may move before the
-    resume, which then takes the version the checkpoints recorded. Another model is refused."""
+    resume, which then takes the version the checkpoints recorded (on local or S3 storage).
+    Another model is refused; the network config is the checkpoints'."""
     import dataclasses
     import json
 
-    from spiralray.train.resume import latest_checkpoint, started_from
+    import fsspec
+
+    from spiralray.train.resume import latest_checkpoint, resumed_config, run_record, started_from
 
     job, _ = trained
     ckpt = latest_checkpoint(job.storage, job.name, "segmenter")
     assert json.loads((Path(ckpt) / "config.json").read_text())["init"] == job.init  # recorded
+    record = run_record(job.storage, job.name)
     said = []
-    again = started_from(dataclasses.replace(job, resume=True, init=None), job.storage, job.name, said.append)
+    again = started_from(dataclasses.replace(job, resume=True, init=None), record, "smoke", said.append)
     assert again.init == job.init and said == [
         f"--init (not given): resuming from {job.init}, what run smoke started from"
     ]
     relative = os.path.relpath(job.init)  # the same directory, spelt another way
     assert (
-        started_from(dataclasses.replace(job, resume=True, init=relative), job.storage, job.name).init
-        == job.init
+        started_from(dataclasses.replace(job, resume=True, init=relative), record, "smoke").init == job.init
     )
     with pytest.raises(
         SpiralrayError, match=f"run smoke started from {job.init}: --init /elsewhere is another"
     ):
-        started_from(dataclasses.replace(job, resume=True, init="/elsewhere"), job.storage, job.name)
-    d = tmp_path / "nuc-scorer" / "checkpoint_000001"  # a run started from an alias's version 3
-    d.mkdir(parents=True)
-    (d / "history.json").write_text(json.dumps([{"epoch": 1}]))
-    (d / "config.json").write_text(json.dumps({"init": "models:/nuc/3"}))
-    moved = dataclasses.replace(job, resume=True, init="models:/nuc@champion")  # the alias moved on
-    assert started_from(moved, str(tmp_path), "nuc", said.append).init == "models:/nuc/3"
-    latest = dataclasses.replace(moved, init="models:/nuc/latest")
-    assert started_from(latest, str(tmp_path), "nuc").init == "models:/nuc/3"
-    for other, started in (
-        ("models:/other@champion", "from models:/nuc/3"),
-        ("models:/nuc/5", "from models:/nuc/3"),  # another version, named by number
-        (None, None),
-    ):
-        if other is None:  # a run started from scratch: a resume with --init would mix models
-            (d / "config.json").write_text(json.dumps({"init": None}))
-            other, started = "models:/nuc@champion", "without --init"
+        started_from(dataclasses.replace(job, resume=True, init="/elsewhere"), record, "smoke")
+    # its checkpoints' network, which their weights fit, whatever this resume's flags build
+    cfg = SpiralNetConfig.from_dict(record["spiralnet"])
+    assert (
+        cfg.model.seg_skip_inner == 40
+        and resumed_config(SpiralNetConfig(), record, "smoke", said.append) == cfg
+    )
+    assert (
+        said[-1].startswith("resuming run smoke with its checkpoints' settings (")
+        and "seg_skip_inner" in said[-1]
+    )
+    assert resumed_config(SpiralNetConfig(), None, "smoke") == SpiralNetConfig()  # nothing recorded
+    for storage in (str(tmp_path), "s3://spiralray-test/runs"):  # a run started from version 3 of an alias
+        with fsspec.open(f"{storage}/nuc-scorer/checkpoint_000001/history.json", "w", auto_mkdir=True) as f:
+            f.write(json.dumps([{"epoch": 1}]))
+        with fsspec.open(f"{storage}/nuc-scorer/checkpoint_000001/config.json", "w", auto_mkdir=True) as f:
+            f.write(json.dumps({"init": "models:/nuc/3"}))
+        moved = dataclasses.replace(job, resume=True, init="models:/nuc@champion")  # the alias moved on
+        assert started_from(moved, run_record(storage, "nuc"), "nuc").init == "models:/nuc/3", storage
+    record = run_record(str(tmp_path), "nuc")
+    assert (
+        started_from(dataclasses.replace(moved, init="models:/nuc/latest"), record, "nuc").init
+        == "models:/nuc/3"
+    )
+    for other in ("models:/other@champion", "models:/nuc/5"):  # another model; another version by number
         with pytest.raises(
-            SpiralrayError, match=f"run nuc started {started}: --init {other} is another model"
+            SpiralrayError, match=f"run nuc started from models:/nuc/3: --init {other} is another"
         ):
-            started_from(dataclasses.replace(job, resume=True, init=other), str(tmp_path), "nuc")
-    (d / "config.json").write_text(json.dumps({"spiralnet": {}}))  # a checkpoint from before the record
-    assert started_from(moved, str(tmp_path), "nuc") == moved
-    assert started_from(dataclasses.replace(moved, resume=False), str(tmp_path), "nuc").init == moved.init
+            started_from(dataclasses.replace(job, resume=True, init=other), record, "nuc")
+    with pytest.raises(
+        SpiralrayError, match="run nuc started without --init: --init models:/nuc@champion is"
+    ):
+        started_from(moved, {"init": None}, "nuc")  # a run from scratch: an --init would mix models
+    assert started_from(moved, {"spiralnet": {}}, "nuc") == moved  # a checkpoint from before the record
+    assert started_from(dataclasses.replace(moved, resume=False), record, "nuc").init == moved.init
 
 
 def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained, tmp_path):

@@ -236,7 +236,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from ..io.readers import redact
     from . import registry
     from .interrupt import fit
-    from .resume import latest_checkpoint, recorded_init, started_from
+    from .resume import latest_checkpoint, recorded_init, resumed_config, run_record, started_from
     from .sampling import hard_case_options
     from .widen import widen_skips
     from .worker_loop import train_loop
@@ -250,7 +250,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     log(f"MLflow: {redact(registry.tracking_uri())}")  # where the run goes, without credentials
     cfg, weights = SpiralNetConfig(), None
     job = replace(job, init=recorded_init(job.init))
-    job = started_from(job, storage, name, log)  # a resume: the model its checkpoints recorded
+    record = run_record(storage, name) if job.resume else None
+    job = started_from(job, record, name, log)  # a resume: the model its checkpoints recorded
     if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
         from .. import modelzoo
 
@@ -261,7 +262,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         cfg, weights = base.config, {k: v.numpy() for k, v in base.state_dict().items()}
     elif job.skip_inner:
         cfg = cfg.replace(model={"seg_skip_inner": job.skip_inner})
-    cfg = SpiralNetConfig.from_dict({**cfg.to_dict(), **job.config})
+    cfg = resumed_config(SpiralNetConfig.from_dict({**cfg.to_dict(), **job.config}), record, name, log)
     train_pairs, val_pairs = _split(job)
     check_region_size(train_pairs, cfg.region, "training")
     check_region_size(val_pairs, cfg.region, "validation")
@@ -302,7 +303,10 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
                 **shared,
                 "stage": stage,
                 "init": weights,
-                "resume": latest_checkpoint(storage, name, stage) if job.resume else None,
+                # a local run's latest checkpoint (on a URL Ray Train restores the run itself)
+                "resume": latest_checkpoint(storage, name, stage)
+                if job.resume and "://" not in storage
+                else None,
             },
             scaling_config=ScalingConfig(
                 num_workers=job.workers, use_gpu=job.use_gpu, resources_per_worker={"CPU": cpus}

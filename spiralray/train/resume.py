@@ -5,7 +5,6 @@ recorded, not the one the alias names now."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from dataclasses import replace
@@ -15,36 +14,49 @@ from ..io.storage import MODEL_CONFIG
 
 
 def latest_checkpoint(storage: str, name: str, stage: str) -> str | None:
-    """The checkpoint directory of run ``name``'s ``stage`` with the most epochs, or None.
-    (Ray Train V2 deprecates ``resume_from_checkpoint``: the loop loads this path itself.)"""
+    """The checkpoint directory of run ``name``'s ``stage`` with the most epochs (a URL where
+    ``storage`` is one), or None."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(storage)
     found = []
-    for d in glob.glob(os.path.join(storage, f"{name}-{stage}", "checkpoint_*")):
+    for d in fs.glob(f"{root.rstrip('/')}/{name}-{stage}/checkpoint_*"):
         try:
-            with open(os.path.join(d, "history.json")) as f:
-                found.append((len(json.load(f)), d))
-        except OSError:
+            found.append((len(json.loads(fs.cat_file(f"{d}/history.json"))), d))
+        except (OSError, ValueError):
             continue  # a checkpoint cut short by the kill: skip it
-    return max(found)[1] if found else None
+    if not found:
+        return None
+    d = max(found)[1]
+    return d if "://" not in storage else f"{storage.split('://')[0]}://{d}"
+
+
+def run_record(storage: str, name: str) -> dict | None:
+    """The ``config.json`` of run ``name``'s latest checkpoint (the segmenter's, else the
+    scorer's): its model's ``spiralnet`` config and, since 2026-12, its ``init``; None if none."""
+    import fsspec
+
+    ckpt = latest_checkpoint(storage, name, "segmenter") or latest_checkpoint(storage, name, "scorer")
+    if ckpt is None:
+        return None
+    try:
+        with fsspec.open(f"{ckpt.rstrip('/')}/{MODEL_CONFIG}") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 _UNRECORDED = object()
 
 
-def started_from(job, storage: str, name: str, log=print):
-    """``job`` whose ``init`` is the one run ``name`` recorded in its latest checkpoint when
-    resuming (a checkpoint from before the record, or none yet: ``job`` as it is). A resume
-    naming another model than the run started from is refused: its checkpoints are that
-    model's fine-tuning."""
+def started_from(job, record: dict | None, name: str, log=print):
+    """``job`` whose ``init`` is the one run ``name`` recorded (``record``: ``run_record``)
+    when resuming (a checkpoint from before the record, or none yet: ``job`` as it is). A
+    resume naming another model than the run started from is refused: its checkpoints are
+    that model's fine-tuning."""
     if not job.resume:
         return job
-    ckpt = latest_checkpoint(storage, name, "segmenter") or latest_checkpoint(storage, name, "scorer")
-    recorded = _UNRECORDED
-    if ckpt is not None:
-        try:
-            with open(os.path.join(ckpt, MODEL_CONFIG)) as f:
-                recorded = json.load(f).get("init", _UNRECORDED)
-        except (OSError, ValueError):
-            pass
+    recorded = (record or {}).get("init", _UNRECORDED)
     if recorded is _UNRECORDED or recorded == job.init:
         return job
     if job.init is not None and (
@@ -55,6 +67,23 @@ def started_from(job, storage: str, name: str, log=print):
     if recorded:
         log(f"--init {job.init or '(not given)'}: resuming from {recorded}, what run {name} started from")
     return replace(job, init=recorded)
+
+
+def resumed_config(cfg, record: dict | None, name: str, log=print):
+    """The network config a resumed run continues with: its checkpoints' (``record``), which
+    their weights fit, where this run's flags would build another (``--skip-inner``,
+    ``--config`` given otherwise than at the start); ``cfg`` where there is no record."""
+    from ..core.config import SpiralNetConfig
+
+    if not record or "spiralnet" not in record:
+        return cfg
+    theirs = SpiralNetConfig.from_dict(record["spiralnet"])
+    if theirs != cfg:
+        mine, old = cfg.to_dict(), theirs.to_dict()
+        differ = sorted(f"{k}.{q}" for k in old for q in old[k] if mine.get(k, {}).get(q) != old[k][q])
+        changed = ", ".join(differ) or "config"
+        log(f"resuming run {name} with its checkpoints' settings ({changed} differ from these flags)")
+    return theirs
 
 
 def recorded_init(init: str | None) -> str | None:

@@ -135,8 +135,16 @@ def test_resume_continues_from_checkpoint(trained):
     import dataclasses
 
     job, first = trained
-    more = dataclasses.replace(job, epochs=2, resume=True, register=None, alias=None)
-    out = train(more, log=lambda m: None)
+    # only --name and --resume, as the run printed: its model and network come from its checkpoints
+    more = dataclasses.replace(
+        job, epochs=2, resume=True, register=None, alias=None, init=None, skip_inner=None
+    )
+    said = []
+    out = train(more, log=said.append)
+    assert f"--init (not given): resuming from {job.init}, what run smoke started from" in said
+    assert any(
+        m.startswith("resuming run smoke with its checkpoints' settings (model.seg_skip_inner") for m in said
+    )
     for stage in ("scorer", "segmenter"):
         epochs = [h["epoch"] for h in out["stages"][stage]["history"]]
         assert epochs == [1, 2]  # epoch 1 came from the checkpoint, only epoch 2 ran

@@ -82,16 +82,16 @@ def train_loop(config: dict) -> None:
     net = SpiralNet.build(
         SpiralNetConfig.from_dict(config["spiralnet"]), seed=job["seed"]
     )  # same on all ranks
-    if config["init"]:
+    # A restarted worker group gets Ray Train's own checkpoint; a user resume names a directory.
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None and config.get("resume"):
+        ckpt = ray.train.Checkpoint.from_directory(config["resume"])
+    if config["init"] and not ckpt:  # a checkpoint's weights replace them (and may be shaped otherwise)
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in config["init"].items()})
     net.to(device)
     module = net.scorer if stage == "scorer" else net.segmenter
     opt = torch.optim.Adam(module.parameters(), lr=job["lr"])
     history: list[dict] = []
-    # A restarted worker group gets Ray Train's own checkpoint; a user resume names a directory.
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None and config.get("resume"):
-        ckpt = ray.train.Checkpoint.from_directory(config["resume"])
     if ckpt:  # resume: weights, optimizer and the metrics so far
         with ckpt.as_directory() as d:
             net.load_state_dict(load_model_dir(d)[0])

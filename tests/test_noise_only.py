@@ -63,6 +63,12 @@ def test_an_empty_field_gets_no_objects_and_says_why(engine, tmp_path, capsys):
     assert "0 objects (noise only) ->" in capsys.readouterr().out
     assert not tifffile.imread(tmp_path / "o.tif").any()
     assert api.segment_image(engine, noise, pad_value=0).diameter["reason"] == "noise only"  # a pad named
+    padded = noise.copy()
+    padded[:180] = 0  # a named pad value: its pixels are no noise (its flat block once hid the noise)
+    for invert in (False, True):
+        assert (
+            api.segment_image(engine, padded, pad_value=0, invert=invert).diameter["reason"] == "noise only"
+        )
     hot = noise.copy()
     hot[[17, 200, 333], [40, 99, 421]] = 4095  # hot camera pixels: before, 121 objects
     r = api.segment_image(engine, hot)

@@ -103,7 +103,7 @@ def without_pad(chunks: Chunks, pad: float | None) -> Chunks:
 # field of even nuclei, whose median is a nucleus, spans more). Peak and median are taken over
 # the image's 2 x 2 minima: one hot camera pixel in an empty field stood 37 sigmas above (121
 # "nuclei"); a nucleus is far wider than a hot pixel or a hot line. Pure noise, hot pixels or
-# not: peak 0.4-1.1, range 2.9-5.7; every image here, real, shifted or synthetic, stands at 15 /
+# not: peak 0.4-1.1, range 2.9-5.7; every image here, real, shifted or synthetic, stands at 14.9 /
 # 10.7 or more; three 7-12 px nuclei 4 sigmas bright in an empty field at 3.5 (bench/noise_only.py).
 NOISE_ONLY = 3.0
 NOISE_RANGE = 6.0
@@ -111,11 +111,19 @@ PEAK_WINDOW = 5  # px: smaller than a nucleus, large enough to average the noise
 HOT_PIXELS = 2  # px: the minimum over this square first drops hot pixels and lines
 
 
-def noise_sigma(windows) -> float:
+def noise_sigma(windows, pad: float | None = None) -> float:
     """The pixel noise's standard deviation in ``windows`` (``H x W`` arrays): the median
     absolute deviation of horizontally adjacent differences, which nuclei (smooth over a
-    pixel) barely touch. 0 for quantised images whose neighbours are mostly equal."""
-    d = np.concatenate([np.diff(np.asarray(w, np.float64), axis=1).ravel() for w in windows])
+    pixel) barely touch; pairs holding a pad pixel (``pad``) left out. 0 for quantised images
+    whose neighbours are mostly equal."""
+    parts = []
+    for w in windows:
+        d = np.diff(np.asarray(w, np.float64), axis=1)
+        if pad is not None:
+            padded = is_pad(np.asarray(w), pad)
+            d = d[~(padded[:, 1:] | padded[:, :-1])]
+        parts.append(d.ravel())
+    d = np.concatenate(parts) if parts else np.zeros(0)
     if d.size == 0:
         return 0.0
     return float(np.median(np.abs(d - np.median(d))) / 0.6745 / np.sqrt(2))
@@ -150,17 +158,29 @@ def _minima(a: np.ndarray) -> np.ndarray:
     return minimum_filter(a, HOT_PIXELS, mode="mirror")
 
 
-def above_noise(windows, peak: float, stats, invert: bool) -> tuple[float, float] | None:
+def above_noise(
+    windows, peak: float, stats, invert: bool, pad: float | None = None
+) -> tuple[float, float] | None:
     """In noise sigmas: how far the image's brightest local mean (``peak``, negated when
     ``invert``) stands above its median (of the sample ``windows``' 2 x 2 minima, as the peak
     is taken: the minimum of four noisy pixels sits ~1 sigma below their median), and how wide
     its normalisation bounds ``stats`` are; None where the noise is not measurable (a quantised
-    image whose neighbours are mostly equal)."""
-    sigma = noise_sigma(windows)
+    image whose neighbours are mostly equal). Pad pixels (``pad``) are left out of both."""
+    from scipy.ndimage import maximum_filter
+
+    sigma = noise_sigma(windows, pad)
     if not sigma > 0:
         return None
     sign = -1.0 if invert else 1.0
-    values = np.concatenate([_minima(sign * np.asarray(w, np.float64)).ravel() for w in windows])
+    parts = []
+    for w in windows:
+        m = _minima(sign * np.asarray(w, np.float64))
+        if pad is not None:  # minima of squares holding no pad pixel
+            m = m[~maximum_filter(is_pad(np.asarray(w), pad), HOT_PIXELS, mode="mirror")]
+        parts.append(m.ravel())
+    values = np.concatenate(parts)
+    if values.size == 0:
+        return None
     above = (peak - np.median(values)) / sigma
     return float(above), float(abs(stats[1] - stats[0]) / sigma)
 

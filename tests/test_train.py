@@ -149,6 +149,15 @@ def test_resume_continues_from_checkpoint(trained):
         epochs = [h["epoch"] for h in out["stages"][stage]["history"]]
         assert epochs == [1, 2]  # epoch 1 came from the checkpoint, only epoch 2 ran
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
+    from spiralray.io.storage import load_model_dir
+
+    # the model holds the scorer the resume trained on (epoch 2), not the one saved beside the
+    # segmenter's epoch 1
+    scorer, segmenter = (load_model_dir(out["stages"][k]["checkpoint"])[0] for k in ("scorer", "segmenter"))
+    old = load_model_dir(first["stages"]["scorer"]["checkpoint"])[0]
+    keys = [k for k in scorer if k.startswith("scorer.")]
+    assert keys and all(np.array_equal(scorer[k].numpy(), segmenter[k].numpy()) for k in keys)
+    assert not all(np.array_equal(scorer[k].numpy(), old[k].numpy()) for k in keys)
 
 
 def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_path, s3):
@@ -181,10 +190,15 @@ def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_pa
         started_from(dataclasses.replace(job, resume=True, init="/elsewhere"), record, "smoke")
     # its checkpoints' network, which their weights fit, whatever this resume's flags build
     cfg = SpiralNetConfig.from_dict(record["spiralnet"])
-    assert (
-        cfg.model.seg_skip_inner == 40
-        and resumed_config(SpiralNetConfig(), record, "smoke", said.append) == cfg
+    resumed = resumed_config(SpiralNetConfig(), record, "smoke", said.append)
+    assert cfg.model.seg_skip_inner == 40 and (resumed.model, resumed.region, resumed.spiral) == (
+        cfg.model,
+        cfg.region,
+        cfg.spiral,
     )
+    # the candidate rules (thresholds) are this run's flags', the scoring grid the run's
+    rules = {**SpiralNetConfig().to_dict()["candidates"], "stride": cfg.candidates.stride}
+    assert SpiralNetConfig.from_dict({**resumed.to_dict(), "candidates": rules}) == resumed
     assert (
         said[-1].startswith("resuming run smoke with its checkpoints' settings (")
         and "seg_skip_inner" in said[-1]

@@ -251,6 +251,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     cfg, weights = SpiralNetConfig(), None
     job = replace(job, init=recorded_init(job.init))
     record = run_record(storage, name) if job.resume else None
+    if job.resume and record is None:
+        log(f"run {name} has no checkpoint to continue: it starts afresh, from these flags")
     job = started_from(job, record, name, log)  # a resume: the model its checkpoints recorded
     if job.init:  # fine-tune: the model's weights, and its config (score label, thresholds)
         from .. import modelzoo

@@ -20,10 +20,16 @@ def latest_checkpoint(storage: str, name: str, stage: str) -> str | None:
 
     fs, root = fsspec.core.url_to_fs(storage)
     found = []
-    for d in fs.glob(f"{root.rstrip('/')}/{name}-{stage}/checkpoint_*"):
+    try:  # listed, not globbed: a '[' in the storage path or the name is no pattern
+        entries = fs.ls(f"{root.rstrip('/')}/{name}-{stage}", detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for d in entries:
+        if not d.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_"):
+            continue
         try:
             found.append((len(json.loads(fs.cat_file(f"{d}/history.json"))), d))
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             continue  # a checkpoint cut short by the kill: skip it
     if not found:
         return None
@@ -70,14 +76,17 @@ def started_from(job, record: dict | None, name: str, log=print):
 
 
 def resumed_config(cfg, record: dict | None, name: str, log=print):
-    """The network config a resumed run continues with: its checkpoints' (``record``), which
-    their weights fit, where this run's flags would build another (``--skip-inner``,
-    ``--config`` given otherwise than at the start); ``cfg`` where there is no record."""
+    """The config a resumed run continues with: its checkpoints' (``record``) network, regions
+    and spiral, which their weights and training data fit, where this run's flags would build
+    another (``--skip-inner`` given otherwise than at the start); the candidate rules (thresholds)
+    as this run gives them, but the scoring grid. ``cfg`` where there is no record."""
     from ..core.config import SpiralNetConfig
 
     if not record or "spiralnet" not in record:
         return cfg
-    theirs = SpiralNetConfig.from_dict(record["spiralnet"])
+    old = record["spiralnet"]
+    rules = {**cfg.to_dict()["candidates"], "stride": old.get("candidates", {}).get("stride")}
+    theirs = SpiralNetConfig.from_dict({**old, "candidates": {**old.get("candidates", {}), **rules}})
     if theirs != cfg:
         mine, old = cfg.to_dict(), theirs.to_dict()
         differ = sorted(f"{k}.{q}" for k in old for q in old[k] if mine.get(k, {}).get(q) != old[k][q])

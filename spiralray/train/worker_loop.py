@@ -95,6 +95,15 @@ def train_loop(config: dict) -> None:
     if ckpt:  # resume: weights, optimizer and the metrics so far
         with ckpt.as_directory() as d:
             net.load_state_dict(load_model_dir(d)[0])
+            if stage == "segmenter" and config["init"]:  # the scorer is this run's scorer stage's
+                # result (a resume with more epochs trained it on), not the one saved beside the
+                # segmenter: this stage never trains the scorer
+                scorer = {
+                    k: torch.from_numpy(np.array(v))
+                    for k, v in config["init"].items()
+                    if k.startswith("scorer.")
+                }
+                net.scorer.load_state_dict({k[len("scorer.") :]: v for k, v in scorer.items()})
             opt.load_state_dict(torch.load(os.path.join(d, TRAIN_STATE), map_location=device))
             with open(os.path.join(d, "history.json")) as f:
                 history = json.load(f)

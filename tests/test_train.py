@@ -149,7 +149,11 @@ def test_resume_continues_from_checkpoint(trained):
         epochs = [h["epoch"] for h in out["stages"][stage]["history"]]
         assert epochs == [1, 2]  # epoch 1 came from the checkpoint, only epoch 2 ran
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
+    import mlflow
+
     from spiralray.io.storage import load_model_dir
+
+    assert mlflow.MlflowClient().get_run(out["run_id"]).data.params["skip_inner"] == "40"  # the network grown
 
     # the model holds the scorer the resume trained on (epoch 2), not the one saved beside the
     # segmenter's epoch 1

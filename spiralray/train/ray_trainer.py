@@ -265,6 +265,8 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     elif job.skip_inner:
         cfg = cfg.replace(model={"seg_skip_inner": job.skip_inner})
     cfg = resumed_config(SpiralNetConfig.from_dict({**cfg.to_dict(), **job.config}), record, name, log)
+    if record and cfg.model.seg_skip_inner and job.skip_inner != cfg.model.seg_skip_inner:
+        job = replace(job, skip_inner=cfg.model.seg_skip_inner)  # MLflow records the network trained
     train_pairs, val_pairs = _split(job)
     check_region_size(train_pairs, cfg.region, "training")
     check_region_size(val_pairs, cfg.region, "validation")

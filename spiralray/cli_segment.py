@@ -128,7 +128,7 @@ def _polarity(summary: dict) -> str:
     """A hint where an image looks read the wrong way (``normalize.looks_inverted``): dark
     nuclei read without ``--invert``, or bright ones with it; where one value fills the dark
     tail, as padding nobody named does, ``--pad-value`` is named too."""
-    from .data.normalize import looks_inverted
+    from .data.normalize import looks_inverted, pad_text
 
     images = summary.get("per_image", [summary])
     wrong = [i for i in images if looks_inverted(i.get("diameter") or {})]
@@ -158,13 +158,6 @@ def _polarity(summary: dict) -> str:
     return (
         f"; {what}, or like padding at {v}: if {v} is padding, name it with --pad-value {v}; if not, {rerun}"
     )
-
-
-def pad_text(value: float) -> str:
-    """A pad value as the user would type it, every digit kept (1234567, not 1.23457e+06)."""
-    import numpy as np
-
-    return np.format_float_positional(value, trim="-")
 
 
 def _scale(summary: dict) -> str:

@@ -132,8 +132,7 @@ def test_dark_nuclei_read_as_they_are_get_a_hint_naming_the_flag(tmp_path, field
     """The model knows bright nuclei on a dark background: where the image's tails say the
     objects are dark (dark nuclei read as they are, or bright ones read with --invert) the
     summary names the flag to try; an image read the right way gets no hint."""
-    from spiralray.cli_segment import pad_text
-    from spiralray.data.normalize import looks_inverted
+    from spiralray.data.normalize import looks_inverted, pad_text
     from spiralray.data.normalize import polarity as polarity_of
     from spiralray.pipeline.plan import make_plan
 

@@ -90,6 +90,12 @@ def is_pad(a: np.ndarray, pad: float) -> np.ndarray:
     return a == pad
 
 
+def pad_text(value: float) -> str:
+    """A pad value as the user would type it, every digit kept (1234567, not 1.23457e+06): a
+    float32 image's pad matches only its float64 value written out whole."""
+    return np.format_float_positional(value, trim="-")
+
+
 def without_pad(chunks: Chunks, pad: float | None) -> Chunks:
     """The chunks' values other than the pad value (flattened), or ``chunks`` itself for None."""
     if pad is None:

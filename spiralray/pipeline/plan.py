@@ -22,7 +22,6 @@ from ..data.normalize import (
     above_noise,
     count_values,
     fill_pad,
-    filled,
     is_pad,
     local_peak,
     polarity,
@@ -228,18 +227,16 @@ def sample_windows(shape, side: int = 1024, whole: int = 4 * 2**20) -> list[tupl
     return out
 
 
-def decide_scale(reader, cfg: SpiralNetConfig, stats, diameter="auto", windows=None) -> tuple[float, dict]:
+def decide_scale(windows, cfg: SpiralNetConfig, stats, diameter="auto") -> tuple[float, dict]:
     """The scale an image is segmented at, once per image: its nuclei (``diameter`` px, or
-    estimated from a sample of the image: ``windows``, read from ``sample_windows`` if not
-    given) brought to the model's trained diameter."""
+    estimated from ``windows``, a sample of the image read at ``sample_windows``, pad pixels
+    filled as background) brought to the model's trained diameter."""
     from ..core.scale import choose_scale, estimate_diameter, model_diameter
 
     model = model_diameter(cfg.model)
     if diameter in (None, "auto"):
         if stats is None:
             return 1.0, {"source": "estimated", "diameter": None, "reason": "constant image", "model": model}
-        if windows is None:
-            windows = [reader.read(*w) for w in sample_windows(reader.shape)]
         est = estimate_diameter(windows, stats)
         d = est.diameter if est.confident else None  # a shaky estimate leaves the image as it is
         info = {
@@ -279,14 +276,13 @@ def make_plan(
         _check_missing_inverted(reader, desc["url"], pad_value)
     peak: list = []
     stats, padded = image_stats_of(reader, cfg, pad_value, invert, peak)
-    source = filled(reader, pad_value, stats)
     raw = [reader.read(*w) for w in sample_windows((H, W))] if stats is not None else None
     windows = [fill_pad(a, pad_value, stats[0]) for a in raw] if raw and pad_value is not None else raw
     above = above_noise(raw, peak[0], stats, invert, pad_value) if raw and peak else None
     noise_only = above is not None and above[0] < NOISE_ONLY and above[1] < NOISE_RANGE
     if noise_only:
         stats = None  # an empty field: its stretched noise would be segmented into objects
-    scale, info = decide_scale(source, cfg, stats, diameter, windows)
+    scale, info = decide_scale(windows, cfg, stats, diameter)
     tails = polarity(raw, invert, pad_value) if raw else None  # also where noise only: a sparse dark field
     if tails is not None:
         info["polarity"] = round(tails[0], 3)

@@ -35,7 +35,6 @@ from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 
 from ..core.engine import on_passing_thread
-from ..data.normalize import looks_inverted
 from ..errors import SpiralrayError
 from ..io.planes import grey_of_colour
 from ..pipeline.plan import check_pad_value, parse_diameter
@@ -155,24 +154,6 @@ class Segmenter:
 
     def model(self) -> dict:
         return {**self.info, "reload_error": self.reload_error, "applied": self.applied, "pid": os.getpid()}
-
-
-def _polarity_headers(info: dict | None, invert: bool) -> dict:
-    """``X-Polarity`` (``normalize.polarity``: +1 bright nuclei on dark, -1 dark on bright, as
-    read), and an ``X-Hint`` where the image looks read the wrong way."""
-    if not info or info.get("polarity") is None:
-        return {}
-    headers = {"X-Polarity": f"{info['polarity']:+.3f}"}
-    if looks_inverted(info):
-        looks, flag = (
-            ("bright nuclei", "without invert=true") if invert else ("dark nuclei", "with invert=true")
-        )
-        hint = f"looks like {looks} (polarity {info['polarity']:+.2f}): if so, try {flag}"
-        if info.get("polarity_floor") is not None:
-            v = np.format_float_positional(info["polarity_floor"], trim="-")
-            hint += f"; if {v} is padding, pad_value={v}"
-        headers["X-Hint"] = hint
-    return headers
 
 
 def _reply(result, batch: int, seconds: float, info: dict) -> dict:
@@ -332,7 +313,7 @@ class Ingress:
             "X-Objects": str(reply["objects"]),
             "X-Batch-Images": str(reply["batch"]),
             "X-Model-Version": str(reply["version"]),
-            **_polarity_headers(reply.get("diameter"), options["invert"]),
+            **codecs.polarity_headers(reply.get("diameter"), options["invert"]),
         }
         try:
             if format == "json":

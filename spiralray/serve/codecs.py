@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core.objects import COLUMNS
 from ..core.prepare import channel_axis, squeezed_shape
+from ..data.normalize import looks_inverted, pad_text
 from ..errors import SpiralrayError
 
 # Content-Type of a request body -> decoder name.
@@ -232,3 +233,21 @@ def table_json(table: dict, shape: tuple[int, int]) -> dict:
         "columns": list(COLUMNS),
         "objects": objects,
     }
+
+
+def polarity_headers(info: dict | None, invert: bool) -> dict:
+    """``X-Polarity`` (``normalize.polarity``: +1 bright nuclei on dark, -1 dark on bright, as
+    read) from an image's plan info, and an ``X-Hint`` where the image looks read the wrong way."""
+    if not info or info.get("polarity") is None:
+        return {}
+    headers = {"X-Polarity": f"{info['polarity']:+.3f}"}
+    if looks_inverted(info):
+        looks, flag = (
+            ("bright nuclei", "without invert=true") if invert else ("dark nuclei", "with invert=true")
+        )
+        hint = f"looks like {looks} (polarity {info['polarity']:+.2f}): if so, try {flag}"
+        if info.get("polarity_floor") is not None:
+            v = pad_text(info["polarity_floor"])
+            hint += f"; if {v} is padding, pad_value={v}"
+        headers["X-Hint"] = hint
+    return headers

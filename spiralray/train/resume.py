@@ -86,7 +86,7 @@ def resumed_config(cfg, record: dict | None, name: str, log=print):
         return cfg
     old = record["spiralnet"]
     rules = {**cfg.to_dict()["candidates"], "stride": old.get("candidates", {}).get("stride")}
-    theirs = SpiralNetConfig.from_dict({**old, "candidates": {**old.get("candidates", {}), **rules}})
+    theirs = SpiralNetConfig.from_dict({**old, "candidates": rules})
     if theirs != cfg:
         mine, old = cfg.to_dict(), theirs.to_dict()
         differ = sorted(f"{k}.{q}" for k in old for q in old[k] if mine.get(k, {}).get(q) != old[k][q])

@@ -86,24 +86,21 @@ def train_loop(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is None and config.get("resume"):
         ckpt = ray.train.Checkpoint.from_directory(config["resume"])
-    if config["init"] and not ckpt:  # a checkpoint's weights replace them (and may be shaped otherwise)
-        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in config["init"].items()})
+    init = {k: torch.from_numpy(np.array(v)) for k, v in (config["init"] or {}).items()}
+    if init and not ckpt:  # a checkpoint's weights replace them (and may be shaped otherwise)
+        net.load_state_dict(init)
     net.to(device)
     module = net.scorer if stage == "scorer" else net.segmenter
     opt = torch.optim.Adam(module.parameters(), lr=job["lr"])
     history: list[dict] = []
     if ckpt:  # resume: weights, optimizer and the metrics so far
         with ckpt.as_directory() as d:
-            net.load_state_dict(load_model_dir(d)[0])
-            if stage == "segmenter" and config["init"]:  # the scorer is this run's scorer stage's
-                # result (a resume with more epochs trained it on), not the one saved beside the
-                # segmenter: this stage never trains the scorer
-                scorer = {
-                    k: torch.from_numpy(np.array(v))
-                    for k, v in config["init"].items()
-                    if k.startswith("scorer.")
-                }
-                net.scorer.load_state_dict({k[len("scorer.") :]: v for k, v in scorer.items()})
+            state = load_model_dir(d)[0]
+            if stage == "segmenter":  # the scorer is this run's scorer stage's result (a resume
+                # with more epochs trained it on), not the one saved beside the segmenter: this
+                # stage never trains the scorer
+                state.update({k: v for k, v in init.items() if k.startswith("scorer.")})
+            net.load_state_dict(state)
             opt.load_state_dict(torch.load(os.path.join(d, TRAIN_STATE), map_location=device))
             with open(os.path.join(d, "history.json")) as f:
                 history = json.load(f)

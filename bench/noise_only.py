@@ -56,6 +56,25 @@ def small_dim(rng, d, k, sigma=5.0, shape=(512, 512)):
     return (1000 + k * sigma * m + rng.normal(0, sigma, shape)).astype(np.float32)
 
 
+def vignette(shape=(512, 512), corner=0.3, centre=(0.5, 0.5), cos4=False) -> np.ndarray:
+    """An illumination profile (1 at its centre, ``1 - corner`` at the farthest corner): a
+    quadratic fall-off, or the cos^4 law of an uncorrected widefield objective; ``centre`` as
+    fractions of the height and width (a misaligned lamp sits off the image's centre)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = centre[0] * (shape[0] - 1), centre[1] * (shape[1] - 1)
+    r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    r2 = r2 / r2.max()
+    if not cos4:
+        return 1 - corner * r2
+    f2 = 1 / ((1 - corner) ** -0.5 - 1)  # cos^4(atan(r / f)) = (1 + r^2 / f^2)^-2, 1 - corner at r = 1
+    return (1 + r2 / f2) ** -2
+
+
+def empty_vignetted(rng, counts, corner, **kw):
+    """An empty well under uneven illumination: Poisson counts on a camera offset of 100."""
+    return (100 + rng.poisson(counts * vignette(corner=corner, **kw))).astype(np.uint16)
+
+
 def sets():
     for split in ("train", "val"):
         yield (
@@ -95,6 +114,27 @@ def sets():
     yield (
         "noise: 8-bit",
         [np.clip(np.round(rng.normal(20, 2, (512, 512))), 0, 255).astype(np.uint8) for _ in range(3)],
+        False,
+    )
+    for corner in (0.1, 0.3, 0.5):
+        yield (
+            f"noise under a vignette, {corner:.0%} at the corners",
+            [empty_vignetted(rng, c, corner) for c in (100, 1000, 10000)],
+            False,
+        )
+    yield (
+        "noise under an off-centre cos^4 vignette, 30-60%",
+        [empty_vignetted(rng, 1000, c, centre=(0.3, 0.65), cos4=True) for c in (0.3, 0.45, 0.6)],
+        False,
+    )
+    yield (
+        "3 nuclei 7-12 px, 5 sigmas, under a 30% vignette",
+        [small_dim(rng, d, 5) * vignette(corner=0.3).astype(np.float32) for d in (7, 9, 12)],
+        False,
+    )
+    yield (
+        "HeLa 14-16 under an off-centre 50% cos^4 vignette",
+        [hela[k] * vignette(hela[k].shape, 0.5, (0.3, 0.65), cos4=True) for k in (14, 15, 16)],
         False,
     )
     blurred = [gaussian_filter(rng.normal(100, 5, (512, 512)), 1).astype(np.float32) for _ in range(3)]

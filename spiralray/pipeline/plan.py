@@ -278,7 +278,7 @@ def make_plan(
     stats, padded = image_stats_of(reader, cfg, pad_value, invert, peak)
     raw = [reader.read(*w) for w in sample_windows((H, W))] if stats is not None else None
     windows = [fill_pad(a, pad_value, stats[0]) for a in raw] if raw and pad_value is not None else raw
-    above = above_noise(raw, peak[0], stats, invert, pad_value) if raw and peak else None
+    above = above_noise(raw, peak[0], invert, pad_value) if raw and peak else None
     noise_only = above is not None and above[0] < NOISE_ONLY and above[1] < NOISE_RANGE
     if noise_only:
         stats = None  # an empty field: its stretched noise would be segmented into objects

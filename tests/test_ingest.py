@@ -171,6 +171,38 @@ def test_bad_files_are_reported_and_the_others_finish(ray_cluster, tmp_path, cap
     assert np.array_equal(open_image(str(dst / "good.zarr")).read(0, 64, 0, 48), good)
 
 
+def test_a_changed_source_is_converted_again_and_a_failed_one_loses_nothing(ray_cluster, tmp_path):
+    """A user's reported cases: a file replaced by another of the same size (a re-acquired
+    field) was skipped, its old pixels kept; a source cut short after its image was ingested
+    (a failed copy) had that image deleted before the read failed."""
+    src, dst = tmp_path / "src", tmp_path / "out.zarr"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    first, second = (rng.integers(0, 60000, (64, 48), dtype=np.uint16) for _ in range(2))
+    tifffile.imwrite(src / "f.tif", first)
+    tifffile.imwrite(src / "keep.tif", first)
+    assert ingest(str(src), str(dst), OPTS)["converted"] == 2
+    size = (src / "f.tif").stat().st_size
+    tifffile.imwrite(src / "f.tif", second)  # the same size: uncompressed, the same shape
+    os.utime(src / "f.tif", ns=(1, 2_000_000_000_000_000_000))  # its time tells it apart
+    assert (src / "f.tif").stat().st_size == size
+    s = ingest(str(src), str(dst), OPTS)
+    assert (s["converted"], s["skipped"]) == (1, 1), s
+    assert np.array_equal(open_image(str(dst / "f.zarr")).read(0, 64, 0, 48), second)
+    # the source cut short: the run fails it, the image of its last good version stays whole
+    data = (src / "f.tif").read_bytes()
+    (src / "f.tif").write_bytes(data[: len(data) // 2])
+    s = ingest(str(src), str(dst), OPTS)
+    assert (s["converted"], s["skipped"], len(s["failed"])) == (0, 1, 1), s
+    assert np.array_equal(open_image(str(dst / "f.zarr")).read(0, 64, 0, 48), second)
+    assert [e.path for e in list_images(str(dst))] == ["f.zarr", "keep.zarr"]  # no staged copy listed
+    # --overwrite of a good source replaces the image in place, nothing left beside it
+    tifffile.imwrite(src / "f.tif", first)
+    s = ingest(str(src), str(dst), IngestOptions(chunk=32, overwrite=True))
+    assert s["converted"] == 2 and np.array_equal(open_image(str(dst / "f.zarr")).read(0, 64, 0, 48), first)
+    assert sorted(os.listdir(dst)) == ["f.zarr", "keep.zarr", "zarr.json"]
+
+
 def test_places_and_ownership_are_checked(ray_cluster, tmp_path):
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
@@ -223,3 +255,13 @@ def test_s3_prefix_to_local_archive(ray_cluster, s3, tmp_path):
     for rel, a in want.items():
         node = list(Reader(parse_url(str(tmp_path / "out.zarr" / _zarr_path(rel))))())[0]
         assert np.array_equal(np.asarray(node.data[0]), a), rel
+    # an archive in object storage: a changed source's image is replaced there (copied from its
+    # staged conversion, which is removed), an unchanged one skipped
+    dst = "s3://spiralray-test/arch.zarr"
+    assert ingest("s3://spiralray-test/raw/", dst, opts)["converted"] == len(want)
+    fs.put(str(tmp_path / "src" / "a" / "grey.png"), "spiralray-test/raw/p.png")  # another picture
+    s = ingest("s3://spiralray-test/raw/", dst, opts)
+    assert (s["converted"], s["skipped"]) == (1, len(want) - 1), s["failed"]
+    got = open_image(f"{dst}/p.zarr").read(0, 40, 0, 44)
+    assert np.array_equal(got, want["a/grey.png"])
+    assert not [p for p in fs.find("spiralray-test/arch.zarr") if ".spiralray-staging" in p]

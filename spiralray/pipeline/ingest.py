@@ -13,11 +13,11 @@ Reading: a tiled or striped TIFF is read by window through ``open_image(...).rea
 whole strips, or squares of whole tiles), so a file larger than memory streams through; a PNG or
 a TIFF stored as one strip can only be read whole (listed in the summary's ``read_whole``).
 
-Resume and ownership: ``attrs["spiralray_ingest"]`` of an image group says ``complete: false``
-before any pixel, ``complete: true`` last: a complete group of the same source (same size) is
-skipped, an incomplete one replaced. Only groups with that mark are ever deleted; SRC is only read.
-A bad file is reported (``failed``), its partial output removed, the others finish: exit 0 when
-none failed, 3 when some did (as ``segment`` on an archive), 2 when all did. No torch here.
+Resume and ownership (``ingest_file``): a complete image of an unchanged source is skipped, an
+incomplete one redone, one of a changed source replaced only once its new conversion is
+complete. Only what ingest marked as its own is ever deleted; SRC is only read. A bad file is
+reported (``failed``), its partial output removed, the others finish: exit 0 when none failed,
+3 when some did (as ``segment`` on an archive), 2 when all did. No torch here.
 """
 
 from __future__ import annotations
@@ -26,32 +26,15 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 from ..errors import EXIT_FAILED_IMAGES, EXIT_USAGE, SpiralrayError
 from ..io import readers
 from ..io.archive import Entry, is_archive, list_images, output_for
-from ..io.planes import FIRST_PLANE, grey_of_colour
-from ..io.readers import is_url, local, one_line, open_image, redact
+from ..io.readers import is_url, local, one_line, redact
 from ..io.storage import check_parent
-from ..io.windows import as_dask
+from .ingest_file import MARK, VERSION, IngestOptions, _fs, _where, convert_file, pyramid_levels
 
-MARK = "spiralray_ingest"
-VERSION = 1
-
-
-@dataclass
-class IngestOptions:
-    chunk: int = 1024  # level-0 chunk size in y and x
-    levels: int | None = None  # pyramid levels (None: halve until one chunk holds the image)
-    task_cpus: float = 1.0  # Ray CPUs per file task; dask threads inside it
-    task_memory: int | None = None  # Ray memory (bytes) per file task, for scheduling only
-    overwrite: bool = False  # redo complete images (only ever those ingest wrote)
-    runtime_env: dict | None = None  # for the file tasks (e.g. storage credentials)
-
-
-def _where(p: str) -> str:
-    return redact(p).rstrip("/") if is_url(p) else os.path.realpath(local(p))
+__all__ = ["IngestOptions", "add_parser", "cmd_ingest", "convert_file", "ingest", "pyramid_levels"]
 
 
 def check_places(src: str, dst: str) -> None:
@@ -96,142 +79,6 @@ def _prepare_root(src: str, dst: str, parents: set[str]) -> str:
     except Exception as exc:
         raise SpiralrayError(f"cannot create the archive {redact(dst)}: {one_line(exc)}") from exc
     return "nothing" if not there else "an empty folder" if empty else ""
-
-
-# --- one file (a Ray task; callable in-process too) ----------------------------------------------
-
-
-def _fs(url: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(local(url))
-
-
-def _claim(out: str, src: str, size: int, overwrite: bool):
-    """The new, empty image group at ``out`` marked incomplete; None when a complete one of this
-    source is there (skip). Refuses a group ingest did not write."""
-    import zarr
-
-    fs, path = _fs(out)
-    if fs.exists(path):
-        try:
-            mark = dict(zarr.open_group(local(out), mode="r").attrs).get(MARK)
-        except Exception:
-            mark = None
-        if not isinstance(mark, dict) or "complete" not in mark:
-            raise SpiralrayError(f"{redact(out)} exists and was not written by spiralray ingest: left alone")
-        same = mark.get("source") == _where(src) and mark.get("bytes") == size
-        if mark["complete"] and same and not overwrite:
-            return None
-        fs.rm(path, recursive=True)  # ours: incomplete, from a changed source, or --overwrite
-    attrs = {MARK: {"complete": False, "source": _where(src), "bytes": size, "version": VERSION}}
-    return zarr.create_group(local(out), attributes=attrs, zarr_format=3)
-
-
-def pyramid_levels(h: int, w: int, chunk: int) -> int:
-    """Levels until the image fits in one chunk (halving y and x, never below 1 px)."""
-    n = 1
-    while max(h, w) > chunk and min(h, w) >= 2:
-        h, w, n = h // 2, w // 2, n + 1
-    return n
-
-
-def _units(pixel: dict | None) -> dict:
-    """``write_image``'s ``axes_units`` for the file's pixel size (``io.spacing``); the sizes
-    themselves are written by ``_exact_transforms``."""
-    units = {a: u for a, u in zip("yx", (pixel or {}).get("unit") or [], strict=False) if u}
-    return {"axes_units": units} if units else {}
-
-
-def _exact_transforms(group, axes: str, pixel: dict | None) -> None:
-    """Each level's y / x transforms, exactly, in the file's physical units (``pixel``, else
-    px): ome-zarr-py derives a level's scale from the shapes' ratio (150 rows -> 37 gives 4.05
-    px, not 4), but level k's pixel i is the mean of level 0's 2**k block from 2**k * i, so its
-    scale is 2**k px and its centre (2**k - 1) / 2 px further in. Other axes keep what
-    ome-zarr-py wrote. (A stage offset is not carried.)"""
-    sy, sx = pixel["scale"] if pixel else (1.0, 1.0)
-    attrs = dict(group.attrs)
-    ome = dict(attrs.get("ome", attrs))  # NGFF 0.5 nests under "ome"; 0.4 does not
-    ms = [dict(m) for m in ome["multiscales"]]
-    for k, ds in enumerate(ms[0]["datasets"]):
-        old = {t["type"]: t[t["type"]] for t in ds["coordinateTransformations"]}
-        size = dict(zip(axes, old["scale"], strict=True))
-        shift = dict(zip(axes, old.get("translation", [0.0] * len(axes)), strict=True))
-        for a, s in (("y", sy), ("x", sx)):
-            size[a], shift[a] = s * 2**k, s * (2**k - 1) / 2
-        ds["coordinateTransformations"] = [
-            {"type": "scale", "scale": [size[a] for a in axes]},
-            {"type": "translation", "translation": [shift[a] for a in axes]},
-        ]
-    ome["multiscales"] = ms
-    if "ome" in attrs:
-        group.attrs["ome"] = ome
-    else:
-        group.attrs["multiscales"] = ms
-
-
-def _open(url: str):
-    """The file's reader, all its channels and planes kept: a PNG that is grey saved as colour
-    is read as its one grey plane (as ``segment`` reads it without ``--channel``)."""
-    reader = open_image(url, channel=0, plane=FIRST_PLANE)
-    if reader.kind == "raster" and "c" in reader.plane.axes and grey_of_colour(reader.array) is not None:
-        return open_image(url, plane=FIRST_PLANE)  # without a channel: read as its grey plane
-    return reader
-
-
-def _write(url: str, group, opts: IngestOptions) -> dict:
-    import dask
-    from ome_zarr.scale import Methods
-    from ome_zarr.writer import write_image
-
-    reader = _open(url)
-    darr, axes, whole = as_dask(reader, opts.chunk)
-    levels = opts.levels or pyramid_levels(*reader.shape, opts.chunk)
-    chunks = [min(opts.chunk, n) if a in "yx" else 1 for a, n in zip(axes, darr.shape, strict=True)]
-    threads = max(1, int(opts.task_cpus))
-    with dask.config.set(scheduler="threads" if threads > 1 else "synchronous", num_workers=threads):
-        # a 2 x 2 mean per level: chunk-aligned, so no seams at chunk borders (resize has them)
-        write_image(
-            darr,
-            group,
-            scale_factors=[2**k for k in range(1, levels)],
-            method=Methods.LOCAL_MEAN,
-            axes=list(axes),
-            storage_options={"chunks": chunks},
-            **_units(reader.spacing),
-            name=url.rstrip("/").rsplit("/", 1)[-1],
-        )
-    _exact_transforms(group, axes, reader.spacing)
-    meta = {"shape": list(darr.shape), "axes": axes, "dtype": str(darr.dtype), "levels": levels}
-    meta["spacing"] = reader.spacing  # the pixel size carried into its metadata (None: px)
-    return {**meta, "chunks": chunks, "whole": bool(whole), "pixel_bytes": int(darr.nbytes)}
-
-
-def convert_file(url: str, out: str, opts: IngestOptions) -> dict:
-    """One file -> one OME-Zarr image group; never raises for a bad file (``status: failed``)."""
-    t0 = time.perf_counter()
-    info = {"input": redact(url), "output": redact(out) if is_url(out) else out}
-    try:
-        fs, path = _fs(url)
-        size = int(fs.size(path))
-        group = _claim(out, url, size, opts.overwrite)
-        if group is None:
-            return {**info, "status": "skipped", "source_bytes": 0}
-        try:
-            meta = _write(url, group, opts)
-            mark = {"complete": True, "source": _where(url), "bytes": size, "version": VERSION, **meta}
-            group.attrs[MARK] = mark  # last: the group is complete only now
-        except BaseException:
-            with contextlib.suppress(Exception):  # the cause, not a failed clean-up, is the news
-                fs_out, p = _fs(out)
-                fs_out.rm(p, recursive=True)  # ours, half-written: a re-run would redo it anyway
-            raise
-        seconds = round(time.perf_counter() - t0, 3)
-        return {**info, "status": "converted", "source_bytes": size, **meta, "seconds": seconds}
-    except SpiralrayError as exc:
-        return {**info, "status": "failed", "error": str(exc)}
-    except Exception as exc:
-        return {**info, "status": "failed", "error": f"cannot convert {redact(url)}: {one_line(exc)}"}
 
 
 # --- the driver ---------------------------------------------------------------------------------

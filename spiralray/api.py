@@ -39,8 +39,8 @@ def load_engine(model: str | None = None, device: str = "auto", batch_size: int 
     from . import modelzoo
     from .core.engine import Engine
 
-    if batch_size < 1:
-        raise SpiralrayError(f"batch size must be at least 1, got {batch_size}")
+    if not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool) or batch_size < 1:
+        raise SpiralrayError(f"batch size must be an int of at least 1, got {batch_size!r}")
     return Engine(modelzoo.load(model), device=device, batch_size=batch_size, **options)
 
 
@@ -69,12 +69,14 @@ def segment_image(
     from .io.planes import choose_plane
     from .io.readers import ImageReader
     from .pipeline.local import run_plan
-    from .pipeline.plan import make_plan
+    from .pipeline.plan import make_plan, parse_diameter
     from .pipeline.run import Options
 
     if ids not in IDS:
         raise SpiralrayError(f"unknown id scheme {ids!r} (use {' or '.join(IDS)})")
     _check_arguments(engine, channel, image_index, diameter, invert)
+    if isinstance(diameter, str):  # as the CLI reads it: "auto" in any case, "12px", "8um"
+        diameter = parse_diameter(diameter, "diameter")
     plane = select_plane(image, channel)
     if 0 in plane.shape:
         raise SpiralrayError(f"image is {plane.shape[0]} x {plane.shape[1]} px: there is nothing to segment")

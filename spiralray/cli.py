@@ -122,9 +122,10 @@ def _instances(frames, path, notes: list) -> list:
             raise SpiralrayError(f"{where} is {exc}") from exc
         if note and not noted:  # once per file, at the first frame read as a mask
             where = f"{path} (frame {k} and maybe others)" if len(frames) > 1 else str(path)
-            notes.append(f"{where} has {note}")
-            print(f"spiralray: {notes[-1]}", file=sys.stderr)
             noted = True
+            if f"{where} has {note}" not in notes:  # the same file given as both: said once
+                notes.append(f"{where} has {note}")
+                print(f"spiralray: {notes[-1]}", file=sys.stderr)
         out.append(labels)
     return out
 

@@ -37,6 +37,18 @@ def test_normalisation_is_per_image_and_float32():
         normalize(img, "bogus")
 
 
+@pytest.mark.parametrize(
+    "dtype, offset", [(np.uint64, 2**40), (np.int64, -(2**45)), (np.uint32, 2**31), (np.float64, 1e12)]
+)
+def test_a_large_offset_keeps_every_level(dtype, offset):
+    """16-bit data far from zero in a wide type: the offset goes before the float32 cast (a
+    user's uint64 image 2^40 above zero came out blank, 0 objects, its peak 183 sigmas up)."""
+    img = np.arange(3000, dtype=np.uint16).reshape(30, 100)
+    want = normalize(img, "percentile")
+    got = normalize(img.astype(dtype) + dtype(offset), "percentile")
+    assert got.dtype == np.float32 and np.allclose(got, want, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [">u2", ">i4", ">f4", ">f8", "<i2", "u1", "bool"])
 def test_exact_order_statistics_in_every_byte_order(dtype):
     """The percentiles are exact whatever the dtype and its byte order: a big-endian zarr's

@@ -90,6 +90,7 @@ def test_api_bad_diameter_and_empty_image_are_spiralray_errors(engine):
         ({"channel": "1"}, "channel must be an int"),
         ({"image_index": -1}, "image_index must be an int in 0-16777215, got -1"),
         ({"diameter": True}, "diameter must be a number of pixels, a length or 'auto'"),
+        ({"pad_value": True}, "pad value must be a number"),  # not read as 1
     ):
         with pytest.raises(SpiralrayError, match=words):
             api.segment_image(engine, image, **kwargs)
@@ -101,9 +102,14 @@ def test_api_bad_diameter_and_empty_image_are_spiralray_errors(engine):
         api.segment_image(engine, np.zeros((0, 0), np.uint16))
     with pytest.raises(SpiralrayError, match="channel 1 out of range: the image is 2-D"):  # as the CLI
         api.segment_image(engine, image, channel=1)
-    assert np.array_equal(
-        api.segment_image(engine, image, channel=0).labels, api.segment_image(engine, image).labels
-    )
+    want = api.segment_image(engine, image).labels
+    assert np.array_equal(api.segment_image(engine, image, channel=0).labels, want)
+    # found in a user test: H x W x 1 was refused ("choose a channel"), and " AUTO " was not auto
+    assert np.array_equal(api.segment_image(engine, image[..., None]).labels, want)
+    assert np.array_equal(api.segment_image(engine, image, diameter=" AUTO ").labels, want)
+    for size in ("8", True, 2.5):
+        with pytest.raises(SpiralrayError, match="batch size must be an int of at least 1"):
+            api.load_engine(batch_size=size)
 
 
 def test_diameter_larger_than_the_image_or_beyond_the_resampling_range_is_refused(tmp_path, capsys):

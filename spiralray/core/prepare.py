@@ -33,6 +33,8 @@ def select_plane(image: np.ndarray, channel: int | None = None) -> np.ndarray:
         raise SpiralrayError(f"image has non-numeric dtype {a.dtype}")
     if a.ndim > 2:
         a = a.reshape(squeezed_shape(a.shape))
+    if a.ndim == 3 and a.shape[-1] == 1:  # H x W x 1: one channel, saved last
+        a = a[..., 0]
     if a.ndim == 2 and channel not in (None, 0):
         raise SpiralrayError(f"channel {channel} out of range: the image is 2-D (one channel)")
     if a.ndim == 3 and channel is not None:

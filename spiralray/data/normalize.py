@@ -349,8 +349,14 @@ def apply_stats(image: np.ndarray, stats: tuple[float, float]) -> np.ndarray:
     Bounds given high first (``lo > hi``) invert the image: dark nuclei on a bright background
     come out bright on dark. A constant image maps to zeros."""
     lo, hi = stats
+    a = np.asarray(image)
+    if a.dtype.itemsize > 2 and not (a.dtype.kind == "f" and a.dtype.itemsize == 4):
+        # 32/64-bit integers and float64: the offset goes first, in float64 (float32 holds 24
+        # bits: 16-bit data 2^40 above zero lost every level, and the image read as blank)
+        d = a.astype(np.float64) - lo
+        return (d * (1.0 / (hi - lo) if hi != lo else 0.0)).astype(np.float32)
     scale = np.float32(1.0 / (hi - lo)) if hi != lo else np.float32(0.0)
-    return ((np.asarray(image, dtype=np.float32) - np.float32(lo)) * scale).astype(np.float32)
+    return ((np.asarray(a, dtype=np.float32) - np.float32(lo)) * scale).astype(np.float32)
 
 
 def normalize(

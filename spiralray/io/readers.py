@@ -296,9 +296,15 @@ def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:
             import fsspec
 
             with fsspec.open(url, "rb", **(storage_options or {})) as f:
-                a = np.asarray(iio.imread(f.read(), extension=suffix(url)))
+                data = f.read()
         else:
-            a = np.asarray(iio.imread(local(url)))
+            with open(local(url), "rb") as f:
+                data = f.read()
+        if not data:
+            raise SpiralrayError(f"cannot read {redact(url)} as an image: the file is empty (0 bytes)")
+        a = np.asarray(iio.imread(data, extension=suffix(url)))
+    except SpiralrayError:
+        raise
     except Exception as exc:
         raise SpiralrayError(f"cannot read {redact(url)} as an image: {one_line(exc)}") from exc
     if channel is None and (grey := grey_of_colour(a)) is not None:

@@ -79,6 +79,8 @@ def check_pad_value(pad) -> float | None:
     """A pad value as a float (NaN allowed: registration fills with it), or a clear error."""
     if pad is None:
         return None
+    if isinstance(pad, bool | np.bool_):  # True would read as 1
+        raise SpiralrayError(f"pad value must be a number (or nan), got {pad!r}")
     try:
         v = float(pad)
     except (TypeError, ValueError, OverflowError):

@@ -271,8 +271,24 @@ def test_an_output_of_another_input_or_model_is_refused_and_kept(tmp_path, capsy
         err = capsys.readouterr().err
         assert f"holds another run ({differs} differ): use --overwrite to replace it" in err, err
         assert _files(out) == kept
+    # found in a user test: --overwrite deleted the output before a run the image then refused
+    # (NaN pixels, too small, a diameter it cannot hold), and files a user had put inside it
+    bad = a.astype(np.float32)
+    bad[5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", bad)
+    tifffile.imwrite(tmp_path / "line.tif", a[:1])
+    for extra in (["nan.tif"], ["line.tif"], ["a.tif", "--diameter", "8um"]):
+        assert main(["segment", str(tmp_path / extra[0]), str(out), *extra[1:], "--overwrite"]) == 2
+        assert _files(out) == kept, extra
+    capsys.readouterr()
+    (out / "analysis").mkdir()
+    (out / "analysis" / "results.csv").write_text("precious")
+    (out / "labels" / "NOTES.md").write_text("mine")
     assert main(["segment", str(tmp_path / "b.tif"), str(out), "--overwrite"]) == 0
     assert _files(out) != kept
+    assert (out / "analysis" / "results.csv").read_text() == "precious"
+    assert (out / "labels" / "NOTES.md").read_text() == "mine"
+    assert main(["evaluate", str(out), str(out)]) == 0  # the new labels read
 
 
 def test_segment_exclude_border_drops_only_cut_objects(tmp_path):

@@ -37,6 +37,7 @@ TILES = ".spiralray/tiles"
 SCRATCH = ".spiralray/seed_ids"
 TABLE = "objects.parquet"
 LABELS = ("instances", "semantic")
+OWN = (".spiralray", *(f"labels/{name}" for name in LABELS), TABLE)  # what --overwrite removes
 
 
 def _fault(kind: str) -> None:
@@ -95,10 +96,17 @@ class Output:
             raise SpiralrayError(f"unreadable {what} in {redact(self.url)}: {one_line(exc)}") from exc
 
     def remove(self) -> None:
-        """Delete a spiralray output (refused for anything without a spiralray manifest)."""
+        """Delete what spiralray wrote in an output (refused for anything without a spiralray
+        manifest): its manifest and scratch first (a run killed from there on finds no output of
+        its own to trust), then its labels and table. Anything else in the folder (a user's
+        notes, an analysis beside the labels) stays, and so do the groups' zarr.json, which the
+        next run writes again."""
         if self.manifest() is None:
             raise SpiralrayError(f"{redact(self.url)} is not a spiralray output: not deleting it")
-        self.fs.rm(self.root, recursive=True)
+        for key in OWN:
+            path = self._p(key)
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
 
     def _put(self, key: str, data: bytes) -> None:
         """Write one object whole: a temporary name renamed locally, one PUT on object stores;

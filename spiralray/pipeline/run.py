@@ -67,6 +67,7 @@ class ImageRun:
     plan: ImagePlan | None = None
     done: set = field(default_factory=set)
     finished: dict | None = None
+    replace: bool = False  # an output of another run (or --overwrite): removed when the run starts
     t0: float = field(default_factory=time.perf_counter)
 
 
@@ -183,7 +184,7 @@ def check_image_run(
             f"output {redact(output)} holds another run ({differs} differ): use --overwrite to replace it"
         )
     if differs or opts.overwrite:
-        out.remove()
+        run.replace = True  # removed once the plan is made: an image refused then loses nothing
         return run
     run.plan = ImagePlan.from_dict(old["images"][0])
     if reader.spacing and "spacing" not in run.plan.source:  # a plan written before it was read
@@ -203,6 +204,9 @@ def start_image_run(run: ImageRun, plan: ImagePlan | None = None) -> None:
     run.manifest["images"] = [run.plan.to_dict()]
     run.manifest["complete"] = False
     if run.out is not None:
+        if run.replace:
+            run.out.remove()
+            run.replace = False
         run.out.write_manifest(run.manifest)
         run.out.mark({"version": VERSION, "complete": False, "manifest": ".spiralray/manifest.json"})
 

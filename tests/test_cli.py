@@ -271,6 +271,15 @@ def test_an_output_of_another_input_or_model_is_refused_and_kept(tmp_path, capsy
         err = capsys.readouterr().err
         assert f"holds another run ({differs} differ): use --overwrite to replace it" in err, err
         assert _files(out) == kept
+    # found in a user test: the input's path rewritten with another image of the same shape was
+    # called complete (or, interrupted, resumed with the old image's tiles): its bytes are recorded
+    tifffile.imwrite(tmp_path / "a.tif", a[::-1].copy())
+    assert main(["segment", str(tmp_path / "a.tif"), str(out)]) == 2
+    assert "holds another run (input contents differ): use --overwrite" in capsys.readouterr().err
+    assert _files(out) == kept
+    tifffile.imwrite(tmp_path / "a.tif", a)  # the same pixels, the file written again: its time
+    assert main(["segment", str(tmp_path / "a.tif"), str(out)]) == 2  # (bytes are not read twice)
+    capsys.readouterr()
     # found in a user test: --overwrite deleted the output before a run the image then refused
     # (NaN pixels, too small, a diameter it cannot hold), and files a user had put inside it
     bad = a.astype(np.float32)

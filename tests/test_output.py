@@ -148,8 +148,7 @@ def test_an_output_written_before_a_new_setting_existed_still_resumes():
     ``pad_value``) matches this run when the setting is at its default, and a changed setting
     still refuses."""
     from spiralray.core.config import SpiralNetConfig
-    from spiralray.pipeline.plan import mismatch
-    from spiralray.pipeline.run import Options
+    from spiralray.pipeline.run import Options, mismatch
 
     cfg = SpiralNetConfig()
     new = {"version": 1, "images": [], "model": {"weights_sha256": "w"}, "params": Options().params(cfg)}

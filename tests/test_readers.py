@@ -18,6 +18,7 @@ from spiralray.errors import SpiralrayError
 from spiralray.io.archive_root import write_objects
 from spiralray.io.output import read_table
 from spiralray.io.readers import open_image, redact
+from spiralray.io.storage import content_stamp
 from spiralray.pipeline.local import Options, segment_image_file
 from spiralray.pipeline.segment import check_output
 
@@ -256,6 +257,13 @@ def test_s3_input_and_output_on_a_local_endpoint(s3, tmp_path, image, engine):
     got = np.asarray(zarr.open_array(out + "/labels/instances/0", mode="r")[...])
     assert s["objects"] == ref["objects"] > 5 and np.array_equal(got, ref["labels"])
     assert zarr.open_group(out, mode="r").attrs["spiralray"]["complete"] is True
+    # a chunk of the input rewritten: the same path, other bytes; refused, not "already complete"
+    stamp = content_stamp(url)
+    assert stamp and stamp == content_stamp(url + "/")
+    z[:128, :128] = image[:128, :128][::-1]
+    assert content_stamp(url) != stamp
+    with pytest.raises(SpiralrayError, match="input contents differ"):
+        segment_image_file(url, out, engine, Options(tile_size=256))
     with pytest.raises(SpiralrayError, match="input not found"):
         open_image("s3://no-such-bucket/x.zarr")
     import s3fs

@@ -107,6 +107,7 @@ class ImageReader:
         spacing: dict | None = None,
     ):
         self.url, self.array, self.plane, self.kind = url, array, plane, kind
+        self.data_url = url  # where its pixels are stored: the file, or the zarr array (level 0)
         ys = [n for a, n in zip(plane.axes, array.shape, strict=True) if a == "y"]
         xs = [n for a, n in zip(plane.axes, array.shape, strict=True) if a == "x"]
         self.shape = (int(ys[0]), int(xs[0]))
@@ -213,9 +214,12 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
         )
     p = choose_plane(tuple(node.shape), axes, channel, plane)
     chunks = tuple(int(c) for a, c in zip(p.axes, node.chunks, strict=True) if a in "yx")
-    return ImageReader(
+    reader = ImageReader(
         url, node, p, chunks, whole=False, kind=kind.strip(), missing=_missing(node, p), spacing=pixel
     )
+    if kind != "zarr":  # an OME-Zarr image: its level 0 array
+        reader.data_url = f"{str(url).rstrip('/')}/{ms['datasets'][0]['path']}"
+    return reader
 
 
 def _missing(node, p: Plane) -> int:

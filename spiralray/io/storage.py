@@ -46,6 +46,32 @@ def read_image(path, storage_options: dict | None = None) -> np.ndarray:
     raise SpiralrayError(f"unsupported image format '{ext or 'none'}' for {s} (use .tif, .png or .zarr)")
 
 
+# What storage says about an object's version: ETag (S3, and md5Hash, generation on GCS), else
+# its modification time (local files and the rest).
+VERSION_KEYS = ("ETag", "md5Hash", "generation", "mtime", "LastModified", "updated", "modified")
+
+
+def content_stamp(url: str, storage_options: dict | None = None) -> str | None:
+    """A digest that changes when an input's stored bytes do: its objects' names, sizes and
+    versions (a file's own; every object of a zarr array, by one listing). None where storage
+    cannot say (the listing fails)."""
+    import hashlib
+
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(_local(url), **(storage_options or {}))
+        found = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
+    except Exception:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(found):
+        info = found[name]
+        version = next((info[k] for k in VERSION_KEYS if info.get(k) is not None), None)
+        digest.update(f"{name[len(root) :]}\t{info.get('size')}\t{version}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def read_zarr(path, storage_options: dict | None = None) -> np.ndarray:
     import zarr
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..core.config import CandidateSpec, SpiralNetConfig, SpiralSpec
+from ..core.config import SpiralNetConfig
 from ..core.resample import scaled_shape
 from ..core.scale import model_diameter
 from ..core.tiling import MIN_TILE, Tile, tile_grid
@@ -342,55 +342,3 @@ def weights_hash(net) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
-
-
-def identity(manifest: dict) -> dict:
-    """The parts of a manifest that must match for a run to resume an existing output."""
-    return {
-        "version": manifest.get("version"),
-        "inputs": [
-            (p["input"], list(p["shape"]), p["source"].get("plane")) for p in manifest.get("images", [])
-        ],
-        "model": manifest.get("model", {}).get("weights_sha256"),
-        "params": _with_defaults(manifest.get("params")),
-    }
-
-
-def _with_defaults(params: dict | None) -> dict | None:
-    """Run parameters with the threshold sections' settings that an older manifest predates
-    filled in at their defaults: an output written before a setting existed was made with the
-    behaviour its default keeps (``candidates.faint_contrast`` 0: no faint rule), so it resumes."""
-    if not params:
-        return params
-    out = {"pad_value": None, "invert": False, **params}  # added after version 1's first outputs
-    for key, spec in (("candidates", CandidateSpec), ("spiral", SpiralSpec)):
-        if isinstance(out.get(key), dict):
-            out[key] = {**asdict(spec()), **out[key]}
-    return out
-
-
-def mismatch(old: dict, new: dict) -> str | None:
-    """What differs between an existing output's manifest and this run's (None: the same)."""
-    a, b = identity(old), identity(new)
-    # the input's pixel size, where both record one (an output written before it was read has
-    # none): a recalibrated image changes a diameter given as a length, and the labels' frame
-    for p, q in zip(old.get("images", []), new.get("images", []), strict=False):
-        s, t = p.get("source", {}).get("spacing"), q.get("source", {}).get("spacing")
-        if s and t and s != t:
-            return "pixel sizes"
-    for key, what in (
-        ("version", "format versions"),
-        ("inputs", "inputs"),
-        ("model", "models"),
-        ("params", "parameters"),
-    ):
-        if a[key] != b[key]:
-            if key == "params":
-                diff = sorted(
-                    k
-                    for k in set(a[key] or {}) | set(b[key] or {})
-                    if (a[key] or {}).get(k) != (b[key] or {}).get(k)
-                )
-                return f"parameters ({', '.join(diff)})"
-            return what
-    return None

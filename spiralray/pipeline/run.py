@@ -10,11 +10,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..core.config import CandidateSpec, SpiralSpec
 from ..errors import SpiralrayError
 from ..io.output import Output
 from ..io.readers import TIFF, is_url, local, open_image, redact
-from ..io.storage import check_parent, written_by_spiralray
-from .plan import VERSION, ImagePlan, check_pad_value, check_tile_size, mismatch, pad_json, weights_hash
+from ..io.storage import check_parent, content_stamp, written_by_spiralray
+from .plan import VERSION, ImagePlan, check_pad_value, check_tile_size, pad_json, weights_hash
 
 TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
 
@@ -157,6 +158,8 @@ def check_image_run(
             "(read as the fill value); --strict refuses"
         )
     desc = reader.describe()
+    if kind == "zarr":  # an output to resume or compare with later: the input's bytes recorded
+        desc["stamp"] = content_stamp(reader.data_url, storage_options)
     manifest = {
         "version": VERSION,
         "model": {"source": model or "shipped", "weights_sha256": weights_hash(net)},
@@ -201,7 +204,10 @@ def start_image_run(run: ImageRun, plan: ImagePlan | None = None) -> None:
     run.plan = run.plan or plan
     if run.plan is None:
         raise ValueError("start_image_run needs a plan (make_plan) when the output holds none")
+    stamp = run.manifest["images"][0]["source"].get("stamp")
     run.manifest["images"] = [run.plan.to_dict()]
+    if stamp is not None:
+        run.manifest["images"][0]["source"] = {**run.manifest["images"][0]["source"], "stamp": stamp}
     run.manifest["complete"] = False
     if run.out is not None:
         if run.replace:
@@ -230,3 +236,61 @@ def _nonempty(out: Output) -> bool:
         return bool(out.fs.ls(out.root, detail=False))
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def identity(manifest: dict) -> dict:
+    """The parts of a manifest that must match for a run to resume an existing output."""
+    return {
+        "version": manifest.get("version"),
+        "inputs": [
+            (p["input"], list(p["shape"]), p["source"].get("plane")) for p in manifest.get("images", [])
+        ],
+        "model": manifest.get("model", {}).get("weights_sha256"),
+        "params": _with_defaults(manifest.get("params")),
+    }
+
+
+def _with_defaults(params: dict | None) -> dict | None:
+    """Run parameters with the threshold sections' settings that an older manifest predates
+    filled in at their defaults: an output written before a setting existed was made with the
+    behaviour its default keeps (``candidates.faint_contrast`` 0: no faint rule), so it resumes."""
+    if not params:
+        return params
+    out = {"pad_value": None, "invert": False, **params}  # added after version 1's first outputs
+    for key, spec in (("candidates", CandidateSpec), ("spiral", SpiralSpec)):
+        if isinstance(out.get(key), dict):
+            out[key] = {**asdict(spec()), **out[key]}
+    return out
+
+
+def mismatch(old: dict, new: dict) -> str | None:
+    """What differs between an existing output's manifest and this run's (None: the same)."""
+    a, b = identity(old), identity(new)
+    # the input's pixel size, where both record one (an output written before it was read has
+    # none): a recalibrated image changes a diameter given as a length, and the labels' frame
+    for p, q in zip(old.get("images", []), new.get("images", []), strict=False):
+        s, t = p.get("source", {}).get("spacing"), q.get("source", {}).get("spacing")
+        if s and t and s != t:
+            return "pixel sizes"
+    for key, what in (
+        ("version", "format versions"),
+        ("inputs", "inputs"),
+        ("model", "models"),
+        ("params", "parameters"),
+    ):
+        if a[key] != b[key]:
+            if key == "params":
+                diff = sorted(
+                    k
+                    for k in set(a[key] or {}) | set(b[key] or {})
+                    if (a[key] or {}).get(k) != (b[key] or {}).get(k)
+                )
+                return f"parameters ({', '.join(diff)})"
+            return what
+    # the input's stored bytes (io.storage.content_stamp), where both record them: the same
+    # path rewritten with another image was resumed as the old one, or called complete
+    for p, q in zip(old.get("images", []), new.get("images", []), strict=False):
+        s, t = p.get("source", {}).get("stamp"), q.get("source", {}).get("stamp")
+        if s and t and s != t:
+            return "input contents"
+    return None

@@ -49,6 +49,17 @@ def test_a_large_offset_keeps_every_level(dtype, offset):
     assert got.dtype == np.float32 and np.allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("factor, offset", [(3e-43, 1e-38), (2e35, -3e38)])
+def test_float32_near_its_limits_keeps_every_level(factor, offset):
+    """A user's float32 images near its limits (~1e-38; +-3e38) came out blank: the scale
+    (or the offset subtracted) overflowed float32."""
+    img = np.arange(3000, dtype=np.uint16).reshape(30, 100)
+    scaled = (img * factor + offset).astype(np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = normalize(scaled, "percentile")
+    assert np.allclose(got, normalize(img, "percentile"), atol=1e-3)
+
+
 @pytest.mark.parametrize("dtype", [">u2", ">i4", ">f4", ">f8", "<i2", "u1", "bool"])
 def test_exact_order_statistics_in_every_byte_order(dtype):
     """The percentiles are exact whatever the dtype and its byte order: a big-endian zarr's

@@ -350,9 +350,10 @@ def apply_stats(image: np.ndarray, stats: tuple[float, float]) -> np.ndarray:
     come out bright on dark. A constant image maps to zeros."""
     lo, hi = stats
     a = np.asarray(image)
-    if a.dtype.itemsize > 2 and not (a.dtype.kind == "f" and a.dtype.itemsize == 4):
-        # 32/64-bit integers and float64: the offset goes first, in float64 (float32 holds 24
-        # bits: 16-bit data 2^40 above zero lost every level, and the image read as blank)
+    if a.dtype.itemsize > 2 or a.dtype.kind == "f":
+        # 32/64-bit integers and floats: the offset goes first, in float64 (float32 holds 24
+        # bits: 16-bit data 2^40 above zero lost every level, and the image read as blank;
+        # float32 data near its limits, 1e-38 or 3e38, overflowed the scale to inf)
         d = a.astype(np.float64) - lo
         return (d * (1.0 / (hi - lo) if hi != lo else 0.0)).astype(np.float32)
     scale = np.float32(1.0 / (hi - lo)) if hi != lo else np.float32(0.0)

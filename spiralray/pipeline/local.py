@@ -99,6 +99,7 @@ def run_plan(
             if rec is not None:
                 objs = decode(rec)
                 stats["candidates"] += int(rec["candidates"][0])
+                stats["regions"] += sum(o.regions for o in objs)  # as a run that was not stopped counts
                 stats["tiles_reloaded"] += 1
                 objects += objs
                 progress.update(1, len(objs), 0)

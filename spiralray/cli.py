@@ -186,9 +186,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's mistakes in one line, as every other user error (not a usage block); its
+    subcommands' parsers are of this class too."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spiralray", description="SpiralNet microscopy segmentation")
+    from importlib.metadata import PackageNotFoundError, version
+
+    p = _Parser(prog="spiralray", description="SpiralNet microscopy segmentation")
     p.add_argument("--verbose", "-v", action="store_true", help="log details to the terminal")
+    try:
+        p.add_argument("--version", action="version", version=f"spiralray {version('spiralray')}")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        pass
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser(

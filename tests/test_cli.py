@@ -404,3 +404,28 @@ def test_where_it_runs_and_with_how_many_threads(tmp_path, monkeypatch):
     assert pinned.returncode == 0 and summary["threads"] == 1 and summary["executor"] == "local", (
         pinned.stderr
     )
+
+
+def test_command_line_mistakes_are_one_line(tmp_path, capsys):
+    """From a user test: argparse's mistakes printed a 15-line usage block; a missing input
+    whose output existed was reported as 'output exists'; --semantic with an OME-Zarr output
+    was silently ignored; there was no --version."""
+    tifffile.imwrite(tmp_path / "i.tif", generate(SyntheticSpec(100, 120), seed=2)[0])
+    for argv, words in (
+        (["segment", "i.tif", "o.tif", "--channel", "abc"], "argument --channel: invalid int value: 'abc'"),
+        (["segmnt"], "invalid choice: 'segmnt'"),
+        (["segment"], "the following arguments are required: input, output"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "o.tif").write_bytes(b"")  # an output there: the missing input is the news
+    assert main(["segment", str(tmp_path / "nope.tif"), str(tmp_path / "o.tif")]) == 2
+    assert "input not found" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.zarr"), "--semantic"]) == 2
+    assert "--semantic is for a TIFF output" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("spiralray ")

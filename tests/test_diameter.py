@@ -121,7 +121,7 @@ def test_diameter_larger_than_the_image_or_beyond_the_resampling_range_is_refuse
     assert "larger than the 100 x 120 px image" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif"), "--diameter", "6.5"]) == 2
     assert (
-        "diameter 6.5 px is outside what this model segments: 6.92-222 px"
+        "diameter 6.5 px is outside what this model segments: 6.925-221.6 px"
         " (nuclei of 27.7 px, resampled 8x down to 4x up)" in capsys.readouterr().err
     )
     big = np.tile(image, (3, 3))  # 300 x 360: room for a 230 px diameter

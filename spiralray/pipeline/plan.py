@@ -210,7 +210,7 @@ def check_diameter(diameter, shape, model: float | None = None) -> None:
     lo, hi = SCALE_RANGE
     if model and not model / hi <= d <= model / lo:
         raise SpiralrayError(
-            f"diameter {d:g} px is outside what this model segments: {model / hi:.3g}-{model / lo:.3g} px"
+            f"diameter {d:g} px is outside what this model segments: {model / hi:.4g}-{model / lo:.4g} px"
             f" (nuclei of {model:.3g} px, resampled {1 / lo:g}x down to {hi:g}x up)"
         )
 

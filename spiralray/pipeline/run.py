@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from ..core.config import CandidateSpec, SpiralSpec
 from ..errors import SpiralrayError
 from ..io.output import Output
-from ..io.readers import TIFF, is_url, local, open_image, redact
+from ..io.readers import TIFF, exists, is_url, local, open_image, redact
 from ..io.storage import check_parent, content_stamp, written_by_spiralray
 from .plan import VERSION, ImagePlan, check_pad_value, check_tile_size, pad_json, weights_hash
 
@@ -130,7 +130,13 @@ def preflight(input: str, output: str, opts: Options, in_archive: bool = False) 
     OME-Zarr group (whatever its name) in folders the run makes inside the archive's output."""
     check_tile_size(opts.tile_size)
     kind = "zarr" if in_archive else output_kind(output)
+    if opts.semantic and kind == "zarr":
+        raise SpiralrayError(
+            "--semantic is for a TIFF output: an OME-Zarr output holds labels/instances and labels/semantic"
+        )
     check_apart(input, output)
+    if not in_archive and not exists(input):  # named before anything about the output
+        raise SpiralrayError(f"input not found: {redact(input) if is_url(input) else input}")
     if kind == "tiff":
         check_tiff_output(output, opts.overwrite)
     elif not in_archive:

@@ -231,6 +231,13 @@ def test_a_resume_starts_from_the_model_its_checkpoints_recorded(trained, tmp_pa
         started_from(moved, {"init": None}, "nuc")  # a run from scratch: an --init would mix models
     assert started_from(moved, {"spiralnet": {}}, "nuc") == moved  # a checkpoint from before the record
     assert started_from(dataclasses.replace(moved, resume=False), record, "nuc").init == moved.init
+    # a checkpoint that cannot be read (here a folder where its history goes) is an error, not
+    # "no checkpoint" (a resume would start afresh); one cut short by a kill is skipped
+    (tmp_path / "odd-scorer" / "checkpoint_000001" / "history.json").mkdir(parents=True)
+    with pytest.raises(SpiralrayError, match="cannot read the checkpoint .*checkpoint_000001: IsADirectory"):
+        latest_checkpoint(str(tmp_path), "odd", "scorer")
+    (tmp_path / "cut-scorer" / "checkpoint_000001").mkdir(parents=True)
+    assert latest_checkpoint(str(tmp_path), "cut", "scorer") is None
 
 
 def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained, tmp_path):

@@ -10,6 +10,7 @@ import os
 from dataclasses import replace
 
 from ..errors import SpiralrayError
+from ..io.readers import one_line
 from ..io.storage import MODEL_CONFIG
 
 
@@ -21,16 +22,19 @@ def latest_checkpoint(storage: str, name: str, stage: str) -> str | None:
     fs, root = fsspec.core.url_to_fs(storage)
     found = []
     try:  # listed, not globbed: a '[' in the storage path or the name is no pattern
-        entries = fs.ls(f"{root.rstrip('/')}/{name}-{stage}", detail=False)
+        entries = fs.ls(f"{root.rstrip('/')}/{name}-{stage}", detail=True)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    for d in entries:
-        if not d.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_"):
+    for entry in entries:
+        d = entry["name"]  # checkpoint folders (Ray's checkpoint_manager_snapshot.json is a file)
+        if entry.get("type") != "directory" or not d.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint_"):
             continue
         try:
             found.append((len(json.loads(fs.cat_file(f"{d}/history.json"))), d))
-        except (OSError, ValueError, TypeError):
+        except (FileNotFoundError, ValueError, TypeError):
             continue  # a checkpoint cut short by the kill: skip it
+        except OSError as exc:  # unreadable (permissions, the store): not "no checkpoint"
+            raise SpiralrayError(f"cannot read the checkpoint {d}: {one_line(exc)}") from exc
     if not found:
         return None
     d = max(found)[1]

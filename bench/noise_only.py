@@ -3,7 +3,7 @@ brightest 5 x 5 mean (of its 2 x 2 minima: hot pixels left out) stands above its
 (``plan.make_plan``'s ``peak_over_noise``) and how wide its normalisation range is
 (``range_over_noise``), for every real image here, synthetic ones, a confluent field of even
 nuclei and fields of pure noise, with hot pixels or without. Under both
-``normalize.NOISE_ONLY`` (3) and ``NOISE_RANGE`` (6) an image is taken as noise only and gets no
+``noise.NOISE_ONLY`` (3) and ``NOISE_RANGE`` (6) an image is taken as noise only and gets no
 objects; before, percentile normalisation stretched its noise to full contrast and the networks
 found ~120 "nuclei" in a 512 x 512 field of camera noise.
 
@@ -19,7 +19,7 @@ import tifffile
 from scipy.ndimage import gaussian_filter
 
 from spiralray.core.config import SpiralNetConfig
-from spiralray.data.normalize import NOISE_ONLY, NOISE_RANGE
+from spiralray.data.noise import NOISE_ONLY, NOISE_RANGE
 from spiralray.data.shifts import ALL_SHIFTS
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.io.planes import choose_plane

@@ -265,3 +265,45 @@ def test_s3_prefix_to_local_archive(ray_cluster, s3, tmp_path):
     got = open_image(f"{dst}/p.zarr").read(0, 40, 0, 44)
     assert np.array_equal(got, want["a/grey.png"])
     assert not [p for p in fs.find("spiralray-test/arch.zarr") if ".spiralray-staging" in p]
+    # a name that reads as a pattern replaces its own image only (a reviewer's case: w[1]'s
+    # replacement deleted w1.zarr's objects)
+    fs.put(str(tmp_path / "src" / "p.png"), "spiralray-test/raw/w[1].png")
+    fs.put(str(tmp_path / "src" / "p.png"), "spiralray-test/raw/w1.png")
+    assert ingest("s3://spiralray-test/raw/", dst, opts)["converted"] == 2
+    fs.put(str(tmp_path / "src" / "a" / "grey.png"), "spiralray-test/raw/w[1].png")
+    s = ingest("s3://spiralray-test/raw/", dst, opts)
+    assert (s["converted"], s["failed"]) == (1, []), s["failed"]
+    assert np.array_equal(open_image(f"{dst}/w1.zarr").read(0, 60, 0, 50), want["p.png"])
+    assert np.array_equal(open_image(f"{dst}/w[1].zarr").read(0, 40, 0, 44), want["a/grey.png"])
+
+
+def test_a_replacement_stopped_part_way_loses_neither_image(tmp_path, monkeypatch):
+    """A reviewer's cases, one file in this process: the move of a finished replacement failing
+    (here the rename that brings it in) left neither the old image nor the new; a relative
+    DST staged its replacement at the filesystem's root."""
+    from spiralray.pipeline import ingest_file
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(5)
+    first, second = (rng.integers(0, 60000, (40, 50), dtype=np.uint16) for _ in range(2))
+    tifffile.imwrite("f.tif", first)
+    assert ingest_file.convert_file("f.tif", "f.zarr", OPTS)["status"] == "converted"  # relative
+    tifffile.imwrite("f.tif", second)
+    os.utime("f.tif", ns=(1, 2_000_000_000_000_000_000))
+    real = os.replace
+
+    def failing(a, b):
+        if str(a).endswith(os.path.join(ingest_file.STAGING, "f.zarr")):
+            raise OSError("the disk went away")
+        return real(a, b)
+
+    monkeypatch.setattr(ingest_file.os, "replace", failing)
+    r = ingest_file.convert_file("f.tif", "f.zarr", OPTS)
+    assert r["status"] == "failed" and "the disk went away" in r["error"]
+    assert np.array_equal(open_image("f.zarr").read(0, 40, 0, 50), first)  # put back
+    assert (tmp_path / ingest_file.STAGING / "f.zarr").is_dir()  # the new one kept, beside it
+    monkeypatch.setattr(ingest_file.os, "replace", real)
+    r = ingest_file.convert_file("f.tif", "f.zarr", OPTS)  # the next run moves it in
+    assert r["status"] == "converted" and r["shape"] == [40, 50]
+    assert np.array_equal(open_image("f.zarr").read(0, 40, 0, 50), second)
+    assert sorted(os.listdir(tmp_path)) == ["f.tif", "f.zarr"]

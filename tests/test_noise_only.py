@@ -11,7 +11,7 @@ import tifffile
 
 from spiralray import api
 from spiralray.cli import main
-from spiralray.data.normalize import NOISE_ONLY, NOISE_RANGE, flatten, local_peak, noise_sigma
+from spiralray.data.noise import NOISE_ONLY, NOISE_RANGE, flatten, local_peak, noise_sigma
 from spiralray.data.synthetic import SyntheticSpec, generate
 
 
@@ -34,16 +34,16 @@ def test_the_noise_and_the_peak_are_measured():
     spot[90:96, 120:126] = 25.0  # a 6 x 6 block: its 2 x 2 minima hold a 5 x 5 block, the peak
     small = np.zeros((200, 200))
     small[90:95, 120:125] = 25.0  # 5 x 5: its 2 x 2 minima, 4 x 4 of them, fill 16 of 25 pixels
-    assert local_peak(small) == pytest.approx(16.0, abs=0.25)
+    assert local_peak(small) == pytest.approx((16.0, 16.0), abs=0.25)  # (as stored, above the surface)
     hot = spot.copy()
     hot[130, 5] = hot[2, 30:38] = hot[0, 0] = hot[199, 199] = 1e6  # hot pixels (corners too), a hot line
-    assert local_peak(hot) == pytest.approx(25.0, abs=0.25)
-    assert local_peak(spot) == pytest.approx(25.0, abs=0.25)
+    assert local_peak(hot) == pytest.approx((25.0, 25.0), abs=0.25)
+    assert local_peak(spot) == pytest.approx((25.0, 25.0), abs=0.25)
     assert local_peak(-spot, invert=True) == pytest.approx(local_peak(spot))
-    assert local_peak(spot + 1e9) == pytest.approx(local_peak(spot), abs=1e-3)  # 64-bit precision kept
+    assert local_peak(spot + 1e9)[1] == pytest.approx(local_peak(spot)[1], abs=1e-3)  # 64-bit precision kept
     padded = spot.copy()
     padded[150:, :] = 1e6  # a pad value never makes the peak
-    assert local_peak(padded, pad=1e6) == pytest.approx(25.0, abs=0.25)
+    assert local_peak(padded, pad=1e6) == pytest.approx((25.0, 25.0), abs=0.25)
 
 
 def test_uneven_illumination_is_no_peak():
@@ -56,7 +56,7 @@ def test_uneven_illumination_is_no_peak():
     assert np.abs(flatten(light)).max() < 2.5  # 0.5% of the fall-off
     spot = light.copy()
     spot[200:206, 60:66] += 25.0
-    assert local_peak(light) < 2.5 and local_peak(spot) == pytest.approx(25.0, abs=1.5)
+    assert local_peak(light)[1] < 2.5 and local_peak(spot)[1] == pytest.approx(25.0, abs=1.5)
     keep = np.ones(light.shape, bool)
     keep[:100] = False  # pixels left out of the fit (padding) do not bend the surface
     assert np.abs(flatten(np.where(keep, light, 0.0), keep)[keep]).max() < 2.5

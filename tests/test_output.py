@@ -162,3 +162,35 @@ def test_an_output_written_before_a_new_setting_existed_still_resumes():
     assert mismatch(old, {**new, "params": Options(pad_value=0.0).params(cfg)}) == "parameters (pad_value)"
     faint = cfg.replace(candidates={"faint_contrast": 0.2, "faint_area": 400})
     assert mismatch(old, {**new, "params": Options().params(faint)}) == "parameters (candidates)"
+
+
+def test_an_overwrite_stopped_while_removing_leaves_an_output_of_its_own(reference, image_file, tmp_path):
+    """A reviewer's case: --overwrite deleted the manifest first, so a run stopped right after
+    left an output every later run called foreign. The manifest now first says incomplete and
+    goes last: stopped while removing, the output resumes (or is replaced) as its own."""
+    import shutil
+
+    from spiralray.io import output as output_module
+    from spiralray.io.output import Output
+
+    out = tmp_path / "o.zarr"
+    shutil.copytree(reference[0], out)
+    real = output_module.delete
+
+    def stopped(fs, path):
+        if path.endswith("objects.parquet"):
+            raise KeyboardInterrupt
+        real(fs, path)
+
+    output_module.delete = stopped
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Output(str(out)).remove()
+    finally:
+        output_module.delete = real
+    assert not (out / "labels" / "instances").exists() and (out / "objects.parquet").exists()
+    assert json.loads((out / ".spiralray" / "manifest.json").read_text())["complete"] is False
+    code, stdout, err = run_cli("segment", image_file, out, "--tile-size", 256, "--json")
+    assert code == 0, err  # the same run: resumed from its tile records, labels written again
+    assert json.loads(stdout.strip().splitlines()[-1])["tiles_reloaded"] == reference[1]["tiles"]
+    assert np.array_equal(labels_of(out), labels_of(reference[0]))

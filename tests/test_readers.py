@@ -572,3 +572,25 @@ def test_transient_storage_errors_are_retried_permanent_ones_are_not(image, monk
     with pytest.raises(SpiralrayError, match="decompression"):
         r.read(0, 50, 0, 60)
     assert corrupt.calls == 2  # one read, then one more to name the failing chunk: no retries
+
+
+def test_deletes_name_exact_paths_not_patterns(s3, tmp_path):
+    """A reviewer's case: fsspec's rm expands '[', so removing w[1].zarr on S3 (an --overwrite,
+    an ingest's replacement) deleted w1.zarr's objects."""
+    import fsspec
+    import s3fs
+
+    from spiralray.io.storage import delete
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3)
+    for key in ("w1.zarr/a", "w1.zarr/b/c", "w[1].zarr/a", "w[1].zarr/b/c", "w[1].zarr.bak/a"):
+        fs.pipe(f"spiralray-test/del/{key}", b"x")
+    delete(fs, "spiralray-test/del/w[1].zarr")
+    left = sorted(k.split("/del/")[1] for k in fs.find("spiralray-test/del"))
+    assert left == ["w1.zarr/a", "w1.zarr/b/c", "w[1].zarr.bak/a"]
+    local = fsspec.filesystem("file")
+    for key in ("w1.zarr/a", "w[1].zarr/a", "w[1].zarr/b/c"):
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(b"x")
+    delete(local, str(tmp_path / "w[1].zarr"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1.zarr"]

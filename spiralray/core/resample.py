@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.normalize import working_dtype
 from .regions import reflect_index
 from .spiral import ObjectMask
 
@@ -28,8 +29,8 @@ def scaled_shape(shape: tuple[int, int], s: float) -> tuple[int, int]:
 
 
 def taps(i0: int, i1: int, s: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices and weights (``K x (i1 - i0)``) of output indices ``[i0, i1)`` of an axis
-    of ``n`` source pixels resampled by ``s``."""
+    """Source indices and weights (``K x (i1 - i0)``, float64) of output indices ``[i0, i1)`` of
+    an axis of ``n`` source pixels resampled by ``s``."""
     i = np.arange(i0, i1, dtype=np.float64)
     if s >= 1:  # bilinear between the two source pixels around the centre
         p = (i + 0.5) / s - 0.5
@@ -43,20 +44,24 @@ def taps(i0: int, i1: int, s: float, n: int) -> tuple[np.ndarray, np.ndarray]:
         j = np.floor(lo)[None, :] + np.arange(k)[:, None]
         w = np.clip(np.minimum(j + 1, hi[None, :]) - np.maximum(j, lo[None, :]), 0, None) * s
         idx = j.astype(np.int64)
-    return reflect_index(idx, n), w.astype(np.float32)
+    return reflect_index(idx, n), w
 
 
 def resample_window(read, src_shape: tuple[int, int], s: float, rows: tuple[int, int], cols: tuple[int, int]):
-    """Output rows x cols (``h x w`` float32) of the image resampled by ``s``; ``read(y0, y1,
-    x0, x1)`` gives source pixels of the in-image box it is asked for."""
+    """Output rows x cols (``h x w``, in the source's ``working_dtype``) of the image resampled
+    by ``s``; ``read(y0, y1, x0, x1)`` gives source pixels of the in-image box it is asked for."""
     ri, rw = taps(*rows, s, src_shape[0])
     ci, cw = taps(*cols, s, src_shape[1])
     y0, y1, x0, x1 = int(ri.min()), int(ri.max()) + 1, int(ci.min()), int(ci.max()) + 1
-    src = np.asarray(read(y0, y1, x0, x1), np.float32)
-    tmp = np.zeros((ri.shape[1], src.shape[1]), np.float32)
+    src = np.asarray(read(y0, y1, x0, x1))
+    # float64 for wide data, weights too: float32 weights sum to 1 within 1e-7, which times an
+    # offset of 2^40 (not subtracted yet) is 1e5
+    ft = working_dtype(src.dtype)
+    src, rw, cw = src.astype(ft, copy=False), rw.astype(ft), cw.astype(ft)
+    tmp = np.zeros((ri.shape[1], src.shape[1]), ft)
     for k in range(ri.shape[0]):  # fixed order: the same sum whatever the window
         tmp += rw[k][:, None] * src[ri[k] - y0, :]
-    out = np.zeros((ri.shape[1], ci.shape[1]), np.float32)
+    out = np.zeros((ri.shape[1], ci.shape[1]), ft)
     for k in range(ci.shape[0]):
         out += cw[k][None, :] * tmp[:, ci[k] - x0]
     return out

@@ -103,138 +103,6 @@ def without_pad(chunks: Chunks, pad: float | None) -> Chunks:
     return lambda: (a[~is_pad(a, pad)] for a in (np.asarray(c) for c in chunks()))
 
 
-# An image holds only noise (an empty well, a field out of focus) when both its brightest 5 x 5
-# mean stands under NOISE_ONLY noise sigmas above its median (sparse nuclei stand far above) and
-# its normalisation range (1st-99.8th percentiles) spans under NOISE_RANGE sigmas (a confluent
-# field of even nuclei, whose median is a nucleus, spans more). Peak and median are taken over
-# the image's 2 x 2 minima: one hot camera pixel in an empty field stood 37 sigmas above (121
-# "nuclei"); a nucleus is far wider than a hot pixel or a hot line. Pure noise, hot pixels or
-# not, under a vignette or not: peak 0.4-1.2, range 2.9-5.7; every image here, real, shifted or
-# synthetic, stands at 14.7 / 10.5 or more; three 7-12 px nuclei 4 sigmas bright in an empty field
-# at 3.5 (bench/noise_only.py). Both are measured above the illumination surface (``flatten``).
-NOISE_ONLY = 3.0
-NOISE_RANGE = 6.0
-PEAK_WINDOW = 5  # px: smaller than a nucleus, large enough to average the noise away (/5)
-HOT_PIXELS = 2  # px: the minimum over this square first drops hot pixels and lines
-
-
-def noise_sigma(windows, pad: float | None = None) -> float:
-    """The pixel noise's standard deviation in ``windows`` (``H x W`` arrays): the median
-    absolute deviation of horizontally adjacent differences, which nuclei (smooth over a
-    pixel) barely touch; pairs holding a pad pixel (``pad``) left out. 0 for quantised images
-    whose neighbours are mostly equal."""
-    parts = []
-    for w in windows:
-        d = np.diff(np.asarray(w, np.float64), axis=1)
-        if pad is not None:
-            padded = is_pad(np.asarray(w), pad)
-            d = d[~(padded[:, 1:] | padded[:, :-1])]
-        parts.append(d.ravel())
-    d = np.concatenate(parts) if parts else np.zeros(0)
-    if d.size == 0:
-        return 0.0
-    return float(np.median(np.abs(d - np.median(d))) / 0.6745 / np.sqrt(2))
-
-
-def local_peak(chunk: np.ndarray, invert: bool = False, pad: float | None = None) -> float:
-    """The brightest (``invert``: darkest, negated) ``PEAK_WINDOW``-square mean of ``chunk``'s
-    ``HOT_PIXELS``-square minima (a hot pixel never makes the peak) above their fitted
-    illumination surface (``flatten``: a vignette is no peak); pad pixels (``pad``) never make
-    one."""
-    from scipy.ndimage import uniform_filter
-
-    a = np.asarray(chunk)
-    # float32 (half float64's memory on a wide chunk band) is exact for 8/16-bit data only
-    a = a.astype(np.float32 if a.dtype.itemsize <= 2 else np.float64)
-    if invert:
-        a = -a
-    inner = None
-    if pad is not None:
-        padded = is_pad(np.asarray(chunk), pad)
-        if padded.all():
-            return -np.inf
-        a[padded] = a[~padded].min()
-        inner = _unpadded(padded)
-    if a.size == 0:
-        return -np.inf
-    m = flatten(_minima(a), inner)
-    if inner is not None and inner.any():
-        m[~inner] = m[inner].min()
-    return float(uniform_filter(m, PEAK_WINDOW, mode="nearest").max())
-
-
-def _minima(a: np.ndarray) -> np.ndarray:
-    """The ``HOT_PIXELS``-square minima of ``a``; mirrored at the edges, so an edge pixel's
-    square holds its inner neighbours too (repeated, a hot corner pixel would be its own)."""
-    from scipy.ndimage import minimum_filter
-
-    return minimum_filter(a, HOT_PIXELS, mode="mirror")
-
-
-def _unpadded(padded: np.ndarray) -> np.ndarray:
-    """Where ``_minima``'s squares hold no pad pixel (``padded``: H x W bool)."""
-    from scipy.ndimage import maximum_filter
-
-    return ~maximum_filter(padded, HOT_PIXELS, mode="mirror")
-
-
-# Uneven illumination (the vignette of an uncorrected widefield objective, a misaligned lamp)
-# widens an empty field's range: a 10-30% fall-off to the corners spanned 6.0-6.3 noise sigmas,
-# just over NOISE_RANGE, and the networks found 47-64 "nuclei" in its stretched noise (stronger
-# ones stood many sigmas above the median). The noise-only measures are taken above a
-# least-squares surface of this degree, which follows an off-centre cos^4 fall-off of 60% to
-# within noise (degree 2 did not) and not a nucleus, far smaller than the field; it takes about
-# a third of the contrast of one 150 px across in a 512 x 512 field, 0.4% of a 6 px spot's.
-SURFACE_DEGREE = 6
-SURFACE_SAMPLE = 1 << 16  # px: the grid the surface is fitted on
-
-
-def flatten(a: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """``a`` (``H x W`` float) minus its least-squares polynomial surface of ``SURFACE_DEGREE``
-    in y and x, fitted on a grid of about ``SURFACE_SAMPLE`` of its pixels (``keep``: those that
-    count); a new array of ``a``'s dtype."""
-    H, W = a.shape
-    step = max(1, int(np.sqrt(H * W / SURFACE_SAMPLE)))
-    ys, xs = np.linspace(-1, 1, H), np.linspace(-1, 1, W)
-    terms = [(i, j) for i in range(SURFACE_DEGREE + 1) for j in range(SURFACE_DEGREE + 1 - i)]
-    gy, gx = np.meshgrid(ys[::step], xs[::step], indexing="ij")
-    ok = np.ones(gy.shape, bool) if keep is None else keep[::step, ::step]
-    basis = np.stack([gy[ok] ** i * gx[ok] ** j for i, j in terms], axis=1)
-    coef = np.linalg.lstsq(basis, a[::step, ::step][ok].astype(np.float64), rcond=None)[0]
-    out, term = a.copy(), np.empty_like(a)
-    for i in range(SURFACE_DEGREE + 1):  # the sum over i of y^i (outer) its polynomial in x
-        row = sum(c * xs**j for c, (ti, j) in zip(coef, terms, strict=True) if ti == i)
-        out -= np.multiply.outer((ys**i).astype(a.dtype), row.astype(a.dtype), out=term)
-    return out
-
-
-def above_noise(windows, peak: float, invert: bool, pad: float | None = None) -> tuple[float, float] | None:
-    """In noise sigmas, above the illumination surface (``flatten``): how far the image's
-    brightest local mean (``peak``, ``local_peak``) stands above the median of the sample
-    ``windows``' 2 x 2 minima (as the peak is taken: the minimum of four noisy pixels sits ~1
-    sigma below their median), and how wide the windows' normalisation range (1st-99.8th
-    percentiles) is; both negated when ``invert``. None where the noise is not measurable (a
-    quantised image whose neighbours are mostly equal). Pad pixels (``pad``) are left out."""
-    sigma = noise_sigma(windows, pad)
-    if not sigma > 0:
-        return None
-    sign = -1.0 if invert else 1.0
-    minima, pixels = [], []
-    for w in windows:
-        a = sign * np.asarray(w, np.float64)
-        keep = np.ones(a.shape, bool) if pad is None else ~is_pad(np.asarray(w), pad)
-        inner = _unpadded(~keep)  # minima of squares holding no pad pixel
-        m = _minima(a)
-        flat = flatten(m, inner)
-        minima.append(flat[inner])
-        pixels.append((a - (m - flat))[keep])  # the pixels above the same surface
-    values = np.concatenate(minima)
-    if values.size == 0:
-        return None
-    lo, hi = np.percentile(np.concatenate(pixels), [1.0, 99.8])
-    return float((peak - np.median(values)) / sigma), float((hi - lo) / sigma)
-
-
 # Polarity: the model knows bright nuclei on a darker background. An image's polarity compares
 # the tails around its median: (P99.8 - P50 - (P50 - P0.2)) / (P99.8 - P0.2), +1 where objects
 # stand above a background (fluorescence), -1 where they sink below one (brightfield, a stain's
@@ -366,24 +234,32 @@ def normalize(
     return apply_stats(image, image_stats(image, method, low, high))
 
 
+def working_dtype(dtype) -> np.dtype:
+    """The float type an image's pixels are read in before normalisation: float32, which holds
+    8/16-bit data and float32 exactly; float64 for 32/64-bit integers and float64 (float32 holds
+    24 bits: uint64 data 2^40 above zero would lose every level before its offset goes)."""
+    dtype = np.dtype(dtype)
+    wide = dtype.itemsize > 2 and not (dtype.kind == "f" and dtype.itemsize <= 4)
+    return np.dtype(np.float64 if wide else np.float32)
+
+
 class FilledReader:
     """A reader whose pad pixels read as ``fill`` (the bound that maps to 0, i.e. background: the
-    low one, or the high one of an inverted image's bounds), as
-    float32: the networks see no edge where padding meets the image. Other pixels keep their
-    values (float32 is what normalisation converts them to anyway)."""
+    low one, or the high one of an inverted image's bounds), in the ``working_dtype``: the
+    networks see no edge where padding meets the image. Other pixels keep their values."""
 
     def __init__(self, reader, pad: float, fill: float):
-        self.reader, self.pad, self.fill = reader, pad, np.float32(fill)
+        self.reader, self.pad, self.fill = reader, pad, fill
         self.shape = reader.shape
-        self.dtype = np.dtype(np.float32)
+        self.dtype = working_dtype(reader.dtype)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return fill_pad(self.reader.read(y0, y1, x0, x1), self.pad, self.fill)
 
 
 def fill_pad(a: np.ndarray, pad: float, fill: float) -> np.ndarray:
-    """``a`` as float32 with its pad pixels set to ``fill``."""
-    out = np.array(a, np.float32)  # a copy: the reader's array may be the caller's own
+    """``a`` in its ``working_dtype`` with its pad pixels set to ``fill``."""
+    out = np.array(a, working_dtype(np.asarray(a).dtype))  # a copy: the array may be the caller's
     out[is_pad(a, pad)] = fill
     return out
 

@@ -31,13 +31,15 @@ from ..errors import SpiralrayError
 from . import spacing
 from .readers import is_url, local, one_line, redact
 from .retry import retrying
+from .storage import delete
 
 MANIFEST = ".spiralray/manifest.json"
 TILES = ".spiralray/tiles"
 SCRATCH = ".spiralray/seed_ids"
 TABLE = "objects.parquet"
 LABELS = ("instances", "semantic")
-OWN = (".spiralray", *(f"labels/{name}" for name in LABELS), TABLE)  # what --overwrite removes
+# what --overwrite removes, in this order: the manifest (in .spiralray/) last
+OWN = (*(f"labels/{name}" for name in LABELS), TABLE, TILES, SCRATCH, MANIFEST, ".spiralray")
 
 
 def _fault(kind: str) -> None:
@@ -97,16 +99,19 @@ class Output:
 
     def remove(self) -> None:
         """Delete what spiralray wrote in an output (refused for anything without a spiralray
-        manifest): its manifest and scratch first (a run killed from there on finds no output of
-        its own to trust), then its labels and table. Anything else in the folder (a user's
-        notes, an analysis beside the labels) stays, and so do the groups' zarr.json, which the
-        next run writes again."""
-        if self.manifest() is None:
+        manifest). Its manifest first says incomplete, so a run stopped while removing leaves an
+        output of its own that resumes or is replaced, never one that looks complete (labels
+        gone) or foreign (manifest gone); the manifest goes last. Anything else in the folder
+        (a user's notes, an analysis beside the labels) stays, and so do the groups' zarr.json,
+        which the next run writes again."""
+        old = self.manifest()
+        if old is None:
             raise SpiralrayError(f"{redact(self.url)} is not a spiralray output: not deleting it")
+        self.write_manifest({**old, "complete": False})
+        self.mark({"version": old.get("version"), "complete": False, "manifest": MANIFEST})
         for key in OWN:
-            path = self._p(key)
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+            if self.fs.exists(self._p(key)):
+                delete(self.fs, self._p(key))
 
     def _put(self, key: str, data: bytes) -> None:
         """Write one object whole: a temporary name renamed locally, one PUT on object stores;
@@ -318,7 +323,7 @@ class Output:
 
     def drop_scratch(self) -> None:
         try:
-            self.fs.rm(self._p(SCRATCH), recursive=True)
+            delete(self.fs, self._p(SCRATCH))
         except FileNotFoundError:
             pass
 

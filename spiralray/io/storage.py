@@ -46,9 +46,12 @@ def read_image(path, storage_options: dict | None = None) -> np.ndarray:
     raise SpiralrayError(f"unsupported image format '{ext or 'none'}' for {s} (use .tif, .png or .zarr)")
 
 
-# What storage says about an object's version: ETag (S3, and md5Hash, generation on GCS), else
-# its modification time (local files and the rest).
-VERSION_KEYS = ("ETag", "md5Hash", "generation", "mtime", "LastModified", "updated", "modified")
+# What storage says about an object's version: its ETag (S3; etag on Azure; md5Hash, generation
+# on GCS), else its modification time (local files and the rest).
+VERSION_KEYS = (
+    *("ETag", "etag", "md5Hash", "generation"),
+    *("mtime", "LastModified", "last_modified", "updated", "modified"),
+)
 
 
 def content_stamp(url: str, storage_options: dict | None = None) -> str | None:
@@ -61,6 +64,7 @@ def content_stamp(url: str, storage_options: dict | None = None) -> str | None:
 
     try:
         fs, root = fsspec.core.url_to_fs(_local(url), **(storage_options or {}))
+        fs.invalidate_cache(root)  # a listing cached earlier in this process would hide a change
         found = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
     except Exception:
         return None
@@ -70,6 +74,46 @@ def content_stamp(url: str, storage_options: dict | None = None) -> str | None:
         version = next((info[k] for k in VERSION_KEYS if info.get(k) is not None), None)
         digest.update(f"{name[len(root) :]}\t{info.get('size')}\t{version}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def delete(fs, path: str) -> None:
+    """Delete the file or folder (prefix) ``path`` on ``fs`` and everything under it, exactly:
+    fsspec's ``rm`` expands ``[``, ``*`` and ``?`` as a pattern, so ``w[1].zarr`` would delete
+    ``w1.zarr``'s objects. Local trees go by ``shutil``; object stores by the keys listed."""
+    import shutil
+
+    if "file" in fs.protocol or "local" in fs.protocol:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        return
+    fs.invalidate_cache()
+    delete_keys(fs, fs.find(path))  # a listing under the prefix (and the key itself): no pattern
+
+
+def _magic(keys) -> bool:
+    return any(c in k for k in keys for c in "[*?")
+
+
+def copy_keys(fs, sources: list[str], targets: list[str]) -> None:
+    """Copy exactly these objects of an object store to these keys (``copy`` of a list expands
+    ``[``, ``*`` and ``?`` as patterns: one by one where a key holds one)."""
+    if _magic(sources) or _magic(targets):
+        for a, b in zip(sources, targets, strict=True):
+            fs.cp_file(a, b)
+    elif sources:
+        fs.copy(list(sources), list(targets))  # concurrently
+
+
+def delete_keys(fs, keys: list[str]) -> None:
+    """Delete exactly these objects (keys as ``fs.find`` lists them) from an object store."""
+    if _magic(keys):
+        for k in keys:  # one by one: a list given to rm is expanded as patterns too
+            fs.rm_file(k)
+    elif keys:
+        fs.rm(list(keys))  # bulk deletes
+    fs.invalidate_cache()
 
 
 def read_zarr(path, storage_options: dict | None = None) -> np.ndarray:

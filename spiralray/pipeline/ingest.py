@@ -31,7 +31,7 @@ from ..errors import EXIT_FAILED_IMAGES, EXIT_USAGE, SpiralrayError
 from ..io import readers
 from ..io.archive import Entry, is_archive, list_images, output_for
 from ..io.readers import is_url, local, one_line, redact
-from ..io.storage import check_parent
+from ..io.storage import check_parent, delete
 from .ingest_file import MARK, VERSION, IngestOptions, _fs, _where, convert_file, pyramid_levels
 
 __all__ = ["IngestOptions", "add_parser", "cmd_ingest", "convert_file", "ingest", "pyramid_levels"]
@@ -168,7 +168,7 @@ def ingest(
     if before and not any(r["status"] in ("converted", "skipped") for r in results):
         fs, path = _fs(dst)  # every file failed: no empty archive of ours is left behind
         with contextlib.suppress(Exception):  # the failures, not a failed clean-up, are the news
-            fs.rm(path, recursive=True)
+            delete(fs, path)
             if before == "an empty folder":  # the user's folder stays, as it was
                 os.makedirs(local(dst))
     return _summary(src, dst, entries, results, failed, time.perf_counter() - t0, time.perf_counter() - t1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..errors import SpiralrayError
 from ..io.planes import FIRST_PLANE, grey_of_colour
 from ..io.readers import is_url, local, one_line, open_image, redact
+from ..io.storage import VERSION_KEYS, copy_keys, delete, delete_keys
 from ..io.windows import as_dask
 
 MARK = "spiralray_ingest"
@@ -51,9 +52,10 @@ def _identity(url: str) -> dict:
     """What tells a source file from a changed one: its size, and its ETag (object stores) or
     modification time (a file of the same size, re-acquired or corrected, is another file)."""
     fs, path = _fs(url)
+    fs.invalidate_cache(path)
     info = fs.info(path)
-    changed = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("modified")
-    return {"bytes": int(info["size"]), "modified": str(changed) if changed is not None else None}
+    version = next((info[k] for k in VERSION_KEYS if info.get(k) is not None), None)
+    return {"bytes": int(info["size"]), "modified": str(version) if version is not None else None}
 
 
 def _state(out: str, src: str, ident: dict) -> str:
@@ -80,6 +82,9 @@ def _state(out: str, src: str, ident: dict) -> str:
 
 def _staging(out: str) -> str:
     """Where a replacement of ``out`` is written first: beside it, in a plain folder."""
+    if not is_url(out):
+        parent, name = os.path.split(os.path.abspath(local(out).rstrip("/")))
+        return os.path.join(parent, STAGING, name)
     parent, _, name = out.rstrip("/").rpartition("/")
     return f"{parent}/{STAGING}/{name}"
 
@@ -87,33 +92,45 @@ def _staging(out: str) -> str:
 def _remove(url: str) -> None:
     fs, path = _fs(url)
     if fs.exists(path):
-        fs.rm(path, recursive=True)
+        delete(fs, path)
 
 
 def _replace(staged: str, out: str) -> None:
-    """The complete conversion at ``staged`` takes the place of the old group at ``out``."""
+    """The complete conversion at ``staged`` takes the place of the old group at ``out``. A
+    run stopped part-way leaves the staged conversion whole, and the next one moves it in."""
     import zarr
 
     fs, path = _fs(out)
     src = _fs(staged)[1]
-    if not is_url(out):
-        _remove(out)
-        os.replace(src, path)  # a rename
+    if not is_url(out):  # renames: the old image aside, the new one in, then the old one gone
+        aside = src + ".old"
+        _remove(aside)
+        if os.path.exists(path):
+            os.replace(path, aside)
+        try:
+            os.replace(src, path)
+        except BaseException:
+            if os.path.exists(aside) and not os.path.exists(path):
+                os.replace(aside, path)
+            raise
+        _remove(aside)
         with contextlib.suppress(OSError):  # the staging folder, when empty
             os.rmdir(os.path.dirname(src))
         return
     # Object stores copy object by object: the old image is first marked incomplete, so a run
-    # killed from here on redoes it, and the new group's own metadata, its mark, comes last.
-    old = zarr.open_group(local(out), mode="r+")
-    old.attrs[MARK] = {**old.attrs[MARK], "complete": False}
+    # stopped from here on moves the staged one in again, and the new group's own metadata, its
+    # mark, comes last.
+    if fs.exists(f"{path}/zarr.json"):
+        old = zarr.open_group(local(out), mode="r+")
+        old.attrs[MARK] = {**old.attrs[MARK], "complete": False}
     fs.invalidate_cache()  # zarr wrote through another client
     head = f"{path}/zarr.json"
-    fs.rm([f for f in fs.find(path) if f != head])
+    delete_keys(fs, [f for f in fs.find(path) if f != head])
     files = fs.find(src)  # listed: a recursive copy asks for the prefix as a key too
     rest = [f for f in files if f != f"{src}/zarr.json"]
-    fs.copy(rest, [path + f[len(src) :] for f in rest])  # concurrently
-    fs.copy(f"{src}/zarr.json", head)  # then the mark: complete
-    fs.rm(files)
+    copy_keys(fs, rest, [path + f[len(src) :] for f in rest])
+    copy_keys(fs, [f"{src}/zarr.json"], [head])  # then the mark: complete
+    delete_keys(fs, files)
 
 
 def pyramid_levels(h: int, w: int, chunk: int) -> int:
@@ -206,21 +223,26 @@ def convert_file(url: str, out: str, opts: IngestOptions) -> dict:
         state = _state(out, url, ident)
         if state == "same" and not opts.overwrite:
             return {**info, "status": "skipped", "source_bytes": 0}
-        target = _staging(out) if state in ("same", "stale") else out  # a complete image stays till then
-        _remove(target)  # ours: incomplete (a killed run's)
-        if target == out:
-            _remove(_staging(out))  # a run killed between replacing and moving left it there
-        attrs = {MARK: {"complete": False, "source": _where(url), **ident, "version": VERSION}}
-        try:
-            group = zarr.create_group(local(target), attributes=attrs, zarr_format=3)
-            meta = _write(url, group, opts)
-            group.attrs[MARK] = {**attrs[MARK], "complete": True, **meta}  # last: complete only now
+        staged = _staging(out)
+        if _state(staged, url, ident) == "same":  # a run stopped while moving it in: finish that
+            mark = dict(zarr.open_group(local(staged), mode="r").attrs)[MARK]
+            meta = {k: v for k, v in mark.items() if k not in ("complete", "source", "version", *ident)}
+            _replace(staged, out)
+        else:
+            target = staged if state in ("same", "stale") else out  # a complete image stays till then
+            for stale in {target, staged, f"{staged}.old"}:
+                _remove(stale)  # ours: incomplete, or left by a stopped run
+            attrs = {MARK: {"complete": False, "source": _where(url), **ident, "version": VERSION}}
+            try:
+                group = zarr.create_group(local(target), attributes=attrs, zarr_format=3)
+                meta = _write(url, group, opts)
+                group.attrs[MARK] = {**attrs[MARK], "complete": True, **meta}  # last: complete only now
+            except BaseException:
+                with contextlib.suppress(Exception):  # the cause, not a failed clean-up, is the news
+                    _remove(target)  # ours, half-written: a re-run would redo it anyway
+                raise
             if target != out:
-                _replace(target, out)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the cause, not a failed clean-up, is the news
-                _remove(target)  # ours, half-written: a re-run would redo it anyway
-            raise
+                _replace(target, out)  # stopped part-way: the staged image stays, whole
         seconds = round(time.perf_counter() - t0, 3)
         return {**info, "status": "converted", "source_bytes": ident["bytes"], **meta, "seconds": seconds}
     except SpiralrayError as exc:

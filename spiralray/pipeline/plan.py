@@ -16,18 +16,8 @@ from ..core.config import SpiralNetConfig
 from ..core.resample import scaled_shape
 from ..core.scale import model_diameter
 from ..core.tiling import MIN_TILE, Tile, tile_grid
-from ..data.normalize import (
-    NOISE_ONLY,
-    NOISE_RANGE,
-    above_noise,
-    count_values,
-    fill_pad,
-    is_pad,
-    local_peak,
-    polarity,
-    streaming_stats,
-    without_pad,
-)
+from ..data.noise import NOISE_ONLY, NOISE_RANGE, above_noise, local_peak
+from ..data.normalize import count_values, fill_pad, is_pad, polarity, streaming_stats, without_pad
 from ..errors import SpiralrayError
 
 VERSION = 1
@@ -102,7 +92,7 @@ def image_stats_of(
     or all padding), streamed over the reader's chunk bands, the pad value's pixels left out.
     ``invert``: the bounds of the negated image, high first (its 1st percentile is the image's
     99th), so normalisation maps the bright background to 0 as it maps a dark one. ``peak``
-    (a list) receives the image's brightest local mean (``normalize.local_peak``) from the
+    (a list) receives the image's brightest local means (``noise.local_peak``) from the
     first pass over its chunks."""
     m = cfg.model
 
@@ -126,8 +116,8 @@ def image_stats_of(
     peaks, measuring = [], peak is not None
     rest = without_pad(chunks, pad)
     n = count_values(rest)
-    if peak is not None and peaks:
-        peak.append(max(peaks))
+    if peak is not None and peaks:  # (as stored, above the surface): each band's maximum
+        peak.append((max(p[0] for p in peaks), max(p[1] for p in peaks)))
     padded = reader.shape[0] * reader.shape[1] - n
     if n == 0:
         return None, padded

@@ -16,7 +16,7 @@ from ..core.regions import reflect_index
 from ..core.resample import resample_window, scaled_shape
 from ..core.spiral import ObjectMask, segment_objects
 from ..core.tiling import Tile, core_candidates, score_window, tile_scoring
-from ..data.normalize import apply_stats, filled
+from ..data.normalize import apply_stats, filled, working_dtype
 
 
 class WindowSource:
@@ -88,12 +88,12 @@ class WindowSource:
 
 class ScaledReader:
     """The image resampled by ``scale`` (``core.resample``), read by window like the reader it
-    wraps: float32 ``h x w``, the whole image's numbers whatever the window."""
+    wraps: ``h x w`` in its ``working_dtype``, the whole image's numbers whatever the window."""
 
     def __init__(self, reader, scale: float):
         self.reader, self.scale = reader, scale
         self.shape = scaled_shape(reader.shape, scale)
-        self.dtype = np.dtype(np.float32)
+        self.dtype = working_dtype(reader.dtype)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return resample_window(self.reader.read, self.reader.shape, self.scale, (y0, y1), (x0, x1))

@@ -14,6 +14,7 @@ from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
 from spiralray.io.archive import list_images
 from spiralray.io.output import read_table
+from spiralray.io.storage import write_labels
 from spiralray.pipeline.ray_exec import RayOptions
 from spiralray.pipeline.run import Options
 from spiralray.pipeline.segment import segment
@@ -187,6 +188,18 @@ def test_images_added_to_an_archive_get_new_indices_and_ids(ray_cluster, engine,
     table = pq.read_table(out / "objects.parquet").to_pydict()  # rewritten: the finished ones too
     assert sorted(set(table["image"])) == ["a.tif", "a0.tif", "b.tif", "c.tif"]
     assert set(table["seed_id"]) == set().union(*ids)
+    # from a user test: a label TIFF spiralray wrote in the archive was segmented as an image, and
+    # another archive run into this output was accepted (the table lost this archive's rows)
+    write_labels(str(arch / "b_labels.tif"), _labels(out / "b.zarr"))
+    s = segment(str(arch), str(out), engine, Options(tile_size=256, ids="seed"), ropts=ROPTS)
+    assert s["images"] == 4 and not s["failed"] and not (out / "b_labels.zarr").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    tifffile.imwrite(other / "z.tif", image)
+    with pytest.raises(SpiralrayError, match=f"holds the archive of {arch}, not of {other}"):
+        segment(str(other), str(out), engine, Options(tile_size=256, ids="seed"), ropts=ROPTS)
+    kept = pq.read_table(out / "objects.parquet").to_pydict()
+    assert (kept["image"], kept["seed_id"], kept["area"]) == (table["image"], table["seed_id"], table["area"])
 
 
 def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path, capsys):

@@ -103,7 +103,7 @@ def test_a_tiff_body_of_several_images_is_refused_and_its_calibration_read():
         w.write(np.ones((80, 90), np.uint16))
     with pytest.raises(codecs.RequestError, match=r"the TIFF holds 2 images \(16x16, 80x90\)") as err:
         codecs.decode(buf.getvalue(), "tiff", 10**6)
-    assert err.value.status == 422
+    assert err.value.status == 422 and str(err.value).startswith("the TIFF")  # no server path in front
     ome = tiff_bytes(
         np.ones((80, 90), np.uint16), ome=True, metadata={"PhysicalSizeX": 0.4, "PhysicalSizeY": 0.4}
     )

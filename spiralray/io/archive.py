@@ -169,19 +169,42 @@ def _files(url: str, storage_options=None) -> list[str]:
     return [n[len(root) + 1 :] for n in names]
 
 
-def indexed(out_root: str, entries: list[Entry], storage_options=None) -> list[tuple[int, Entry]]:
+def check_archive_output(out_root: str, source: str, storage_options=None) -> dict:
+    """The output's archive record (``INDEX``, {} where none), refused when it is another
+    archive's (``source``: this run's archive root): its table would lose that archive's rows,
+    and its images' outputs would stay beside the new ones."""
+    record = Output(out_root, storage_options).get_json(INDEX, "archive index") or {}
+    where = redact(source).rstrip("/")
+    if record.get("input") not in (None, where):
+        raise SpiralrayError(
+            f"output {redact(out_root)} holds the archive of {record['input']}, not of {where}: "
+            "choose another output"
+        )
+    return record
+
+
+def indexed(
+    out_root: str, entries: list[Entry], storage_options=None, source: str | None = None
+) -> list[tuple[int, Entry]]:
     """Each entry with its index in the archive: its position in the order the output at
     ``out_root`` recorded (``INDEX``), new paths appended in sorted order; the record is written
-    when it grows. Without a record (a new output) the index is the sorted position."""
+    when it grows. Without a record (a new output) the index is the sorted position. ``source``:
+    the archive's root, which the record keeps; an output of another archive is refused (its
+    table would lose that archive's rows, its images' outputs stay beside the new ones)."""
     out = Output(out_root, storage_options)
-    known = (out.get_json(INDEX, "archive index") or {}).get("images", [])
+    if source is not None:
+        record = check_archive_output(out_root, source, storage_options)
+    else:
+        record = out.get_json(INDEX, "archive index") or {}
+    known = record.get("images", [])
+    where = redact(source).rstrip("/") if source is not None else record.get("input")
     order = {p: i for i, p in enumerate(known)}
     for e in entries:
         order.setdefault(e.path, len(order))
     if len(order) > LIMIT:
         raise SpiralrayError(f"{redact(out_root)} has indexed {len(order)} images: more than {LIMIT}")
-    if len(order) > len(known):
-        out.put_json(INDEX, {"images": sorted(order, key=order.get)})
+    if len(order) > len(known) or (where is not None and "input" not in record):
+        out.put_json(INDEX, {"images": sorted(order, key=order.get), **({"input": where} if where else {})})
     return [(order[e.path], e) for e in entries]
 
 

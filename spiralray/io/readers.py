@@ -108,6 +108,7 @@ class ImageReader:
     ):
         self.url, self.array, self.plane, self.kind = url, array, plane, kind
         self.data_url = url  # where its pixels are stored: the file, or the zarr array (level 0)
+        self.software = None  # the program that wrote it, where the format records one (TIFF)
         ys = [n for a, n in zip(plane.axes, array.shape, strict=True) if a == "y"]
         xs = [n for a, n in zip(plane.axes, array.shape, strict=True) if a == "x"]
         self.shape = (int(ys[0]), int(xs[0]))
@@ -245,10 +246,11 @@ def _missing(node, p: Plane) -> int:
             return 0
 
 
-def one_series(url: str, series: list):
-    """The file's image: its first series, when every other is smaller (a slide's thumbnail or
-    label). A file of several images of its size (positions of an OME-TIFF) or whose first is a
-    preview is refused: segmenting one of them silently would answer another question."""
+def one_series(name: str, series: list):
+    """The file's image (``name``: how an error names the file): its first series, when every
+    other is smaller (a slide's thumbnail or label). A file of several images of its size
+    (positions of an OME-TIFF) or whose first is a preview is refused: segmenting one of them
+    silently would answer another question."""
 
     def plane(s) -> list[int]:  # H, W (the last two axes where they are not named)
         return [int(n) for a, n in zip(s.axes, s.shape, strict=False) if a in "YX"] or list(s.shape[-2:])
@@ -257,7 +259,7 @@ def one_series(url: str, series: list):
     if any(np.prod(plane(s)) >= np.prod(plane(first)) for s in series[1:]):
         sizes = ", ".join("x".join(map(str, plane(s))) for s in series[:6])
         raise SpiralrayError(
-            f"{redact(url)} holds {len(series)} images ({sizes}{', ...' if len(series) > 6 else ''}): "
+            f"{name} holds {len(series)} images ({sizes}{', ...' if len(series) > 6 else ''}): "
             "spiralray reads one image per file; save each as its own file"
         )
     return first
@@ -275,7 +277,7 @@ def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
             tif = tifffile.TiffFile(handle)
         else:
             handle, tif = None, tifffile.TiffFile(local(url))
-        series = one_series(url, tif.series)
+        series = one_series(redact(url), tif.series)
         arr = zarr.open(series.aszarr(), mode="r")
         if isinstance(arr, zarr.Group):  # a pyramidal TIFF: level 0
             arr = arr["0"]
@@ -289,7 +291,9 @@ def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
     chunks = tuple(int(c) for a, c in zip(p.axes, arr.chunks, strict=True) if a in "yx")
     shape = tuple(n for a, n in zip(p.axes, arr.shape, strict=True) if a in "yx")
     whole = chunks[0] >= shape[0] and chunks[1] >= shape[1]
-    return ImageReader(url, arr, p, chunks, whole=whole, kind="tiff", keep=(tif, handle), spacing=pixel)
+    reader = ImageReader(url, arr, p, chunks, whole=whole, kind="tiff", keep=(tif, handle), spacing=pixel)
+    reader.software = tif.pages[0].software  # "spiralray": a label image it wrote
+    return reader
 
 
 def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:

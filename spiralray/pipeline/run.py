@@ -14,10 +14,14 @@ from ..core.config import CandidateSpec, SpiralSpec
 from ..errors import SpiralrayError
 from ..io.output import Output
 from ..io.readers import TIFF, exists, is_url, local, open_image, redact
-from ..io.storage import check_parent, content_stamp, written_by_spiralray
+from ..io.storage import SOFTWARE, check_parent, content_stamp, written_by_spiralray
 from .plan import VERSION, ImagePlan, check_pad_value, check_tile_size, pad_json, weights_hash
 
 TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
+
+
+class NotAnImage(SpiralrayError):
+    """An archive's entry that is spiralray's own output (a label TIFF): skipped, not failed."""
 
 
 @dataclass
@@ -158,6 +162,8 @@ def check_image_run(
     ``in_archive``: an archive's image (``preflight``)."""
     kind = preflight(input, output, opts, in_archive)
     reader = open_image(input, opts.channel, opts.plane, storage_options)
+    if in_archive and reader.software == SOFTWARE:
+        raise NotAnImage(f"{redact(input)} is a label image spiralray wrote: skipped")
     if opts.strict and reader.missing_chunks:
         raise SpiralrayError(
             f"{redact(input)} has {reader.missing_chunks} missing chunks "

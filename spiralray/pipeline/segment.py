@@ -9,13 +9,16 @@ others are finished.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 from ..errors import SpiralrayError
 from ..io.archive import Entry, indexed, is_archive, list_images, output_for
 from ..io.readers import is_url, redact
-from .run import Options, check_image_run, preflight, start_image_run
+from .run import NotAnImage, Options, check_image_run, preflight, start_image_run
+
+log = logging.getLogger(__name__)
 
 RAY_PIXELS = 64 * 2**20
 EXECUTORS = ("auto", "local", "ray")
@@ -37,11 +40,13 @@ def check_output(input: str, output: str, opts: Options) -> None:
     """The checks that need no model: an image's output kind and place; an archive's output
     never inside its input (nor the input inside the output)."""
     if is_archive(input):
+        from ..io.archive import check_archive_output
         from ..io.storage import check_parent
         from .run import check_apart
 
         check_apart(input, output)
         check_parent(output)
+        check_archive_output(output, input)
         return
     preflight(input, output, opts)
 
@@ -90,7 +95,7 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     ropts = ropts or RayOptions()
     embedded = init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
     runs, finished, failed, paths = [], [], [], {}
-    for index, e in indexed(output, entries) if archive else enumerate(entries):
+    for index, e in indexed(output, entries, source=input) if archive else enumerate(entries):
         paths[index] = e.path
         try:
             if archive:
@@ -99,6 +104,9 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
                 )
             else:
                 run = check_image_run(e.url, output, engine.net, opts, model, index=index)
+        except NotAnImage as exc:  # an output spiralray wrote, found among the images
+            log.info("%s", exc)
+            continue
         except SpiralrayError as exc:
             if not archive:
                 raise

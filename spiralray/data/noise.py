@@ -20,7 +20,7 @@ a field's illumination but not a nucleus: a 150 px nucleus in a 512 x 512 field 
 its contrast above it, a 28 px one in a 58 px image all of it (the surface is then flat).
 
 Measured (bench/noise_only.py): pure noise, hot pixels or not, under a vignette or not: peak
-0.4-1.2, range 2.9-5.7; every image here, real, shifted or synthetic, at 15.0 / 10.5 or more;
+0.4-1.2, range 2.9-5.7; every image here, real, shifted or synthetic, at 14.9 / 10.4 or more;
 three 7-12 px nuclei 4 sigmas bright in an empty field at 3.5.
 """
 

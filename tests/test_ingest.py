@@ -307,3 +307,6 @@ def test_a_replacement_stopped_part_way_loses_neither_image(tmp_path, monkeypatc
     assert r["status"] == "converted" and r["shape"] == [40, 50]
     assert np.array_equal(open_image("f.zarr").read(0, 40, 0, 50), second)
     assert sorted(os.listdir(tmp_path)) == ["f.tif", "f.zarr"]
+    (tmp_path / ingest_file.STAGING / "f.zarr").mkdir(parents=True)  # stopped before any metadata
+    os.utime("f.tif", ns=(1, 3_000_000_000_000_000_000))
+    assert ingest_file.convert_file("f.tif", "f.zarr", OPTS)["status"] == "converted"

@@ -58,10 +58,10 @@ def _identity(url: str) -> dict:
     return {"bytes": int(info["size"]), "modified": str(version) if version is not None else None}
 
 
-def _state(out: str, src: str, ident: dict) -> str:
+def _state(out: str, src: str, ident: dict, staged: bool = False) -> str:
     """What is at ``out``: "none", "partial" (ours, incomplete), "same" (ours, complete, of this
     source unchanged) or "stale" (ours, complete, of another or a changed source). Refuses a
-    group ingest did not write."""
+    group ingest did not write; anything in ``STAGING`` (``staged``) is ingest's own."""
     import zarr
 
     fs, path = _fs(out)
@@ -72,6 +72,8 @@ def _state(out: str, src: str, ident: dict) -> str:
     except Exception:
         mark = None
     if not isinstance(mark, dict) or "complete" not in mark:
+        if staged:  # a run stopped before the staged group's metadata was written
+            return "partial"
         raise SpiralrayError(f"{redact(out)} exists and was not written by spiralray ingest: left alone")
     if not mark["complete"]:
         return "partial"
@@ -224,7 +226,7 @@ def convert_file(url: str, out: str, opts: IngestOptions) -> dict:
         if state == "same" and not opts.overwrite:
             return {**info, "status": "skipped", "source_bytes": 0}
         staged = _staging(out)
-        if _state(staged, url, ident) == "same":  # a run stopped while moving it in: finish that
+        if _state(staged, url, ident, staged=True) == "same":  # a run stopped while moving it in: finish that
             mark = dict(zarr.open_group(local(staged), mode="r").attrs)[MARK]
             meta = {k: v for k, v in mark.items() if k not in ("complete", "source", "version", *ident)}
             _replace(staged, out)

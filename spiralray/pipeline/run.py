@@ -139,13 +139,18 @@ def preflight(input: str, output: str, opts: Options, in_archive: bool = False) 
             "--semantic is for a TIFF output: an OME-Zarr output holds labels/instances and labels/semantic"
         )
     check_apart(input, output)
-    if not in_archive and not exists(input):  # named before anything about the output
-        raise SpiralrayError(f"input not found: {redact(input) if is_url(input) else input}")
     if kind == "tiff":
+        _check_input(input)  # before "output exists": a missing input is the news
         check_tiff_output(output, opts.overwrite)
     elif not in_archive:
-        check_parent(output)
+        check_parent(output)  # first: it says which store cannot be reached, and why
+        _check_input(input)
     return kind
+
+
+def _check_input(input: str) -> None:
+    if not exists(input):
+        raise SpiralrayError(f"input not found: {redact(input) if is_url(input) else input}")
 
 
 def check_image_run(

@@ -110,8 +110,7 @@ class Output:
         self.write_manifest({**old, "complete": False})
         self.mark({"version": old.get("version"), "complete": False, "manifest": MANIFEST})
         for key in OWN:
-            if self.fs.exists(self._p(key)):
-                delete(self.fs, self._p(key))
+            delete(self.fs, self._p(key))  # nothing there: nothing done
 
     def _put(self, key: str, data: bytes) -> None:
         """Write one object whole: a temporary name renamed locally, one PUT on object stores;

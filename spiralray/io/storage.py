@@ -77,9 +77,10 @@ def content_stamp(url: str, storage_options: dict | None = None) -> str | None:
 
 
 def delete(fs, path: str) -> None:
-    """Delete the file or folder (prefix) ``path`` on ``fs`` and everything under it, exactly:
-    fsspec's ``rm`` expands ``[``, ``*`` and ``?`` as a pattern, so ``w[1].zarr`` would delete
-    ``w1.zarr``'s objects. Local trees go by ``shutil``; object stores by the keys listed."""
+    """Delete the file or folder (prefix) ``path`` on ``fs`` and everything under it, exactly
+    (nothing there: nothing done): fsspec's ``rm`` expands ``[``, ``*`` and ``?`` as a pattern,
+    so ``w[1].zarr`` would delete ``w1.zarr``'s objects. Local trees go by ``shutil``; object
+    stores by the keys listed."""
     import shutil
 
     if "file" in fs.protocol or "local" in fs.protocol:

@@ -92,9 +92,7 @@ def _staging(out: str) -> str:
 
 
 def _remove(url: str) -> None:
-    fs, path = _fs(url)
-    if fs.exists(path):
-        delete(fs, path)
+    delete(*_fs(url))  # nothing there: nothing done
 
 
 def _replace(staged: str, out: str) -> None:

@@ -18,7 +18,6 @@ from spiralray.errors import SpiralrayError
 from spiralray.io.archive_root import write_objects
 from spiralray.io.output import read_table
 from spiralray.io.readers import open_image, redact
-from spiralray.io.storage import content_stamp
 from spiralray.pipeline.local import Options, segment_image_file
 from spiralray.pipeline.segment import check_output
 
@@ -219,12 +218,37 @@ def test_missing_chunk_is_counted_and_strict_refuses(tmp_path, image, engine):
         segment_image_file(str(path), str(tmp_path / "o2.tif"), engine, Options(tile_size=256, strict=True))
 
 
-def test_missing_chunks_are_counted_in_the_chosen_plane_only(tmp_path):
+def test_missing_chunks_are_counted_in_the_chosen_plane_only(tmp_path, monkeypatch):
     path = str(tmp_path / "cyx.zarr")
     z = zarr.create_array(path, shape=(3, 200, 300), chunks=(1, 128, 128), dtype="u2")
     z[1] = 7  # one channel written: every other channel's chunks are missing
     z[2, :100] = 7  # and half of another's
     assert [open_image(path, channel=c).missing_chunks for c in (0, 1, 2)] == [6, 0, 3]
+    # zarr v2, nested keys ('1/0/0') and dotted ('1.0.0'), and sharded v3: the same count from
+    # the one listing the content stamp reads
+    for i, kw in enumerate(
+        (
+            {"zarr_format": 2, "chunk_key_encoding": {"name": "v2", "separator": "/"}},
+            {"zarr_format": 2},
+            {"shards": (1, 256, 256), "chunks": (1, 128, 128)},
+        )
+    ):
+        other = str(tmp_path / f"o{i}.zarr")
+        z = zarr.create_array(other, shape=(3, 200, 300), dtype="u2", **{"chunks": (1, 128, 128), **kw})
+        z[2, :, :100] = 7  # 2 of 6 chunks written; of sharded, one shard (4 chunks) not
+        r = open_image(other, channel=2)
+        assert r.stored() and r.missing_chunks == 4, kw
+    # the store is listed only when asked, and once for both the count and the stamp: an actor
+    # opening an image of a large archive on S3 to read its tiles lists nothing
+    import spiralray.io.storage as storage
+
+    listings = []
+    real = storage.stored_objects
+    monkeypatch.setattr(storage, "stored_objects", lambda *a: listings.append(a) or real(*a))
+    r = open_image(path, channel=2)
+    assert listings == []
+    assert r.missing_chunks == 3 and r.stamp() and r.describe()["missing_chunks"] == 3
+    assert len(listings) == 1
 
 
 def test_corrupt_chunk_names_the_chunk_and_leaves_the_output_resumable(tmp_path, image, engine):
@@ -258,10 +282,15 @@ def test_s3_input_and_output_on_a_local_endpoint(s3, tmp_path, image, engine):
     assert s["objects"] == ref["objects"] > 5 and np.array_equal(got, ref["labels"])
     assert zarr.open_group(out, mode="r").attrs["spiralray"]["complete"] is True
     # a chunk of the input rewritten: the same path, other bytes; refused, not "already complete"
-    stamp = content_stamp(url)
-    assert stamp and stamp == content_stamp(url + "/")
+    stamp = open_image(url).stamp()
+    assert stamp and stamp == open_image(url + "/").stamp()
     z[:128, :128] = image[:128, :128][::-1]
-    assert content_stamp(url) != stamp
+    assert open_image(url).stamp() != stamp
+    # a chunk never written is counted from the same listing on the object store
+    gap_url = url.replace("img.zarr", "gap.zarr")
+    gap = zarr.create_array(gap_url, shape=image.shape, chunks=(128, 128), dtype=image.dtype)
+    gap[128:] = image[128:]
+    assert open_image(gap_url).missing_chunks == -(-image.shape[1] // 128)
     with pytest.raises(SpiralrayError, match="input contents differ"):
         segment_image_file(url, out, engine, Options(tile_size=256))
     with pytest.raises(SpiralrayError, match="input not found"):
@@ -292,6 +321,45 @@ def test_an_unreachable_object_store_is_not_called_a_missing_bucket(s3, monkeypa
     assert str(err.value).startswith("cannot reach s3://spiralray-test: ") and str(err.value).endswith(
         "(check the object store's endpoint and credentials)"
     ), err.value
+
+
+def test_an_endpoint_that_refuses_everything_is_named_as_such(s3, monkeypatch):
+    """From a user test: AWS_ENDPOINT_URL set to another service's port (one that answers 403
+    Forbidden) gave 'unreadable archive index ... PermissionError: Forbidden', naming an index
+    that did not exist and not the endpoint."""
+    import http.server
+    import threading
+
+    import s3fs
+
+    from spiralray.io.archive import INDEX
+    from spiralray.io.output import Output
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def _no(self):
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_PUT = do_POST = _no
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        with pytest.raises(SpiralrayError) as err:
+            Output("s3://lab/out_c/").get_json(INDEX, "archive index")
+    finally:
+        server.shutdown()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert str(err.value).startswith("no access to s3://lab/out_c (reading its archive index): ")
+    assert str(err.value).endswith("(check the object store's endpoint and credentials)"), err.value
 
 
 def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine):

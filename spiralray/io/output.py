@@ -38,8 +38,9 @@ TILES = ".spiralray/tiles"
 SCRATCH = ".spiralray/seed_ids"
 TABLE = "objects.parquet"
 LABELS = ("instances", "semantic")
-# what --overwrite removes, in this order: the manifest (in .spiralray/) last
-OWN = (*(f"labels/{name}" for name in LABELS), TABLE, TILES, SCRATCH, MANIFEST, ".spiralray")
+# what --overwrite removes, in this order: the manifest (in .spiralray/) last; the run's lease
+# (.spiralray/lease.json, io.lease) stays
+OWN = (*(f"labels/{name}" for name in LABELS), TABLE, TILES, SCRATCH, MANIFEST)
 
 
 def _fault(kind: str) -> None:
@@ -94,6 +95,11 @@ class Output:
                 return json.load(f)
         except (FileNotFoundError, NotADirectoryError):  # nothing there, or a plain file
             return None
+        except PermissionError as exc:  # refused, not unreadable: often the wrong endpoint
+            raise SpiralrayError(
+                f"no access to {redact(self.url)} (reading its {what}): {one_line(exc)}"
+                + (" (check the object store's endpoint and credentials)" if is_url(self.url) else "")
+            ) from exc
         except (OSError, ValueError) as exc:
             raise SpiralrayError(f"unreadable {what} in {redact(self.url)}: {one_line(exc)}") from exc
 
@@ -111,6 +117,19 @@ class Output:
         self.mark({"version": old.get("version"), "complete": False, "manifest": MANIFEST})
         for key in OWN:
             delete(self.fs, self._p(key))  # nothing there: nothing done
+        self.remove_empty()
+
+    def delete(self, key: str) -> None:
+        delete(self.fs, self._p(key))
+
+    def remove_empty(self) -> None:
+        """Remove ``.spiralray/`` and the output folder where they are empty (local: what a run
+        that wrote nothing but its lease leaves, which a later run would call foreign)."""
+        if is_url(self.url):
+            return  # object stores have no folders
+        for path in (self._p(".spiralray"), self.root):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
 
     def _put(self, key: str, data: bytes) -> None:
         """Write one object whole: a temporary name renamed locally, one PUT on object stores;

@@ -115,11 +115,34 @@ class ImageReader:
         self.dtype = np.dtype(array.dtype)
         self.chunks = chunks
         self.whole = whole
-        self.missing_chunks = missing
+        self._missing = missing  # a count, or a function that lists the store on first use
+        self._objects = None  # the stored objects' listing (stored_objects), taken once
         self._keep = keep  # open file handles the array reads through
         self.spacing = spacing  # physical pixel size (io.spacing), None when the metadata has none
         if self.dtype.kind not in "uifb":
             raise SpiralrayError(f"{redact(url)} holds {self.dtype} data, not a numeric image")
+
+    @property
+    def missing_chunks(self) -> int:
+        """Chunks of the plane that are not stored (read as the fill value)."""
+        if callable(self._missing):
+            self._missing = int(self._missing())
+        return self._missing
+
+    def stored(self, storage_options: dict | None = None) -> dict | None:
+        """The objects stored under ``data_url`` (``io.storage.stored_objects``), listed once:
+        the missing-chunk count and the content stamp read the same listing."""
+        if self._objects is None:
+            from .storage import stored_objects
+
+            self._objects = stored_objects(self.data_url, storage_options) or {}
+        return self._objects or None
+
+    def stamp(self, storage_options: dict | None = None) -> str | None:
+        """A digest of the input's stored bytes (``io.storage.stamp_of``); None where unknown."""
+        from .storage import stamp_of
+
+        return stamp_of(self.stored(storage_options))
 
     def _index(self, y0, y1, x0, x1):
         out = []
@@ -215,24 +238,29 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
         )
     p = choose_plane(tuple(node.shape), axes, channel, plane)
     chunks = tuple(int(c) for a, c in zip(p.axes, node.chunks, strict=True) if a in "yx")
-    reader = ImageReader(
-        url, node, p, chunks, whole=False, kind=kind.strip(), missing=_missing(node, p), spacing=pixel
-    )
+    reader = ImageReader(url, node, p, chunks, whole=False, kind=kind.strip(), spacing=pixel)
     if kind != "zarr":  # an OME-Zarr image: its level 0 array
         reader.data_url = f"{str(url).rstrip('/')}/{ms['datasets'][0]['path']}"
+    # counted only when asked (a plan, --strict): an actor opening the image to read its tiles
+    # lists nothing
+    reader._missing = lambda: _missing(node, p, reader.stored(storage_options))
     return reader
 
 
-def _missing(node, p: Plane) -> int:
-    """Chunks of the chosen plane that are not stored (read as the fill value): one listing of
-    the array's objects, then the plane's keys looked up in it. Other planes' and channels' empty
-    chunks are not this run's. (zarr has no public per-region count: where its private helpers
-    differ, the whole array's count is taken.)"""
+def _missing(node, p: Plane, objects: dict | None = None) -> int:
+    """Chunks of the chosen plane that are not stored (read as the fill value): the plane's keys
+    looked up in one listing of the array's objects (``objects``, keyed '/c/0/1'; else zarr's
+    own listing). Other planes' and channels' empty chunks are not this run's. (zarr has no
+    public per-region count: where its private helpers differ, the whole array's count is
+    taken.)"""
     try:
-        from zarr.core.array import _shards_initialized
-        from zarr.core.sync import sync
+        if objects is not None:
+            stored = {name.lstrip("/") for name in objects}
+        else:
+            from zarr.core.array import _shards_initialized
+            from zarr.core.sync import sync
 
-        stored = set(sync(_shards_initialized(node._async_array)))
+            stored = set(sync(_shards_initialized(node._async_array)))
         unit = node.shards or node.chunks  # the stored object's extent
         origin = [0 if a in "yx" else k // u for a, k, u in zip(p.axes, p.index, unit, strict=True)]
         extent = [-(-n // u) if a in "yx" else 1 for a, n, u in zip(p.axes, node.shape, unit, strict=True)]

@@ -54,12 +54,9 @@ VERSION_KEYS = (
 )
 
 
-def content_stamp(url: str, storage_options: dict | None = None) -> str | None:
-    """A digest that changes when an input's stored bytes do: its objects' names, sizes and
-    versions (a file's own; every object of a zarr array, by one listing). None where storage
-    cannot say (the listing fails)."""
-    import hashlib
-
+def stored_objects(url: str, storage_options: dict | None = None) -> dict[str, dict] | None:
+    """What storage holds at ``url``, by one listing: each object's info (size, version) keyed by
+    its name under ``url`` ('/c/0/1' in a zarr array; '' for a file). None where the listing fails."""
     import fsspec
 
     try:
@@ -68,11 +65,20 @@ def content_stamp(url: str, storage_options: dict | None = None) -> str | None:
         found = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
     except Exception:
         return None
+    return {name[len(root) :]: info for name, info in found.items()}
+
+
+def stamp_of(objects: dict[str, dict] | None) -> str | None:
+    """A digest that changes when the objects' names, sizes or versions do (None: unknown)."""
+    import hashlib
+
+    if objects is None:
+        return None
     digest = hashlib.sha256()
-    for name in sorted(found):
-        info = found[name]
+    for name in sorted(objects):
+        info = objects[name]
         version = next((info[k] for k in VERSION_KEYS if info.get(k) is not None), None)
-        digest.update(f"{name[len(root) :]}\t{info.get('size')}\t{version}\n".encode())
+        digest.update(f"{name}\t{info.get('size')}\t{version}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -14,7 +14,7 @@ from ..core.config import CandidateSpec, SpiralSpec
 from ..errors import SpiralrayError
 from ..io.output import Output
 from ..io.readers import TIFF, exists, is_url, local, open_image, redact
-from ..io.storage import SOFTWARE, check_parent, content_stamp, written_by_spiralray
+from ..io.storage import SOFTWARE, check_parent, written_by_spiralray
 from .plan import VERSION, ImagePlan, check_pad_value, check_tile_size, pad_json, weights_hash
 
 TIFF_MAX_PIXELS = 2**28  # a TIFF output is assembled in memory: beyond this, write .zarr
@@ -176,7 +176,7 @@ def check_image_run(
         )
     desc = reader.describe()
     if kind == "zarr":  # an output to resume or compare with later: the input's bytes recorded
-        desc["stamp"] = content_stamp(reader.data_url, storage_options)
+        desc["stamp"] = reader.stamp(storage_options)
     manifest = {
         "version": VERSION,
         "model": {"source": model or "shipped", "weights_sha256": weights_hash(net)},
@@ -191,11 +191,7 @@ def check_image_run(
             )
         return run
     out = run.out = Output(output, storage_options)
-    old = out.manifest() if out.exists() else None
-    if old is None and out.exists() and _nonempty(out):
-        raise SpiralrayError(
-            f"output {redact(output)} exists and is not a spiralray output: choose another path"
-        )
+    old = check_owned(out)
     if old is None:
         return run
     differs = mismatch(old, manifest)
@@ -246,6 +242,35 @@ def finish_image_run(run: ImageRun, summary: dict) -> dict:
         run.out.write_manifest(run.manifest)
         run.out.drop_scratch()
     return summary
+
+
+def check_owned(out: Output) -> dict | None:
+    """The output's manifest (None: no output there yet); an output that exists without one or
+    a run's lease (a run starting: ``io.lease``) is the user's, refused."""
+    from ..io.lease import LEASE
+
+    old = out.manifest() if out.exists() else None
+    if old is None and out.exists() and _nonempty(out) and out.get_json(LEASE, "lease") is None:
+        raise SpiralrayError(
+            f"output {redact(out.url)} exists and is not a spiralray output: choose another path"
+        )
+    return old
+
+
+def output_lease(output: str, archive: bool, storage_options: dict | None = None):
+    """The lease (``io.lease``) a run holds on its OME-Zarr output, or an archive's output root,
+    while it runs: a second run on it is refused. A TIFF output is written whole at the end:
+    none."""
+    import contextlib
+
+    from ..io.lease import leased
+
+    if not archive and output_kind(output) != "zarr":
+        return contextlib.nullcontext()
+    out = Output(output, storage_options)
+    if not archive:
+        check_owned(out)  # a user's folder is refused before the lease is written into it
+    return leased(out)
 
 
 def _nonempty(out: Output) -> bool:
@@ -304,7 +329,7 @@ def mismatch(old: dict, new: dict) -> str | None:
                 )
                 return f"parameters ({', '.join(diff)})"
             return what
-    # the input's stored bytes (io.storage.content_stamp), where both record them: the same
+    # the input's stored bytes (ImageReader.stamp), where both record them: the same
     # path rewritten with another image was resumed as the old one, or called complete
     for p, q in zip(old.get("images", []), new.get("images", []), strict=False):
         s, t = p.get("source", {}).get("stamp"), q.get("source", {}).get("stamp")

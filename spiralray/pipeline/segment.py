@@ -16,7 +16,7 @@ import time
 from ..errors import SpiralrayError
 from ..io.archive import Entry, indexed, is_archive, list_images, output_for
 from ..io.readers import is_url, redact
-from .run import NotAnImage, Options, check_image_run, preflight, start_image_run
+from .run import NotAnImage, Options, check_image_run, output_lease, preflight, start_image_run
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,14 @@ def segment(
         # opened here, before any Ray starts: a missing or unreadable image is one line at once
         shape = open_image(input, opts.channel, opts.plane).shape
     chosen = choose_executor(input, executor, address, shape)
-    if chosen == "local":
-        if archive:
-            raise SpiralrayError("an archive runs on Ray: use --executor ray (or auto)")
-        from .local import segment_image_file
+    if chosen == "local" and archive:
+        raise SpiralrayError("an archive runs on Ray: use --executor ray (or auto)")
+    with output_lease(output, archive):  # one run at a time per output
+        if chosen == "local":
+            from .local import segment_image_file
 
-        return {**segment_image_file(input, output, engine, opts, model, progress), "executor": "local"}
-    return _on_ray(entries, archive, input, output, engine, opts, model, address, ropts, progress)
+            return {**segment_image_file(input, output, engine, opts, model, progress), "executor": "local"}
+        return _on_ray(entries, archive, input, output, engine, opts, model, address, ropts, progress)
 
 
 def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts, progress) -> dict:

@@ -1,0 +1,112 @@
+"""One run at a time per output (``io.lease``). From a user test: a job submitted twice into one
+output left images with empty labels, marked complete."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import tifffile
+
+from spiralray.data.synthetic import SyntheticSpec, generate
+from spiralray.errors import SpiralrayError
+from spiralray.io import lease as lease_mod
+from spiralray.io.lease import LEASE, TTL, leased
+from spiralray.io.output import Output
+
+
+def _foreign(out: Output, **kw) -> None:
+    """A lease as another run writes it."""
+    held = {"token": "other", "host": "node-7", "pid": 4242, "started": None, "renewed": time.time()}
+    out.put_json(LEASE, {**held, **kw})
+
+
+def test_a_second_run_on_an_output_in_use_is_refused_and_the_first_finishes(tmp_path):
+    """Two real runs: a CLI run in another process holds the output; this one is refused with
+    one line, and the first one's output is complete and whole."""
+    from spiralray.api import load_engine
+    from spiralray.pipeline.run import Options
+    from spiralray.pipeline.segment import segment
+
+    image, _ = generate(SyntheticSpec(700, 700, density=0.0008), seed=5)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    out = tmp_path / "out.zarr"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "spiralray", "segment", tmp_path / "img.tif", out, "--tile-size", "256"],
+        env={**os.environ, "SPIRALRAY_LOG": os.devnull},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (out / LEASE).exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert (out / LEASE).exists(), first.communicate()
+    with pytest.raises(SpiralrayError, match=r"out.zarr is in use by another run \(host .*, pid \d+") as e:
+        segment(str(tmp_path / "img.tif"), str(out), load_engine(), Options(tile_size=256), executor="local")
+    assert "run again in" not in str(e.value)  # this host: a stopped holder is seen at once
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert not (out / LEASE).exists()  # released
+    manifest = json.loads((out / ".spiralray/manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["summary"]["objects"] > 5
+    again = segment(str(tmp_path / "img.tif"), str(out), load_engine(), Options(tile_size=256))
+    assert again["resumed"] == "already complete"
+
+
+def test_a_stopped_or_silent_holder_frees_the_lease(tmp_path):
+    out = Output(str(tmp_path / "o.zarr"))
+    # another host, renewed just now: refused, with when to try again
+    _foreign(out)
+    with pytest.raises(
+        SpiralrayError, match=r"in use by another run \(host node-7, pid 4242.*run again in 1[12]\d s"
+    ):
+        with leased(out):
+            pass
+    # another host, silent for longer than TTL: its holder is dead
+    _foreign(out, renewed=time.time() - TTL - 5)
+    with leased(out):
+        assert json.loads((tmp_path / "o.zarr" / LEASE).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / "o.zarr").exists()  # nothing but the lease written: no folder left
+    # this host, a process that has ended (a killed job): free at once
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _foreign(out, host=socket.gethostname(), pid=gone.pid)
+    with leased(out):
+        pass
+
+
+def test_of_two_runs_that_start_together_one_goes_on(s3):
+    out = Output("s3://spiralray-test/lease/together.zarr")
+    results = []
+
+    def take():
+        try:
+            with leased(out):
+                time.sleep(0.5)
+            results.append("ran")
+        except SpiralrayError as exc:
+            results.append(str(exc))
+
+    runs = [threading.Thread(target=take) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert sorted(r == "ran" for r in results) == [False, True], results
+    assert "is in use by another run" in next(r for r in results if r != "ran")
+    assert out.get_json(LEASE, "lease") is None  # released on the object store too
+
+
+def test_a_run_whose_lease_was_taken_over_does_not_end_as_complete(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease_mod, "RENEW", 0.05)
+    out = Output(str(tmp_path / "o.zarr"))
+    with pytest.raises(SpiralrayError, match="was taken over by another run .*--overwrite"):
+        with leased(out):
+            _foreign(out)  # a run that saw this one silent for TTL took the output
+            time.sleep(0.5)
+    assert out.get_json(LEASE, "lease")["token"] == "other"  # the other run's lease is left

@@ -188,7 +188,12 @@ def cmd_bench(args) -> int:
 
 class _Parser(argparse.ArgumentParser):
     """argparse's mistakes in one line, as every other user error (not a usage block); its
-    subcommands' parsers are of this class too."""
+    subcommands' parsers are of this class too. No abbreviated options: a mistyped
+    ``--segment-actor 2`` or a prefix that a later option makes ambiguous is an error, not a
+    guess."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -298,6 +303,15 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_teardown()
         print("spiralray: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # a Python without spiralray's dependencies (a Ray node's)
+        log.exception("missing dependency")
+        _quiet_teardown()
+        print(
+            f"spiralray: error: {exc} in {sys.executable}: run spiralray with the Python it is "
+            "installed in (on a Ray cluster, `ray start` from that environment)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except Exception as exc:  # a bug, not a user mistake: one line here, the traceback in the log
         log.exception("internal error")
         _quiet_teardown()

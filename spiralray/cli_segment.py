@@ -106,12 +106,7 @@ def resources(text: str | None) -> dict | None:
 
 def summary_line(summary: dict, output: str, pad) -> str:
     """The one line a segment run prints (without ``--json``)."""
-    extra = (
-        f", {summary['missing_chunks']} missing chunks read as fill value"
-        if summary.get("missing_chunks")
-        else ""
-    )
-    extra += _already_done(summary) + _padding(summary, pad) + _scale(summary)
+    extra = _missing(summary) + _already_done(summary) + _padding(summary, pad) + _scale(summary)
     if any(i.get("invert") for i in summary.get("per_image", [summary])):
         extra += "; inverted (dark nuclei)"
     extra += _polarity(summary)
@@ -140,12 +135,8 @@ def _polarity(summary: dict) -> str:
     floors = {(i.get("diameter") or {}).get("polarity_floor") for i in wrong}
     floor = floors.pop() if len(floors) == 1 else None  # one pad value for all of them, if any
     if "per_image" in summary:
-        root = str(summary.get("input", "")).rstrip("/") + "/"
-        names = [str(i.get("input", "?")) for i in wrong[:3]]
-        names = ", ".join(n[len(root) :] if n.startswith(root) else n for n in names)
-        names += ", ..." if len(wrong) > 3 else ""
         what, rerun = (
-            f"{len(wrong)} of {len(images)} images look like {looks} ({names})",
+            f"{len(wrong)} of {len(images)} images look like {looks} ({_names(summary, wrong)})",
             f"segment those {flag}",
         )
     else:
@@ -158,6 +149,25 @@ def _polarity(summary: dict) -> str:
     return (
         f"; {what}, or like padding at {v}: if {v} is padding, name it with --pad-value {v}; if not, {rerun}"
     )
+
+
+def _names(summary: dict, images: list[dict]) -> str:
+    """ "a.zarr, sub/b.tif, ...": an archive's images by their path in it, the first three."""
+    root = str(summary.get("input", "")).rstrip("/") + "/"
+    names = [str(i.get("input", "?")) for i in images[:3]]
+    return ", ".join(n[len(root) :] if n.startswith(root) else n for n in names) + (
+        ", ..." if len(images) > 3 else ""
+    )
+
+
+def _missing(summary: dict) -> str:
+    """ ", N missing chunks read as fill value" (in an archive, with the images that have them)."""
+    images = summary.get("per_image", [summary])
+    gaps = [i for i in images if i.get("missing_chunks")]
+    if not gaps:
+        return ""
+    where = f" (in {_names(summary, gaps)})" if "per_image" in summary else ""
+    return f", {sum(i['missing_chunks'] for i in gaps)} missing chunks read as fill value{where}"
 
 
 def _scale(summary: dict) -> str:
@@ -194,7 +204,8 @@ def _already_done(summary: dict) -> str:
     if "per_image" not in summary:
         return f"; {done}: nothing done" if summary.get("resumed") == done else ""
     n = sum(i.get("resumed") == done for i in summary["per_image"])
-    return f"; {n} of {len(summary['per_image'])} images {done}" if n else ""
+    total = len(summary["per_image"]) + len(summary.get("failed") or [])  # failed ones too
+    return f"; {n} of {total} images {done}" if n else ""
 
 
 def _padding(summary: dict, pad) -> str:

@@ -35,5 +35,16 @@ def load(model: str | None = None) -> SpiralNet:
     try:
         net = SpiralNet.build(SpiralNetConfig.from_dict(config["spiralnet"]), seed=None)
         return net.load_state_dict(tensors)
+    except ValueError as exc:  # a setting misspelt or mistyped in a hand-edited config.json
+        raise SpiralrayError(f"{path}/config.json: {exc}") from exc
     except (KeyError, TypeError, RuntimeError) as exc:  # a config or weights of another model
-        raise SpiralrayError(f"broken model directory {path}: {exc.__class__.__name__}: {exc}") from exc
+        raise SpiralrayError(f"broken model directory {path}: {_first_lines(exc)}") from exc
+
+
+def _first_lines(exc: BaseException) -> str:
+    """torch's state-dict error in one line: its first problem and how many more (it lists
+    every mismatched tensor on a line of its own)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2])
+    more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+    return f"{exc.__class__.__name__}: {text}{more}"

@@ -326,8 +326,37 @@ def test_user_fixable_problems_are_one_line_exit_2(tmp_path, capsys):
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"not safetensors")
     (broken / "config.json").write_text("{not json")
+    # from a user test: a hand-edited config (the README's faint_contrast) with a typo was
+    # ignored, a mistyped value was an internal error, weights of another width 12 lines
+    import shutil
+
+    from spiralray.modelzoo import default_model_dir
+
+    edited = {}
+    for name, change in (
+        ("typo", {"faint_contrat": 0.2}),
+        ("type", {"threshold": "high"}),
+        ("wide", None),
+    ):
+        edited[name] = tmp_path / name
+        shutil.copytree(default_model_dir(), edited[name])
+        config = json.loads((edited[name] / "config.json").read_text())
+        if change:
+            config["spiralnet"]["candidates"].update(change)
+        else:
+            config["spiralnet"]["model"]["seg_trunk"] = 32
+        (edited[name] / "config.json").write_text(json.dumps(config))
     cases = [
         (["--model", str(broken)], "broken model directory"),
+        (
+            ["--model", str(edited["typo"])],
+            "unknown setting candidates.faint_contrat (did you mean candidates.faint_contrast?)",
+        ),
+        (
+            ["--model", str(edited["type"])],
+            "config.json: setting candidates.threshold is 'high', expected a number",
+        ),
+        (["--model", str(edited["wide"])], "size mismatch for"),
         (["--batch-size", "0"], "batch size"),
         (["--threads", "0"], "--threads"),
         (["--device", "tpu7"], "device"),
@@ -415,6 +444,8 @@ def test_command_line_mistakes_are_one_line(tmp_path, capsys):
         (["segment", "i.tif", "o.tif", "--channel", "abc"], "argument --channel: invalid int value: 'abc'"),
         (["segmnt"], "invalid choice: 'segmnt'"),
         (["segment"], "the following arguments are required: input, output"),
+        # a prefix is not taken for the option it begins (--segment-actor for --segment-actors)
+        (["segment", "i.tif", "o.tif", "--segment-actor", "2"], "unrecognized arguments: --segment-actor"),
     ):
         with pytest.raises(SystemExit) as e:
             main(argv)
@@ -429,3 +460,26 @@ def test_command_line_mistakes_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("spiralray ")
+
+
+def test_a_python_without_the_dependencies_is_named(tmp_path):
+    """From a user test: a job run by a Python without spiralray's dependencies (Ray started
+    outside the environment) printed 'internal error: ModuleNotFoundError' and a log path on the
+    node. It is the environment: said so, in one line."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    missing = "raise ModuleNotFoundError(\"No module named 'skimage'\", name='skimage')\n"
+    (blocker / "skimage.py").write_text(missing)  # as if scikit-image were not installed
+    tifffile.imwrite(tmp_path / "i.tif", generate(SyntheticSpec(100, 120), seed=2)[0])
+    p = subprocess.run(
+        [sys.executable, "-m", "spiralray", "segment", tmp_path / "i.tif", tmp_path / "o.tif"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(blocker), "SPIRALRAY_LOG": os.devnull},
+    )
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == (
+        f"spiralray: error: No module named 'skimage' in {sys.executable}: run spiralray with the "
+        "Python it is installed in (on a Ray cluster, `ray start` from that environment)"
+    )

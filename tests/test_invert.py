@@ -204,3 +204,20 @@ def test_dark_nuclei_read_as_they_are_get_a_hint_naming_the_flag(tmp_path, field
         in line
     )
     assert pad_text(0.0) == "0" and pad_text(0.123456789) == "0.123456789"
+
+
+def test_an_archive_summary_counts_missing_chunks_and_failed_images():
+    """From a user test: an archive run never said that an image had missing chunks (read as
+    the fill value: few objects there), which a one-image run says; and '1 of 2 images already
+    complete' left out the image that failed."""
+    from spiralray.cli_segment import summary_line
+
+    archive = {"input": "s3://b/arc", "per_image": [
+        {"input": "s3://b/arc/a.zarr", "missing_chunks": 0, "resumed": "already complete"},
+        {"input": "s3://b/arc/sub/gap.zarr", "missing_chunks": 3},
+    ], "failed": [{"input": "s3://b/arc/bad.tif", "error": "truncated"}], "objects": 9}  # fmt: skip
+    line = summary_line(archive, "out", None)
+    assert ", 3 missing chunks read as fill value (in sub/gap.zarr)" in line
+    assert "; 1 of 3 images already complete" in line
+    assert "missing" not in summary_line({**archive, "per_image": archive["per_image"][:1]}, "out", None)
+    assert summary_line({"missing_chunks": 2}, "out", None).endswith(", 2 missing chunks read as fill value)")

@@ -124,16 +124,12 @@ class SpiralNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SpiralNetConfig:
-        def build(kind, values):
-            known = {f.name for f in dataclasses.fields(kind)}
-            return kind(**{k: v for k, v in (values or {}).items() if k in known})
-
-        return cls(
-            region=build(RegionSpec, d.get("region")),
-            spiral=build(SpiralSpec, d.get("spiral")),
-            candidates=build(CandidateSpec, d.get("candidates")),
-            model=build(ModelSpec, d.get("model")),
-        )
+        """The config of ``to_dict``'s form (sections may be partial: the rest are defaults).
+        A misspelt or mistyped setting raises ``ValueError`` naming it: a hand-edited
+        ``config.json`` whose typo left a rule off would otherwise say nothing."""
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        _no_unknown(d, sections, "")
+        return cls(**{name: _section(name, kind, d.get(name)) for name, kind in sections.items()})
 
     def replace(self, **sections) -> SpiralNetConfig:
         """Copy with some fields of some sections changed: ``cfg.replace(candidates={"stride": 16})``."""
@@ -141,3 +137,43 @@ class SpiralNetConfig:
             name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
         }
         return dataclasses.replace(self, **changed)
+
+
+def _no_unknown(values: dict, known, where: str) -> None:
+    import difflib
+
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        hint = f" (did you mean {where}{close[0]}?)" if close else f" (known: {', '.join(known)})"
+        raise ValueError(f"unknown setting {where}{unknown[0]}{hint}")
+
+
+def _section(name: str, kind, values: dict | None):
+    """One section of the config from its dict, each value checked against its default's type."""
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"setting {name} is {values!r}, expected a section of settings")
+    defaults = kind()
+    _no_unknown(values or {}, [f.name for f in dataclasses.fields(kind)], f"{name}.")
+    return kind(**{k: _typed(f"{name}.{k}", v, getattr(defaults, k)) for k, v in (values or {}).items()})
+
+
+def _typed(where: str, value, default):
+    """``value`` as its default's type (a whole float where an int is wanted: the int), or a
+    ValueError naming the setting."""
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    else:
+        ok, want = True, ""
+    if not ok:
+        raise ValueError(f"setting {where} is {value!r}, expected {want}")
+    return value

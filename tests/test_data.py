@@ -164,6 +164,53 @@ def test_bad_training_input_gets_clear_errors(tmp_path):
         load_pairs(str(bad))
 
 
+def test_labels_that_are_not_instance_ids_are_refused_by_file(tmp_path):
+    """From a user test: a 0/255 or 0/1 mask was trained on as one object holding every nucleus,
+    negative ids gave garbage, a stack in the pairs layout was called 'smaller than one region',
+    and a grey image saved as RGB was refused for its shape."""
+    nuclei, ids = generate(SyntheticSpec(96, 96, density=0.002), seed=3)
+    assert len(np.unique(ids)) > 3
+    cases = {
+        "mask255": (
+            (ids > 0).astype(np.uint8) * 255,
+            r"mask255.tif are a mask \(one value, 255, over \d+",
+        ),
+        "mask01": ((ids > 0).astype(np.uint8), r"mask01.tif are a mask \(one value, 1, over"),
+        "negative": (-ids.astype(np.int32), r"negative.tif hold negative ids \(down to -\d+\)"),
+        "fraction": (
+            ids.astype(np.float32) + 0.5,
+            r"fraction.tif are float32, expected integer",
+        ),
+    }
+    for name, (labels, words) in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        tifffile.imwrite(d / f"{name}.tif", nuclei)
+        tifffile.imwrite(d / f"{name}_labels.tif", labels)
+        with pytest.raises(SpiralrayError, match=words):
+            load_pairs(str(d))
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    tifffile.imwrite(stack / "s.tif", np.stack([nuclei] * 3))
+    tifffile.imwrite(stack / "s_labels.tif", np.stack([ids] * 3))
+    with pytest.raises(SpiralrayError, match=r"s.tif is a stack \(3, 96, 96\), not one image"):
+        load_pairs(str(stack))
+    ok = tmp_path / "ok"  # accepted: grey saved as RGB, whole-number float ids, one nucleus as 0/1
+    ok.mkdir()
+    tifffile.imwrite(ok / "rgb.tif", np.stack([nuclei] * 3, axis=-1), photometric="rgb")
+    tifffile.imwrite(ok / "rgb_labels.tif", ids.astype(np.float32))
+    one = (ids == ids.max()).astype(np.uint8)
+    tifffile.imwrite(ok / "one.tif", nuclei)
+    tifffile.imwrite(ok / "one_labels.tif", one)
+    got = dict(zip(("one", "rgb"), load_pairs(str(ok)), strict=True))
+    assert np.array_equal(got["rgb"][0], nuclei) and np.array_equal(got["rgb"][1], ids)
+    assert got["rgb"][1].dtype == np.int32 and np.array_equal(got["one"][1], one)
+    colour = np.stack([nuclei, nuclei // 2, nuclei], axis=-1)
+    tifffile.imwrite(ok / "rgb.tif", colour, photometric="rgb")
+    with pytest.raises(SpiralrayError, match=r"rgb.tif is a colour image \(96, 96, 3\)"):
+        load_pairs(str(ok))
+
+
 def test_acquisition_shifts_keep_the_objects():
     from spiralray.data.shifts import shifted
 

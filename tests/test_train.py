@@ -149,6 +149,13 @@ def test_resume_continues_from_checkpoint(trained):
         epochs = [h["epoch"] for h in out["stages"][stage]["history"]]
         assert epochs == [1, 2]  # epoch 1 came from the checkpoint, only epoch 2 ran
         assert out["stages"][stage]["history"][0] == first["stages"][stage]["history"][0]
+    # resumed again with no more epochs: refused at once (a user test's finding: it redid the
+    # validation, logged a second MLflow run and registered the same weights as a new version)
+    with pytest.raises(
+        SpiralrayError,
+        match=f"run smoke has finished its 2 epochs \\(MLflow run {out['run_id']}\\): nothing to resume",
+    ):
+        train(more, log=said.append)
     import mlflow
 
     from spiralray.io.storage import load_model_dir
@@ -282,6 +289,20 @@ def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained
     finally:
         os.environ["MLFLOW_TRACKING_URI"] = uri
         del os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]
+    # from a user test: missing data was named only after an MLflow store had been made in the
+    # working folder, and an unwritable sqlite store took two minutes of retries to report
+    store = tmp_path / "fresh" / "mlflow.db"
+    store.parent.mkdir()
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    try:
+        with pytest.raises(SpiralrayError, match="data not found: .*no-such-data"):
+            train(dataclasses.replace(job, **bad, name=None), log=lambda m: None)
+        assert not store.exists()
+        os.environ["MLFLOW_TRACKING_URI"] = "sqlite:////proc/mlflow.db"
+        with pytest.raises(SpiralrayError, match="cannot write the MLflow store at /proc/mlflow.db: "):
+            train(dataclasses.replace(job, name=None), log=lambda m: None)
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
 def test_the_train_command_refuses_a_run_that_would_train_nothing(dataset, capsys):
@@ -367,11 +388,14 @@ def test_the_training_job_as_a_driver_of_its_own_trains_registers_and_its_model_
     )
 
 
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_stops_the_run_with_exit_130_and_says_how_to_resume(
-    ray_cluster, mlflow_store, dataset, tmp_path
+    ray_cluster, mlflow_store, dataset, tmp_path, how
 ):
     """Ray Train catches SIGINT itself (it may exit 1, or miss it between stages and train on):
-    Ctrl-C after the scorer's first checkpoint stops the run, nothing more trains or registers."""
+    Ctrl-C after the scorer's first checkpoint stops the run, nothing more trains or registers.
+    ``kill`` (SIGTERM, to the process alone, as a scheduler stops it) does the same: it printed
+    Ray's stack dumps and no resume hint (a user test's finding)."""
     import signal
     import subprocess
     import sys
@@ -394,7 +418,10 @@ def test_ctrl_c_stops_the_run_with_exit_130_and_says_how_to_resume(
         not list(tmp_path.glob("ctrlc-scorer/checkpoint_*")) and time.time() < deadline and run.poll() is None
     ):
         time.sleep(0.5)
-    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C sends
+    if how == "SIGINT":
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C sends: to the terminal's process group
+    else:
+        os.kill(run.pid, signal.SIGTERM)
     out, err = run.communicate(timeout=300)
     assert run.returncode == 130, err[-3000:]
     assert f"interrupted: continue with --name ctrlc --storage {tmp_path} --resume" in out
@@ -477,6 +504,16 @@ def test_several_sources_split_and_synthetic(dataset, tmp_path):
         _split(TrainJob(data=[str(dataset), str(other)], val_data=[f"{dataset}:2"]))
     with pytest.raises(SpiralrayError, match="both training and validation"):
         _split(TrainJob(data=[f"{dataset}:0-1"], val_data=[f"{dataset}:1-2"]))
+    # the same folder by another path, through a link, or as a copy (a user test's finding)
+    (tmp_path / "link").symlink_to(other)
+    for alias in (str(tmp_path / ".." / tmp_path.name / "other"), str(tmp_path / "link")):
+        with pytest.raises(SpiralrayError, match="other frame all is both training and validation"):
+            _split(TrainJob(data=[str(other)], val_data=[alias]))
+    import shutil
+
+    shutil.copytree(other, tmp_path / "copy")
+    with pytest.raises(SpiralrayError, match=r"2 of 2 validation images are also training images"):
+        _split(TrainJob(data=[str(dataset), str(other)], val_data=[str(tmp_path / "copy")]))
     with pytest.raises(SpiralrayError, match="PATH:FRAMES"):
         _split(TrainJob(data=[str(dataset), str(other)], frames=[0]))
     with pytest.raises(SpiralrayError, match="no frame 5"):

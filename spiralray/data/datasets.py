@@ -28,22 +28,56 @@ def _frames(a: np.ndarray) -> list[np.ndarray]:
 def _check(
     images: list, labels: list, where: str, names: list[str] | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``names``: each image's file (a folder of pairs), named in errors instead of its index."""
+    """Each pair as training reads it (image ``H x W``, labels ``H x W`` int32), or a one-line
+    error naming the file (``names``: a folder's files; else the frame's index). A grey image
+    saved as RGB is read as grey, as ``segment`` reads it; whole-number float labels are ids."""
+    from ..io.planes import grey_of_colour
+
     if len(images) != len(labels):
         raise SpiralrayError(f"{where}: {len(images)} images but {len(labels)} label images")
     pairs = []
     for i, (im, lb) in enumerate(zip(images, labels, strict=True)):
+        what = names[i] if names else f"image {i}"
+        grey = grey_of_colour(im) if im.ndim == 3 and im.shape[:2] == lb.shape else None
+        im = grey if grey is not None else im
+        if im.ndim == 3 and im.shape[:2] == lb.shape:
+            raise SpiralrayError(f"{where}: {what} is a colour image {im.shape}: training reads grey images")
         if im.shape != lb.shape:
-            what = names[i] if names else f"image {i}"
             raise SpiralrayError(f"{where}: {what} is {im.shape} but its labels are {lb.shape}")
-        if lb.dtype.kind not in "iub":
-            raise SpiralrayError(f"{where}: labels {i} are {lb.dtype}, expected integer instance ids")
-        pairs.append((im, lb.astype(np.int32)))
+        if im.ndim != 2:
+            raise SpiralrayError(
+                f"{where}: {what} is a stack {im.shape}, not one image: give one frame per file, or"
+                " the stacks layout (images.tif + labels.tif, frames x H x W)"
+            )
+        pairs.append((im, _ids(lb, where, what)))
     if not pairs:
         raise SpiralrayError(f"{where}: no image/label pairs found")
     if not any(lb.any() for _, lb in pairs):
         raise SpiralrayError(f"{where}: the labels hold no objects at all")
     return pairs
+
+
+def _ids(lb: np.ndarray, where: str, what: str) -> np.ndarray:
+    """Instance labels as int32 ids, or a one-line error: a binary mask (one value over several
+    separate regions: every nucleus would be one object), negative, fractional or too large ids."""
+    from scipy import ndimage as ndi
+
+    if lb.dtype.kind == "f" and np.all(np.isfinite(lb)) and np.array_equal(lb, np.round(lb)):
+        lb = lb.astype(np.int64)  # a float export of whole-number ids
+    if lb.dtype.kind not in "iub":
+        raise SpiralrayError(f"{where}: the labels of {what} are {lb.dtype}, expected integer instance ids")
+    if lb.size and lb.min() < 0:
+        raise SpiralrayError(f"{where}: the labels of {what} hold negative ids (down to {lb.min()})")
+    if lb.size and int(lb.max()) > np.iinfo(np.int32).max:
+        raise SpiralrayError(f"{where}: the labels of {what} hold ids over 2^31 ({lb.max()})")
+    ids = np.unique(lb[lb > 0])
+    if len(ids) == 1 and ndi.label(lb > 0)[1] > 1:
+        raise SpiralrayError(
+            f"{where}: the labels of {what} are a mask (one value, {ids[0]}, over "
+            f"{ndi.label(lb > 0)[1]} separate regions), not instance ids: give each nucleus its"
+            " own id (e.g. skimage.measure.label of the mask, where no nuclei touch)"
+        )
+    return lb.astype(np.int32)
 
 
 def _stem(name: str) -> str:
@@ -79,6 +113,7 @@ def load_pairs(path: str, frames: list[int] | None = None) -> list[tuple[np.ndar
         if "images" in stems and "labels" in stems and not os.path.isdir(stems["images"]):
             images = _frames(storage.read_image(stems["images"]))
             labels = _frames(storage.read_image(stems["labels"]))
+            names = [f"frame {i}" for i in range(len(images))]  # of the stacks: named by index
         elif "images" in stems and "labels" in stems:
             imgs = {_stem(n): n for n in storage.list_dir(stems["images"])}
             labs = {_stem(n): n for n in storage.list_dir(stems["labels"])}
@@ -221,3 +256,42 @@ HELA_NOTE = (
     " 16's labels scored as a prediction of frame 17 give object F1@0.5 0.87 (frame 13 -> 14: 0.87)."
     " Validation (14-16) is therefore not independent of test (17-19), nor test of training (0-13)."
 )
+
+
+def overlap(train_specs, val_specs) -> tuple[str, object] | None:
+    """A (path, frame) that is both training and validation data, or None; a source without
+    frames stands for all of its frames."""
+
+    def frames_by_path(specs):
+        out: dict = {}
+        for spec in specs:
+            path, frames = parse_source(spec)
+            key = path if "://" in path else os.path.realpath(path)  # ./a, /x/a and a link to a
+            known = out.get(key, [])
+            out[key] = None if frames is None or known is None else known + frames  # None: all
+        return out
+
+    val = frames_by_path(val_specs)
+    for path, frames in frames_by_path(train_specs).items():
+        if path in val:
+            both = sorted(set(frames or []) & set(val[path] or [])) if frames and val[path] else ["all"]
+            if both:
+                return path, both[0]
+    return None
+
+
+def check_apart(train: list, val: list) -> None:
+    """Refuse validation images that are training images (a copy of the training folder given
+    as --val-data): validation figures would be training figures, and nothing would say so."""
+    import hashlib
+
+    def digest(image) -> str:
+        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() + str(image.shape)
+
+    seen = {digest(im) for im, _ in train}
+    same = [i for i, (im, _) in enumerate(val) if digest(im) in seen]
+    if same:
+        raise SpiralrayError(
+            f"{len(same)} of {len(val)} validation images are also training images (validation image "
+            f"{same[0]}): give --val-data images that are not in --data"
+        )

@@ -95,36 +95,21 @@ def _split_one(path: str, frames, val_frames, val_images):
     return pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val :]
 
 
-def _overlap(train_specs, val_specs) -> tuple[str, object] | None:
-    """A (path, frame) that is both training and validation data, or None; a source without
-    frames stands for all of its frames."""
-    from ..data.datasets import parse_source
-
-    def frames_by_path(specs):
-        out: dict = {}
-        for spec in specs:
-            path, frames = parse_source(spec)
-            key = os.path.normpath(path)
-            known = out.get(key, [])
-            out[key] = None if frames is None or known is None else known + frames  # None: all
-        return out
-
-    val = frames_by_path(val_specs)
-    for path, frames in frames_by_path(train_specs).items():
-        if path in val:
-            both = sorted(set(frames or []) & set(val[path] or [])) if frames and val[path] else ["all"]
-            if both:
-                return path, both[0]
-    return None
-
-
 def _split(job: TrainJob):
     """(training pairs, validation pairs) of ``job``: each source split as ``_split_one`` (a
     ``PATH:FRAMES`` source is ``--frames FRAMES`` of that path), or, with ``val_data``, every
     source's images train and ``val_data``'s validate; then ``images`` caps the real training
     images and ``synthetic`` frames are added (never to validation). The ``conform`` sources'
     labels are first conformed to the manual outline convention (``data.outlines``)."""
-    from ..data.datasets import check_conform, conform_pairs, load_sources, parse_source, synthetic_pairs
+    from ..data.datasets import (
+        check_apart,
+        check_conform,
+        conform_pairs,
+        load_sources,
+        overlap,
+        parse_source,
+        synthetic_pairs,
+    )
 
     sources = job.sources
     if not sources:
@@ -135,7 +120,7 @@ def _split(job: TrainJob):
     if job.val_data and job.val_frames is not None:
         raise SpiralrayError("give validation frames either as --val-frames or in --val-data, not both")
     if job.val_data:
-        clash = _overlap(sources, job.val_data)
+        clash = overlap(sources, job.val_data)
         if clash:
             path, frame = clash
             raise SpiralrayError(f"{path} frame {frame} is both training and validation data")
@@ -150,6 +135,8 @@ def _split(job: TrainJob):
     if job.val_data:
         named = [c for c in job.conform or () if c in job.val_data]
         val = load_sources(job.val_data, named, job.conform_level, job.conform_passes)
+    if job.val_data:
+        check_apart(train, val)
     if job.images:
         train = train[: job.images]
     train += synthetic_pairs(job.synthetic, job.synthetic_preset, job.synthetic_size, seed=1000 + job.seed)
@@ -236,7 +223,14 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     from ..io.readers import redact
     from . import registry
     from .interrupt import fit
-    from .resume import latest_checkpoint, recorded_init, resumed_config, run_record, started_from
+    from .resume import (
+        latest_checkpoint,
+        mark_finished,
+        recorded_init,
+        resumed_config,
+        run_record,
+        started_from,
+    )
     from .sampling import hard_case_options
     from .widen import widen_skips
     from .worker_loop import train_loop
@@ -246,6 +240,7 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
     check_job(job, storage)  # before any work: a mistake must not cost the run
     registry.check_registration(job.register, job.alias)
     registry.check_job_store()
+    check_data(job)
     registry.check_store(create=True)
     log(f"MLflow: {redact(registry.tracking_uri())}")  # where the run goes, without credentials
     cfg, weights = SpiralNetConfig(), None
@@ -355,7 +350,9 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         }
         log(f"{stage}: {len(history)} epochs, last {history[-1]}")
     # the MLflow run is named as the Ray Train runs (a generated name too, not MLflow's own)
-    return registry.log_training(replace(job, name=name), cfg, weights, results, val_pairs, len(train_pairs))
+    out = registry.log_training(replace(job, name=name), cfg, weights, results, val_pairs, len(train_pairs))
+    mark_finished(storage, name, out, job.register, job.epochs)
+    return out
 
 
 def check_job(job: TrainJob, storage: str) -> None:
@@ -377,6 +374,7 @@ def check_job(job: TrainJob, storage: str) -> None:
         raise SpiralrayError("--resume needs the --name of the run to continue")
     if job.name:
         from ..io.storage import exists
+        from .resume import finished
 
         used = any(exists(f"{storage}/{job.name}-{stage}") for stage in ("scorer", "segmenter"))
         if used and not job.resume:
@@ -386,3 +384,20 @@ def check_job(job: TrainJob, storage: str) -> None:
             )
         if job.resume and not used:
             raise SpiralrayError(f"no run named {job.name} in {storage} to resume")
+        done = finished(storage, job.name) if job.resume else None
+        if done is not None and job.epochs <= done.get("epochs", 0):  # more epochs: trains on
+            raise SpiralrayError(
+                f"run {job.name} has finished its {done['epochs']} epochs (MLflow run {done.get('run_id')}"
+                + (f", registered as {done['registered']}" if done.get("registered") else "")
+                + "): nothing to resume; give more --epochs to train it on, or another --name"
+            )
+
+
+def check_data(job: TrainJob) -> None:
+    """Every --data and --val-data source exists: said before the MLflow store is made."""
+    from ..data.datasets import parse_source
+    from ..io.storage import exists
+
+    for spec in [*job.sources, *(job.val_data or [])]:
+        if not exists(parse_source(spec)[0]):
+            raise SpiralrayError(f"data not found: {parse_source(spec)[0]}")

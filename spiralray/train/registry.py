@@ -43,6 +43,8 @@ def check_store(create: bool) -> None:
             raise SpiralrayError(f"no MLflow store at {path} (set MLFLOW_TRACKING_URI to yours)")
         if create and not os.path.isdir(os.path.dirname(path)):
             raise SpiralrayError(f"the MLflow store's folder does not exist: {os.path.dirname(path)}")
+        if create:  # tried, not asked (os.access says yes to root): sqlite retries for minutes
+            _check_writable(path)
     from unittest import mock
 
     mlflow = _mlflow()
@@ -51,6 +53,18 @@ def check_store(create: bool) -> None:
             mlflow.MlflowClient().search_registered_models(max_results=1)
     except Exception as exc:
         raise SpiralrayError(f"cannot use the MLflow store at {uri}: {_store_problem(exc)}") from None
+
+
+def _check_writable(path: str) -> None:
+    import tempfile
+
+    try:
+        if os.path.exists(path):
+            open(path, "ab").close()
+        else:
+            tempfile.TemporaryFile(dir=os.path.dirname(path)).close()
+    except OSError as exc:
+        raise SpiralrayError(f"cannot write the MLflow store at {path}: {one_line(exc)}") from None
 
 
 def check_registration(name: str | None, alias: str | None) -> None:

@@ -125,3 +125,30 @@ def _version(init: str | None) -> str | None:
 
     version = parse(init)[2]
     return version if version and version.isdigit() else None
+
+
+FINISHED = "finished.json"  # beside a run's checkpoints (NAME-finished.json), once it is logged
+
+
+def mark_finished(storage: str, name: str, out: dict, register: str | None, epochs: int) -> None:
+    """Record that run ``name`` ended its ``epochs`` and was logged (``out``:
+    ``registry.log_training``'s): a later ``--resume`` of it with no more epochs is refused,
+    not a second MLflow run and model version of the same weights."""
+    import fsspec
+
+    registered = f"{register} version {out['version']}" if register and out.get("version") else None
+    with fsspec.open(f"{storage}/{name}-{FINISHED}", "w") as f:
+        json.dump({"run_id": out.get("run_id"), "registered": registered, "epochs": epochs}, f)
+
+
+def finished(storage: str, name: str) -> dict | None:
+    """What ``mark_finished`` recorded for run ``name``, None while it has not finished."""
+    import fsspec
+
+    try:
+        with fsspec.open(f"{storage}/{name}-{FINISHED}", "r") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # a record that cannot be read: finished all the same

@@ -306,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:  # a Python without spiralray's dependencies (a Ray node's)
         log.exception("missing dependency")
         _quiet_teardown()
+        cause = getattr(exc, "cause", None)  # a Ray task's error: the node's Python lacks it
+        ip = getattr(exc, "ip", None)
+        where = sys.executable if cause is None else "a Ray node's Python" + (f" ({ip})" if ip else "")
         print(
-            f"spiralray: error: {exc} in {sys.executable}: run spiralray with the Python it is "
-            "installed in (on a Ray cluster, `ray start` from that environment)",
+            f"spiralray: error: {cause or exc} in {where}: run spiralray with the Python it is "
+            "installed in (on a Ray cluster, `ray start` from that environment on every node)",
             file=sys.stderr,
         )
         return EXIT_USAGE

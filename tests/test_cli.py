@@ -481,5 +481,24 @@ def test_a_python_without_the_dependencies_is_named(tmp_path):
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip() == (
         f"spiralray: error: No module named 'skimage' in {sys.executable}: run spiralray with the "
-        "Python it is installed in (on a Ray cluster, `ray start` from that environment)"
+        "Python it is installed in (on a Ray cluster, `ray start` from that environment on every node)"
+    )
+
+
+def test_a_ray_node_without_the_dependencies_is_named(tmp_path, capsys, monkeypatch):
+    """A review's finding: a Ray task's ModuleNotFoundError (Ray makes its error an instance of
+    the cause) printed Ray's whole traceback and named the driver's Python, which was fine."""
+    import ray.exceptions
+
+    import spiralray.cli as cli
+
+    def on_ray(args):
+        cause = ModuleNotFoundError("No module named 'skimage'")
+        raise ray.exceptions.RayTaskError("plan", "Traceback ...\n  ...", cause).as_instanceof_cause()
+
+    monkeypatch.setattr(cli, "cmd_segment", on_ray)
+    assert cli.main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "o.tif")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "spiralray: error: No module named 'skimage' in a Ray node's Python: run spiralray with the "
+        "Python it is installed in (on a Ray cluster, `ray start` from that environment on every node)"
     )

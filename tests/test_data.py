@@ -200,11 +200,20 @@ def test_labels_that_are_not_instance_ids_are_refused_by_file(tmp_path):
     tifffile.imwrite(ok / "rgb.tif", np.stack([nuclei] * 3, axis=-1), photometric="rgb")
     tifffile.imwrite(ok / "rgb_labels.tif", ids.astype(np.float32))
     one = (ids == ids.max()).astype(np.uint8)
+    one[0, 0] = one[-1, -1] = 1  # a stray annotated pixel or two: still one nucleus (a review)
     tifffile.imwrite(ok / "one.tif", nuclei)
     tifffile.imwrite(ok / "one_labels.tif", one)
-    got = dict(zip(("one", "rgb"), load_pairs(str(ok)), strict=True))
+    tifffile.imwrite(ok / "single.tif", nuclei[None])  # one frame saved as 1 x H x W
+    tifffile.imwrite(ok / "single_labels.tif", ids[None])
+    got = dict(zip(("one", "rgb", "single"), load_pairs(str(ok)), strict=True))
+    assert np.array_equal(got["single"][1], ids)
     assert np.array_equal(got["rgb"][0], nuclei) and np.array_equal(got["rgb"][1], ids)
     assert got["rgb"][1].dtype == np.int32 and np.array_equal(got["one"][1], one)
+    tifffile.imwrite(ok / "single_labels.tif", np.stack([ids] * 3, axis=-1), photometric="rgb")
+    with pytest.raises(SpiralrayError, match=r"the labels of single.tif are a colour image \(96, 96, 3\)"):
+        load_pairs(str(ok))
+    (ok / "single.tif").unlink()
+    (ok / "single_labels.tif").unlink()
     colour = np.stack([nuclei, nuclei // 2, nuclei], axis=-1)
     tifffile.imwrite(ok / "rgb.tif", colour, photometric="rgb")
     with pytest.raises(SpiralrayError, match=r"rgb.tif is a colour image \(96, 96, 3\)"):

@@ -58,7 +58,7 @@ def test_a_second_run_on_an_output_in_use_is_refused_and_the_first_finishes(tmp_
     assert again["resumed"] == "already complete"
 
 
-def test_a_stopped_or_silent_holder_frees_the_lease(tmp_path):
+def test_a_stopped_or_silent_holder_frees_the_lease(tmp_path, monkeypatch):
     out = Output(str(tmp_path / "o.zarr"))
     # another host, renewed just now: refused, with when to try again
     _foreign(out)
@@ -71,13 +71,39 @@ def test_a_stopped_or_silent_holder_frees_the_lease(tmp_path):
     _foreign(out, renewed=time.time() - TTL - 5)
     with leased(out):
         assert json.loads((tmp_path / "o.zarr" / LEASE).read_text())["pid"] == os.getpid()
-    assert not (tmp_path / "o.zarr").exists()  # nothing but the lease written: no folder left
-    # this host, a process that has ended (a killed job): free at once
+    assert not any((tmp_path / "o.zarr").iterdir())  # nothing but the lease written: nothing left
+    # this machine, a process that has ended (a killed job): free at once
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    _foreign(out, host=socket.gethostname(), pid=gone.pid)
+    here = {"host": socket.gethostname(), "machine": lease_mod._machine()}
+    _foreign(out, pid=gone.pid, **here)
     with leased(out):
         pass
+    # this machine, a live process whose lease was left unrenewed (a failed release): free too
+    _foreign(out, pid=os.getppid(), renewed=time.time() - TTL - 5, **here)
+    with leased(out):
+        pass
+    # the same hostname in another container (another pid namespace): judged by age alone
+    _foreign(out, pid=gone.pid, host=socket.gethostname(), machine="other-container")
+    with pytest.raises(SpiralrayError, match="in use by another run .*run again in"):
+        with leased(out):
+            pass
+    # a folder the user made stays when a run leaves it empty; a refused or interrupted acquire
+    # leaves no lease behind
+    mine = tmp_path / "mine.zarr"
+    mine.mkdir()
+    with leased(Output(str(mine))):
+        pass
+    assert mine.is_dir() and not any(mine.iterdir())
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lease_mod.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with leased(Output(str(mine))):
+            pass
+    assert not (mine / LEASE).exists()
 
 
 def test_of_two_runs_that_start_together_one_goes_on(s3):
@@ -103,10 +129,17 @@ def test_of_two_runs_that_start_together_one_goes_on(s3):
 
 
 def test_a_run_whose_lease_was_taken_over_does_not_end_as_complete(tmp_path, monkeypatch):
+    """A review's finding: the loss was said only after the run had marked the output complete
+    and dropped the scratch the other run was assembling from."""
     monkeypatch.setattr(lease_mod, "RENEW", 0.05)
     out = Output(str(tmp_path / "o.zarr"))
+    image = Output(str(tmp_path / "o.zarr" / "plate" / "A1.zarr"))  # an archive's image output
     with pytest.raises(SpiralrayError, match="was taken over by another run .*--overwrite"):
         with leased(out):
             _foreign(out)  # a run that saw this one silent for TTL took the output
-            time.sleep(0.5)
+            for step in (lambda: image.write_manifest({"complete": True}), image.drop_scratch):
+                with pytest.raises(SpiralrayError, match="this run stops before finishing it"):
+                    step()
+            image.write_manifest({"complete": False})  # work in progress is not refused
     assert out.get_json(LEASE, "lease")["token"] == "other"  # the other run's lease is left
+    assert image.manifest() == {"complete": False}

@@ -133,6 +133,14 @@ def test_archive_of_images_mirrors_paths_and_reports_bad_images(ray_cluster, eng
     hierarchy = zarr.open_group(str(tmp_path / "out"), mode="r")
     assert dict(hierarchy.attrs) == {"mine": 1}
     assert np.array_equal(hierarchy["plate/A/1/labels/instances/0"][...], _labels(tmp_path / "out/plate/A/1"))
+    # re-run with another parameter: one line for the archive, not the same refusal per image
+    # (a user test's finding; the broken image is reported once the command is right)
+    import shutil
+
+    shutil.rmtree(tmp_path / "arch.zarr" / "broken")  # an image with work to do is run, not refused
+    said = r"out holds another run of its 3 images \(parameters \(tile_size\) differ\): use --overwrite"
+    with pytest.raises(SpiralrayError, match=said):
+        segment(str(tmp_path / "arch.zarr"), str(tmp_path / "out"), engine, Options(512), ropts=ROPTS)
 
 
 def test_folder_of_tiffs_and_zarr_stores(ray_cluster, engine, tmp_path):

@@ -4,10 +4,12 @@ writes and renews while it runs.
 Two runs on one output (a job submitted twice) would each resume the other's tiles and drop the
 other's scratch before its labels were assembled: labels read as empty, marked complete. The
 lease refuses the second run with one line. A lease is free when its holder released it, when
-its holder is a process on this host that no longer runs (``ray job stop``, a kill), or when it
-has not been renewed for ``TTL`` seconds (a holder on another node that died). Object stores
-have no atomic create, so a run writes its lease, waits a moment and reads it back: of two runs
-that write at once, only the one whose lease stayed goes on.
+it has not been renewed for ``TTL`` seconds (a holder on another node that died, or one frozen),
+or when its holder is a process of this machine (same boot, same process namespace) that no
+longer runs (``ray job stop``, a kill). Object stores have no atomic create, so a run writes its
+lease, waits a moment and reads it back: of two runs that write at once, only the one whose lease
+stayed goes on. Before its irreversible steps (labels assembled, ``complete`` written, scratch
+dropped) a run reads its lease again (``verify``): one whose lease another run took stops there.
 """
 
 from __future__ import annotations
@@ -24,17 +26,32 @@ from .readers import redact
 
 LEASE = ".spiralray/lease.json"
 RENEW = 20.0  # seconds between renewals
-TTL = 120.0  # a lease not renewed for this long is a dead holder's
+TTL = 120.0  # a lease not renewed for this long is a dead (or frozen) holder's
 SETTLE = 0.5  # seconds between writing a lease and reading it back
+_ACTIVE: dict[str, Lease] = {}  # this process's leases by output URL (``verify``)
+
+
+def _machine() -> str:
+    """This host, boot and process namespace: where a pid names the same process (containers
+    sharing a hostname do not share pids)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "/".join(parts)
 
 
 def _alive(pid: int, started: float | None) -> bool:
-    """Whether process ``pid`` of this host still runs, and is the one that took the lease (a
-    pid can be reused: its start time must match)."""
+    """Whether process ``pid`` of this machine still runs, and is the one that took the lease
+    (a pid can be reused: its start time must match; a zombie has ended)."""
     try:
         import psutil
 
         proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
         return started is None or abs(proc.create_time() - started) < 2.0
     except ImportError:
         try:
@@ -66,11 +83,13 @@ class Lease:
         self.lost: dict | None = None  # the other holder's lease, once another run took over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._created = False  # the output folder was made by this lease (removed if left empty)
 
     def _mine(self) -> dict:
         return {
             "token": self.token,
             "host": socket.gethostname(),
+            "machine": _machine(),
             "pid": os.getpid(),
             "started": _started(),
             "renewed": time.time(),
@@ -81,30 +100,39 @@ class Lease:
         held = self.out.get_json(LEASE, "lease")
         if not held or held.get("token") == self.token:
             return None
-        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
+        if time.time() - float(held.get("renewed", 0)) >= TTL:
+            return None
+        if held.get("machine") == _machine() and isinstance(held.get("pid"), int):
             return held if _alive(held["pid"], held.get("started")) else None
-        return held if time.time() - float(held.get("renewed", 0)) < TTL else None
+        return held
 
     def _refuse(self, held: dict) -> None:
         age = max(0, round(time.time() - float(held.get("renewed", 0))))
-        elsewhere = held.get("host") != socket.gethostname()  # its death is seen only by age
+        here = held.get("machine") == _machine()  # elsewhere, its death is seen only by age
         raise SpiralrayError(
             f"output {redact(self.out.url)} is in use by another run (host {held.get('host')}, "
             f"pid {held.get('pid')}, renewed {age} s ago): wait for it to finish"
-            + (f", or if it was stopped, run again in {max(0, round(TTL - age))} s" if elsewhere else "")
+            + ("" if here else f", or if it was stopped, run again in {max(0, round(TTL - age))} s")
         )
 
     def acquire(self) -> None:
         held = self.holder()
         if held:
             self._refuse(held)
+        self._created = not self.out.exists()
         self.out.put_json(LEASE, self._mine())
-        time.sleep(SETTLE)
-        now = self.out.get_json(LEASE, "lease") or {}
-        if now.get("token") != self.token:  # another run wrote its lease at the same moment
-            self._refuse(now)
+        try:
+            time.sleep(SETTLE)
+            now = self.out.get_json(LEASE, "lease") or {}
+            if now.get("token") != self.token:  # another run wrote its lease at the same moment
+                self._refuse(now)
+        except BaseException:  # refused, interrupted or failed here: leave no lease behind
+            self._stop.set()
+            self.release()
+            raise
         self._thread = threading.Thread(target=self._renew, name="spiralray-lease", daemon=True)
         self._thread.start()
+        _ACTIVE[self.out.url] = self
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW):
@@ -113,26 +141,52 @@ class Lease:
                 if now.get("token") not in (None, self.token):
                     self.lost = now
                     return
-                self.out.put_json(LEASE, self._mine())
+                if not self._stop.is_set():  # released meanwhile: a late write would revive it
+                    self.out.put_json(LEASE, self._mine())
             except Exception:  # a storage hiccup: the next renewal tries again, well inside TTL
                 continue
 
+    def verify(self) -> None:
+        """Raise if another run has taken this lease (read afresh, not only the last renewal)."""
+        if self.lost is None:
+            now = self.out.get_json(LEASE, "lease") or {}
+            if now.get("token") not in (None, self.token):
+                self.lost = now
+        if self.lost is not None:
+            raise SpiralrayError(
+                f"output {redact(self.out.url)} was taken over by another run (host "
+                f"{self.lost.get('host')}, pid {self.lost.get('pid')}) while this one ran: this run "
+                "stops before finishing it; run again with --overwrite once that run ends"
+            )
+
     def release(self) -> None:
+        _ACTIVE.pop(self.out.url, None)
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=60)  # a renewal in flight ends before the lease is deleted
         with contextlib.suppress(Exception):
             now = self.out.get_json(LEASE, "lease") or {}
             if now.get("token") == self.token:
                 self.out.delete(LEASE)
-        self.out.remove_empty()  # a run refused before it wrote leaves no folder behind
+        # a run refused before it wrote leaves no folder behind (one the user made stays)
+        self.out.remove_empty(root=self._created)
+
+
+def verify(url: str) -> None:
+    """Before an irreversible step on the output at ``url``: raise if the lease this process
+    holds on it (or on the archive output holding it) was taken by another run. Nothing held:
+    nothing to check (a direct API call)."""
+    u = str(url).rstrip("/")
+    for root, lease in list(_ACTIVE.items()):
+        if u == root or u.startswith(root.rstrip("/") + "/"):
+            lease.verify()
 
 
 @contextlib.contextmanager
 def leased(out):
     """Hold the lease on ``out`` (an ``io.output.Output``) for the block; refused (one line) while
-    another run holds it. A run whose lease another took over (after ``TTL`` without renewal:
-    a process frozen that long) ends in an error, not a "complete" it cannot vouch for."""
+    another run holds it. A run whose lease another took (after ``TTL`` without renewal: a
+    process frozen that long) stops at its next ``verify``, and at the block's end."""
     lease = Lease(out)
     lease.acquire()
     try:
@@ -140,7 +194,4 @@ def leased(out):
     finally:
         lease.release()
     if lease.lost:
-        raise SpiralrayError(
-            f"output {redact(out.url)} was taken over by another run (host {lease.lost.get('host')}, "
-            f"pid {lease.lost.get('pid')}) while this one ran: run again with --overwrite once it ends"
-        )
+        lease.verify()

@@ -28,7 +28,7 @@ import uuid
 import numpy as np
 
 from ..errors import SpiralrayError
-from . import spacing
+from . import lease, spacing
 from .readers import is_url, local, one_line, redact
 from .retry import retrying
 from .storage import delete
@@ -122,12 +122,13 @@ class Output:
     def delete(self, key: str) -> None:
         delete(self.fs, self._p(key))
 
-    def remove_empty(self) -> None:
-        """Remove ``.spiralray/`` and the output folder where they are empty (local: what a run
-        that wrote nothing but its lease leaves, which a later run would call foreign)."""
+    def remove_empty(self, root: bool = False) -> None:
+        """Remove ``.spiralray/`` where it is empty, and with ``root`` the output folder too
+        (local: what a run that wrote nothing but its lease leaves, which a later run would call
+        foreign; a folder the user made is not ``root``'s)."""
         if is_url(self.url):
             return  # object stores have no folders
-        for path in (self._p(".spiralray"), self.root):
+        for path in (self._p(".spiralray"), self.root) if root else (self._p(".spiralray"),):
             with contextlib.suppress(OSError):
                 os.rmdir(path)
 
@@ -189,6 +190,8 @@ class Output:
                 os.remove(tmp)
 
     def write_manifest(self, manifest: dict) -> None:
+        if manifest.get("complete"):  # irreversible: only while this run still holds the output
+            lease.verify(self.url)
         self.put_json(MANIFEST, manifest)
 
     def put_json(self, key: str, obj: dict) -> None:
@@ -261,6 +264,7 @@ class Output:
         """Final labels from the scratch seed ids: ``seeds`` (sorted uint64) map to ``ids``;
         instance and semantic pyramids, OME metadata (in the input's physical units when
         ``pixel``, an ``io.spacing`` dict, gives them), the table; ``complete`` set last."""
+        lease.verify(self.url)  # the scratch is this run's only while it holds the output
         import dask
         import dask.array as da
         import zarr
@@ -340,6 +344,7 @@ class Output:
             raise SpiralrayError(f"cannot write output {redact(self.url)}: {one_line(exc)}") from exc
 
     def drop_scratch(self) -> None:
+        lease.verify(self.url)  # another run's scratch, if another run took the output over
         try:
             delete(self.fs, self._p(SCRATCH))
         except FileNotFoundError:

@@ -24,6 +24,14 @@ class NotAnImage(SpiralrayError):
     """An archive's entry that is spiralray's own output (a label TIFF): skipped, not failed."""
 
 
+class OtherRun(SpiralrayError):
+    """The output holds a run whose parameters (or input) differ: ``differs`` says which."""
+
+    def __init__(self, message: str, differs: str):
+        super().__init__(message)
+        self.differs = differs
+
+
 @dataclass
 class Options:
     """What a user chooses for a run; ``params()`` is what a resumed run must match."""
@@ -196,8 +204,9 @@ def check_image_run(
         return run
     differs = mismatch(old, manifest)
     if differs and not opts.overwrite:
-        raise SpiralrayError(
-            f"output {redact(output)} holds another run ({differs} differ): use --overwrite to replace it"
+        raise OtherRun(
+            f"output {redact(output)} holds another run ({differs} differ): use --overwrite to replace it",
+            differs,
         )
     if differs or opts.overwrite:
         run.replace = True  # removed once the plan is made: an image refused then loses nothing

@@ -111,9 +111,11 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
         except SpiralrayError as exc:
             if not archive:
                 raise
-            failed.append({"input": redact(e.url), "error": str(exc)})
+            differs = getattr(exc, "differs", None)  # OtherRun: the output's parameters differ
+            failed.append({"input": redact(e.url), "error": str(exc), "differs": differs})
             continue
         (finished if run.finished is not None else runs).append(run)
+    _same_refusal(output, failed, runs + finished)
     if runs:  # work to do: the actors must fit somewhere (a finished archive needs none)
         check_resources(ropts, embedded)
     # per-image statistics are a pass over each image's chunks: one Ray task per image
@@ -164,6 +166,19 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     else:
         summary["per_image"] = images
     return summary
+
+
+def _same_refusal(output: str, failed: list[dict], others: list) -> None:
+    """A re-run whose parameters differ from the output's is refused for every image alike: one
+    line, a mistake in the command (exit 2), not one failure per image (an image that failed
+    for another reason is reported once the command is right). Where other images have work or
+    are finished, each refused image is reported with them."""
+    differs = [d for d in (f.pop("differs", None) for f in failed) if d]  # not in the summary
+    if len(differs) > 1 and not others and len(set(differs)) == 1:
+        raise SpiralrayError(
+            f"output {redact(output)} holds another run of its {len(differs)} images "
+            f"({differs[0]} differ): use --overwrite to replace them"
+        )
 
 
 def _archive_root(output: str, paths: dict, runs: list, failed: list[dict]) -> dict:

@@ -351,7 +351,10 @@ def train(job: TrainJob, address: str | None = None, log=print) -> dict:
         log(f"{stage}: {len(history)} epochs, last {history[-1]}")
     # the MLflow run is named as the Ray Train runs (a generated name too, not MLflow's own)
     out = registry.log_training(replace(job, name=name), cfg, weights, results, val_pairs, len(train_pairs))
-    mark_finished(storage, name, out, job.register, job.epochs)
+    try:
+        mark_finished(storage, name, out, job.register, job.epochs)
+    except Exception as exc:  # the model is logged: a missing marker only lets a resume redo it
+        log(f"could not record run {name} as finished in {storage}: {exc.__class__.__name__}: {exc}")
     return out
 
 

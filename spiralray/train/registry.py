@@ -58,11 +58,10 @@ def check_store(create: bool) -> None:
 def _check_writable(path: str) -> None:
     import tempfile
 
-    try:
+    try:  # the file, and its folder (where sqlite makes its journal)
         if os.path.exists(path):
             open(path, "ab").close()
-        else:
-            tempfile.TemporaryFile(dir=os.path.dirname(path)).close()
+        tempfile.TemporaryFile(dir=os.path.dirname(path)).close()
     except OSError as exc:
         raise SpiralrayError(f"cannot write the MLflow store at {path}: {one_line(exc)}") from None
 

@@ -82,13 +82,14 @@ def test_ids_and_dtype_survive_and_border_objects_are_peeled():
     assert (out[0, :2] == 7).all()  # the cut nucleus's pixels on the image edge stay
 
 
-def generous_set(path, frames=3):
-    """A dataset dir (images.tif + labels.tif) of blurred discs labelled 2 px too wide."""
+def generous_set(path, frames=3, offset=0):
+    """A dataset dir (images.tif + labels.tif) of blurred discs labelled 2 px too wide; sets of
+    another ``offset`` hold other images (a set's copy as validation data is refused)."""
     import tifffile
 
     shape = (64, 64)
     true = disc(shape, 32, 32, 10)
-    images = np.stack([blurred(true) + k for k in range(frames)]).astype(np.uint16)
+    images = np.stack([blurred(true) + k + 10 * offset for k in range(frames)]).astype(np.uint16)
     labels = np.stack([disc(shape, 32, 32, 12)] * frames).astype(np.uint16)
     path.mkdir()
     tifffile.imwrite(path / "images.tif", images, photometric="minisblack")
@@ -104,7 +105,7 @@ def test_training_sources_conformed_by_name(tmp_path):
     from spiralray.train.ray_trainer import TrainJob, _split
 
     a, area = generous_set(tmp_path / "a")
-    b, _ = generous_set(tmp_path / "b")
+    b, _ = generous_set(tmp_path / "b", offset=1)
     pairs = load_sources([a, f"{b}:0-1"], conform=[f"{b}:0-1"])
     assert [int((lb > 0).sum()) for _, lb in pairs][:3] == [area] * 3  # a: as drawn
     assert all((lb > 0).sum() < area for _, lb in pairs[3:])  # b: peeled
@@ -118,7 +119,7 @@ def test_training_sources_conformed_by_name(tmp_path):
     with pytest.raises(SpiralrayError, match="is not one of the data sources"):
         _split(TrainJob(data=[a], conform=[f"{a}:0-1"]))
     # A --val-data source named too is conformed; the others are not.
-    c, _ = generous_set(tmp_path / "c")
+    c, _ = generous_set(tmp_path / "c", offset=2)
     train, val = _split(TrainJob(data=[a], val_data=[f"{b}:0-1", f"{c}:0"], conform=[f"{b}:0-1"]))
     assert [int((lb > 0).sum()) < area for _, lb in val] == [True, True, False]
     assert load_sources([a], conform=None)[0][1].sum() == area

@@ -247,9 +247,12 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     assert main(run) == 0  # the table written
     capsys.readouterr()
     table = (tmp_path / "out" / "objects.parquet").read_bytes()
-    assert main([*run, "--ids", "seed"]) == EXIT_FAILED_IMAGES  # every image refused: other parameters
+    assert main([*run, "--ids", "seed"]) == 2  # every image refused alike: a mistake in the command
     out, err = capsys.readouterr()
-    assert "2 image(s) failed; none finished" in err
+    assert err.strip() == (
+        f"spiralray: error: output {tmp_path / 'out'} holds another run of its 2 images "
+        "(parameters (ids) differ): use --overwrite to replace them"
+    )  # one line, not one per image
     assert out == ""  # no "0 objects -> OUT" line that reads like a finished run
     assert (tmp_path / "out" / "objects.parquet").read_bytes() == table  # the table stays
 

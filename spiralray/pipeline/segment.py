@@ -16,7 +16,7 @@ import time
 from ..errors import SpiralrayError
 from ..io.archive import Entry, indexed, is_archive, list_images, output_for
 from ..io.readers import is_url, redact
-from .run import NotAnImage, Options, check_image_run, output_lease, preflight, start_image_run
+from .run import NotAnImage, Options, OtherRun, check_image_run, output_lease, preflight, start_image_run
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     t0 = time.perf_counter()
     ropts = ropts or RayOptions()
     embedded = init_ray(address, None if (address or os.environ.get("RAY_ADDRESS")) else usable_cpus())
-    runs, finished, failed, paths = [], [], [], {}
+    runs, finished, failed, paths, refused = [], [], [], {}, []
     for index, e in indexed(output, entries, source=input) if archive else enumerate(entries):
         paths[index] = e.path
         try:
@@ -111,11 +111,12 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
         except SpiralrayError as exc:
             if not archive:
                 raise
-            differs = getattr(exc, "differs", None)  # OtherRun: the output's parameters differ
-            failed.append({"input": redact(e.url), "error": str(exc), "differs": differs})
+            failed.append({"input": redact(e.url), "error": str(exc)})
+            if isinstance(exc, OtherRun):  # the output's parameters differ
+                refused.append(exc.differs)
             continue
         (finished if run.finished is not None else runs).append(run)
-    _same_refusal(output, failed, runs + finished)
+    _same_refusal(output, refused, runs + finished)
     if runs:  # work to do: the actors must fit somewhere (a finished archive needs none)
         check_resources(ropts, embedded)
     # per-image statistics are a pass over each image's chunks: one Ray task per image
@@ -168,12 +169,11 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
     return summary
 
 
-def _same_refusal(output: str, failed: list[dict], others: list) -> None:
+def _same_refusal(output: str, differs: list[str], others: list) -> None:
     """A re-run whose parameters differ from the output's is refused for every image alike: one
     line, a mistake in the command (exit 2), not one failure per image (an image that failed
     for another reason is reported once the command is right). Where other images have work or
     are finished, each refused image is reported with them."""
-    differs = [d for d in (f.pop("differs", None) for f in failed) if d]  # not in the summary
     if len(differs) > 1 and not others and len(set(differs)) == 1:
         raise SpiralrayError(
             f"output {redact(output)} holds another run of its {len(differs)} images "

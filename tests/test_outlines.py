@@ -102,7 +102,8 @@ def test_training_sources_conformed_by_name(tmp_path):
 
     from spiralray.data.datasets import load_sources
     from spiralray.errors import SpiralrayError
-    from spiralray.train.ray_trainer import TrainJob, _split
+    from spiralray.train.ray_trainer import TrainJob
+    from spiralray.train.split import split as _split
 
     a, area = generous_set(tmp_path / "a")
     b, _ = generous_set(tmp_path / "b", offset=1)

@@ -449,7 +449,7 @@ def test_registry_uris_are_read_as_mlflow_reads_them():
 
 def test_split_never_validates_on_training_frames(dataset):
     from spiralray.data.datasets import load_pairs
-    from spiralray.train.ray_trainer import _split
+    from spiralray.train.split import split as _split
 
     pairs = load_pairs(str(dataset))
 
@@ -475,7 +475,7 @@ def test_several_sources_split_and_synthetic(dataset, tmp_path):
     """PATH:FRAMES sources concatenate in order; --val-data validates and every data frame
     trains; synthetic frames go to training only; one frame cannot be both."""
     from spiralray.data.datasets import load_pairs, parse_source
-    from spiralray.train.ray_trainer import _split
+    from spiralray.train.split import split as _split
 
     other = tmp_path / "other"
     other.mkdir()

@@ -4,13 +4,15 @@ PY := $(VENV)/bin/python
 # Any other torch spec can pull a multi-GB CUDA build; override for GPU machines.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# The versions the suite last passed with; `make install LOCK=` takes the newest instead.
+LOCK ?= constraints.txt
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q $(if $(LOCK),-c $(LOCK)) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +32,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/spiralray bench engine --json
 	$(VENV)/bin/spiralray bench compare --json
+
+# After a green `make test` on newer releases (make install LOCK=): record them.
+lock: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info

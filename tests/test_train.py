@@ -305,6 +305,27 @@ def test_runs_that_would_train_nothing_or_reuse_a_name_are_refused_first(trained
         os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
+def test_reserved_aliases_are_refused_whatever_mlflow_calls_its_checks(monkeypatch):
+    """MLflow's alias validators are private and were renamed in 3.18 (CI installed it overnight
+    and an alias of "latest" went on to train): the reserved aliases are refused without them."""
+    from mlflow.utils import validation
+
+    from spiralray.train.registry import check_registration
+
+    for name in dir(validation):
+        if "alias" in name and name.startswith("_validate"):
+            monkeypatch.delattr(validation, name)
+    for alias, says in [
+        ("latest", "'latest' alias name"),
+        ("Latest", "'latest'"),
+        ("V12", "'V12' is reserved"),
+    ]:
+        with pytest.raises(SpiralrayError, match=f"cannot register as nuclei@{alias}: .*{says}"):
+            check_registration("nuclei", alias)
+    check_registration("nuclei", "champion")  # an alias of the user's own goes on
+    check_registration("nuclei", "v2-candidate")
+
+
 def test_the_train_command_refuses_a_run_that_would_train_nothing(dataset, capsys):
     """``spiralray train`` end to end up to the first check: the flags become the job, and a
     mistake is one line, exit 2, before Ray starts."""

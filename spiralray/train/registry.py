@@ -69,23 +69,35 @@ def _check_writable(path: str) -> None:
 def check_registration(name: str | None, alias: str | None) -> None:
     """MLflow's own rules for a registered model's name and alias, before any training: a run's
     hours must not end in a refused registration ("latest" and "v3" are reserved aliases; a name
-    holds no "/" or ":")."""
+    holds no "/" or ":"). MLflow's validators are private and renamed between releases (3.18
+    renamed the alias ones), so each is looked up by its names, and the reserved aliases, which
+    MLflow documents, are also checked here."""
     if name is None:
         return
     from mlflow.exceptions import MlflowException
     from mlflow.utils import validation as v
 
+    def rule(*names):
+        return next((getattr(v, n) for n in names if hasattr(v, n)), lambda _: None)
+
     try:
-        v._validate_model_name(name)
+        rule("_validate_model_name")(name)
         if alias is not None:
-            v._validate_model_alias_name(alias)
-            v._validate_model_alias_name_reserved(alias)
-    except MlflowException as exc:
+            rule("_validate_model_alias_name", "_validate_alias_name")(alias)
+            rule("_validate_model_alias_name_reserved", "_validate_alias_name_reserved")(alias)
+            _reserved_alias(alias)
+    except (MlflowException, ValueError) as exc:
         raise SpiralrayError(
-            f"cannot register as {name}{'@' + alias if alias else ''}: {exc.message}"
+            f"cannot register as {name}{'@' + alias if alias else ''}: {getattr(exc, 'message', exc)}"
         ) from None
-    except AttributeError:  # another MLflow without these checks: it checks at registration
-        pass
+
+
+def _reserved_alias(alias: str) -> None:
+    """MLflow reserves "latest" (any case) and "v" + a version number for itself."""
+    if alias.lower() == "latest":
+        raise ValueError("'latest' alias name (case insensitive) is reserved.")
+    if re.fullmatch(r"[vV]\d+", alias):
+        raise ValueError(f"Version alias name '{alias}' is reserved.")
 
 
 def check_job_store() -> None:

@@ -143,3 +143,32 @@ def test_a_run_whose_lease_was_taken_over_does_not_end_as_complete(tmp_path, mon
             image.write_manifest({"complete": False})  # work in progress is not refused
     assert out.get_json(LEASE, "lease")["token"] == "other"  # the other run's lease is left
     assert image.manifest() == {"complete": False}
+
+
+def test_an_archive_run_and_a_one_image_run_inside_its_output_keep_apart(tmp_path, s3):
+    """An archive run's lease is on its output root, a one-image run's on the image's output:
+    each looks at the other's, so neither writes an image the other is writing."""
+    from spiralray.api import load_engine
+    from spiralray.pipeline.run import Options, check_image_run
+
+    for root in (str(tmp_path / "archive_out"), "s3://spiralray-test/lease/archive_out"):
+        _foreign(Output(root))  # an archive run (on another node) writing root
+        inner = Output(f"{root}/plate/a1.zarr")
+        with pytest.raises(SpiralrayError, match=r"a1.zarr is inside .*archive_out, which is in use by"):
+            with leased(inner, above=True):
+                pass
+        assert inner.get_json(LEASE, "lease") is None  # the refused run left nothing behind
+        Output(root).delete(LEASE)
+        with leased(inner, above=True):  # the archive run ended: the image run goes on
+            pass
+    # an archive run reaching an image output a one-image run holds: that image is refused
+    image, _ = generate(SyntheticSpec(300, 300, density=0.0008), seed=2)
+    tifffile.imwrite(tmp_path / "a1.tif", image)
+    held = Output(str(tmp_path / "archive_out" / "a1.zarr"))
+    _foreign(held)
+    net = load_engine().net
+    with pytest.raises(SpiralrayError, match=r"a1.zarr is in use by another run \(host node-7"):
+        check_image_run(str(tmp_path / "a1.tif"), held.url, net, Options(), in_archive=True)
+    held.delete(LEASE)  # that run released it (and its empty folder went with it)
+    held.remove_empty(root=True)
+    check_image_run(str(tmp_path / "a1.tif"), held.url, net, Options(), in_archive=True)

@@ -10,6 +10,9 @@ longer runs (``ray job stop``, a kill). Object stores have no atomic create, so 
 lease, waits a moment and reads it back: of two runs that write at once, only the one whose lease
 stayed goes on. Before its irreversible steps (labels assembled, ``complete`` written, scratch
 dropped) a run reads its lease again (``verify``): one whose lease another run took stops there.
+An archive run's lease is on its output root and a one-image run's on its image's output, so
+each also looks at the other's: a one-image run at the folders above its output, an archive run
+at each image output it is about to write (``check_free``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import uuid
 
 from ..errors import SpiralrayError
-from .readers import redact
+from .readers import is_url, local, redact
 
 LEASE = ".spiralray/lease.json"
 RENEW = 20.0  # seconds between renewals
@@ -109,8 +112,9 @@ class Lease:
     def _refuse(self, held: dict) -> None:
         age = max(0, round(time.time() - float(held.get("renewed", 0))))
         here = held.get("machine") == _machine()  # elsewhere, its death is seen only by age
+        where = f" is inside {redact(held['at'])}, which" if "at" in held else ""
         raise SpiralrayError(
-            f"output {redact(self.out.url)} is in use by another run (host {held.get('host')}, "
+            f"output {redact(self.out.url)}{where} is in use by another run (host {held.get('host')}, "
             f"pid {held.get('pid')}, renewed {age} s ago): wait for it to finish"
             + ("" if here else f", or if it was stopped, run again in {max(0, round(TTL - age))} s")
         )
@@ -182,13 +186,50 @@ def verify(url: str) -> None:
             lease.verify()
 
 
+def check_free(out) -> None:
+    """Raise (one line) while another run holds a lease on ``out``: an archive run's check of an
+    image output a one-image run may be writing."""
+    lease = Lease(out)
+    held = lease.holder()
+    if held:
+        lease._refuse(held)
+
+
+def _above(url: str) -> list[str]:
+    """The folders holding ``url``, nearest first, up to the bucket (or below the filesystem's
+    root): where an archive run holding this output may keep its lease."""
+    if is_url(url):
+        scheme, _, path = url.partition("://")
+        parts = path.strip("/").split("/")
+        return [f"{scheme}://{'/'.join(parts[:n])}" for n in range(len(parts) - 1, 0, -1)]
+    parts = os.path.abspath(local(url)).strip("/").split("/")
+    return ["/" + "/".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+
+
+def _held_above(out) -> dict | None:
+    """The live lease of a run on a folder holding ``out``, with its URL under ``"at"``."""
+    for url in _above(out.url):
+        try:
+            held = Lease(type(out)(url, out.storage_options)).holder()
+        except SpiralrayError:  # a folder this run may not read (a bucket's other prefixes)
+            continue
+        if held:
+            return {**held, "at": url}
+    return None
+
+
 @contextlib.contextmanager
-def leased(out):
+def leased(out, above: bool = False):
     """Hold the lease on ``out`` (an ``io.output.Output``) for the block; refused (one line) while
-    another run holds it. A run whose lease another took (after ``TTL`` without renewal: a
-    process frozen that long) stops at its next ``verify``, and at the block's end."""
+    another run holds it, or with ``above`` a folder holding it (an archive run's output root).
+    A run whose lease another took (after ``TTL`` without renewal: a process frozen that long)
+    stops at its next ``verify``, and at the block's end."""
     lease = Lease(out)
     lease.acquire()
+    held = _held_above(out) if above else None  # after acquiring: of two, one sees the other
+    if held:
+        lease.release()
+        lease._refuse(held)
     try:
         yield lease
     finally:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..core.config import CandidateSpec, SpiralSpec
 from ..errors import SpiralrayError
+from ..io.lease import check_free
 from ..io.output import Output
 from ..io.readers import TIFF, exists, is_url, local, open_image, redact
 from ..io.storage import SOFTWARE, check_parent, written_by_spiralray
@@ -199,6 +200,8 @@ def check_image_run(
             )
         return run
     out = run.out = Output(output, storage_options)
+    if in_archive:  # this run's lease is on the archive's root: a one-image run's on the image
+        check_free(out)
     old = check_owned(out)
     if old is None:
         return run
@@ -279,7 +282,7 @@ def output_lease(output: str, archive: bool, storage_options: dict | None = None
     out = Output(output, storage_options)
     if not archive:
         check_owned(out)  # a user's folder is refused before the lease is written into it
-    return leased(out)
+    return leased(out, above=True)  # an archive run writing a folder holding it
 
 
 def _nonempty(out: Output) -> bool:

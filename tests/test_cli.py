@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -337,10 +338,13 @@ def test_user_fixable_problems_are_one_line_exit_2(tmp_path, capsys):
         ("typo", {"faint_contrat": 0.2}),
         ("type", {"threshold": "high"}),
         ("wide", None),
+        ("newer", {"halo_rule": 2}),
     ):
         edited[name] = tmp_path / name
         shutil.copytree(default_model_dir(), edited[name])
         config = json.loads((edited[name] / "config.json").read_text())
+        if name == "newer":  # a setting this version lacks, saved by a later spiralray
+            config["spiralray_version"] = "9.0.0"
         if change:
             config["spiralnet"]["candidates"].update(change)
         else:
@@ -357,6 +361,11 @@ def test_user_fixable_problems_are_one_line_exit_2(tmp_path, capsys):
             "config.json: setting candidates.threshold is 'high', expected a number",
         ),
         (["--model", str(edited["wide"])], "size mismatch for"),
+        (
+            ["--model", str(edited["newer"])],
+            f"was saved by spiralray 9.0.0, newer than this {version('spiralray')}: unknown setting"
+            " candidates.halo_rule; upgrade spiralray to use it",
+        ),
         (["--batch-size", "0"], "batch size"),
         (["--threads", "0"], "--threads"),
         (["--device", "tpu7"], "device"),

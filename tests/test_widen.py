@@ -1,6 +1,8 @@
 """Growing a trained segmenter's skip modules (train.widen): same masks at first, then trainable."""
 
 import itertools
+import json
+from importlib.metadata import version
 
 import numpy as np
 import pytest
@@ -24,6 +26,10 @@ def test_widened_model_segments_exactly_as_the_original(tmp_path):
     modelzoo.save(grown, tmp_path / "w48")  # the shape travels in the config
     loaded = modelzoo.load(str(tmp_path / "w48"))
     assert loaded.config.model.seg_skip_inner == 48
+    # which spiralray saved it: a later one's new settings are named as such, not as typos
+    assert json.loads((tmp_path / "w48" / "config.json").read_text())["spiralray_version"] == version(
+        "spiralray"
+    )
     assert loaded.segmenter.skips[0].a.weight.shape[0] == 48
     after = Engine(loaded, device="cpu").segment(image).labels
     assert before.max() > 3

@@ -168,6 +168,13 @@ def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
         and summary["spacing"]["scale"] == [0.65] * 2
     )
     assert "source" not in zarr.open_group(str(out / "labels/instances")).attrs["ome"]["image-label"]
+    # NGFF 0.5 (from a user test: validators refused every output): each level's array names the
+    # multiscale's axes as its dimension_names
+    for name in ("instances", "semantic"):
+        group = zarr.open_group(str(out / "labels" / name))
+        axes = [a["name"] for a in group.attrs["ome"]["multiscales"][0]["axes"]]
+        for level in group.attrs["ome"]["multiscales"][0]["datasets"]:
+            assert list(group[level["path"]].metadata.dimension_names) == axes == ["y", "x"]
     # an uncalibrated input keeps pixel units, as before
     tifffile.imwrite(tmp_path / "plain.tif", nuclei)
     assert main(["segment", str(tmp_path / "plain.tif"), str(tmp_path / "plain.zarr")]) == 0
@@ -197,3 +204,40 @@ def test_a_tiff_output_records_the_pixel_size_as_ome_xml_and_stays_recognised(tm
         assert tif.pages[0].get_resolution()[0] == pytest.approx(1e4 / 0.65, rel=1e-6)
     assert main(["segment", str(tmp_path / "in.ome.tif"), str(out), "--semantic", "--overwrite"]) == 0
     assert open_image(str(out)).dtype == np.uint8
+
+
+def test_a_level_named_directly_has_its_own_pixel_size_and_a_v3_arrays_dimension_names_its_axes(
+    tmp_path, nuclei, capsys
+):
+    """From a user test: ``img.ome.zarr/1`` (the one way to segment a coarser level) lost the
+    image's axes and pixel size, and a zarr v3 array's ``dimension_names`` were not read."""
+    src = zarr.open_group(str(tmp_path / "in.ome.zarr"), mode="w")
+    two = np.stack([np.zeros_like(nuclei), nuclei])
+    src.create_array("0", data=two, chunks=(1, 64, 64))
+    src.create_array("1", data=two[:, ::2, ::2], chunks=(1, 64, 64))
+    ms = _multiscale([{"type": "scale", "scale": [1, 0.325, 0.325]}])
+    ms["datasets"].append(
+        {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.65, 0.65]}]}
+    )
+    src.attrs["ome"] = {"version": "0.5", "multiscales": [ms]}
+    level = open_image(str(tmp_path / "in.ome.zarr/1"), 1, None)
+    assert level.shape == (nuclei.shape[0] // 2, nuclei.shape[1] // 2)
+    assert level.spacing == {"scale": [0.65, 0.65], "translation": [0.0, 0.0], "unit": UM}
+    out = tmp_path / "level1.zarr"
+    assert main(["segment", str(tmp_path / "in.ome.zarr/1"), str(out), "--channel", "1"]) == 0
+    ms_out = zarr.open_group(str(out / "labels/instances")).attrs["ome"]["multiscales"][0]
+    assert ms_out["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [0.65, 0.65]}]
+    # a bare zarr v3 array: its dimension names are its axes
+    tc = zarr.create_array(
+        str(tmp_path / "tc.zarr"),
+        shape=(2, *two.shape),
+        dtype=two.dtype,
+        dimension_names=("t", "c", "y", "x"),
+    )
+    tc[1] = two
+    picked = open_image(str(tmp_path / "tc.zarr"), 1, {"t": 1})
+    assert picked.plane.axes == "tcyx" and np.array_equal(
+        picked.read(0, nuclei.shape[0], 0, nuclei.shape[1]), nuclei
+    )
+    assert main(["segment", str(tmp_path / "tc.zarr"), str(tmp_path / "tc.tif"), "--channel", "1"]) == 2
+    assert "--plane" in capsys.readouterr().err  # a stack named as such, not 'no axis metadata'

@@ -302,6 +302,7 @@ class Output:
                         dtype=arr.dtype,
                         fill_value=0,
                         overwrite=True,
+                        dimension_names=("y", "x"),  # NGFF 0.5: each level names the axes
                     )
                     da.store(arr.rechunk((chunks, chunks)), _Retried(target), lock=False)
                     datasets.append(

@@ -23,6 +23,7 @@ from ..errors import SpiralrayError
 from . import spacing
 from .planes import Plane, choose_plane, grey_of_colour
 from .retry import retrying
+from .zarr_axes import array_axes, ome_axes
 
 TIFF = (".tif", ".tiff")
 RASTER = (".png", ".jpg", ".jpeg", ".bmp")
@@ -197,17 +198,6 @@ class ImageReader:
         }
 
 
-def _ome_axes(attrs) -> tuple[dict | None, str | None]:
-    """(multiscales[0], axes letters) of NGFF 0.4 (attrs) or 0.5 (attrs["ome"]) metadata."""
-    ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not ms:
-        return None, None
-    axes = ms[0].get("axes")
-    if axes is None:
-        return ms[0], None
-    return ms[0], "".join((a["name"] if isinstance(a, dict) else a)[0].lower() for a in axes)
-
-
 def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
     import zarr
 
@@ -217,7 +207,7 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
         raise SpiralrayError(f"cannot open {redact(url)} as zarr: {one_line(exc)}") from exc
     axes, kind, pixel = None, "zarr", None
     if isinstance(node, zarr.Group):
-        ms, axes = _ome_axes(dict(node.attrs))
+        ms, axes = ome_axes(dict(node.attrs))
         if ms is None:
             raise SpiralrayError(
                 f"{redact(url)} is a zarr group, not an image: name an array or image inside it"
@@ -236,6 +226,8 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
         raise SpiralrayError(
             f"{redact(url)} is an array of shape {getattr(node, 'shape', None)}, not an image"
         )
+    if kind == "zarr":  # an array named directly: a level of an OME-Zarr image, or its own names
+        axes, pixel = array_axes(url, node, storage_options)
     p = choose_plane(tuple(node.shape), axes, channel, plane)
     chunks = tuple(int(c) for a, c in zip(p.axes, node.chunks, strict=True) if a in "yx")
     reader = ImageReader(url, node, p, chunks, whole=False, kind=kind.strip(), spacing=pixel)

@@ -264,6 +264,7 @@ def write_labels(
             dtype=labels.dtype,
             chunks=tuple(min(chunks, n) for n in labels.shape),
             overwrite=True,
+            dimension_names=("y", "x") if labels.ndim == 2 else None,
         )
         arr[...] = labels
         return

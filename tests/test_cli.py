@@ -265,7 +265,7 @@ def test_an_output_of_another_input_or_model_is_refused_and_kept(tmp_path, capsy
     kept = _files(out)
     capsys.readouterr()
     for extra, differs in (
-        ([str(tmp_path / "b.tif")], "inputs"),
+        ([str(tmp_path / "b.tif")], "input paths"),
         ([str(tmp_path / "a.tif"), "--model", str(tmp_path / "other")], "models"),
     ):
         assert main(["segment", *extra[:1], str(out), *extra[1:]]) == 2
@@ -276,11 +276,20 @@ def test_an_output_of_another_input_or_model_is_refused_and_kept(tmp_path, capsy
     # called complete (or, interrupted, resumed with the old image's tiles): its bytes are recorded
     tifffile.imwrite(tmp_path / "a.tif", a[::-1].copy())
     assert main(["segment", str(tmp_path / "a.tif"), str(out)]) == 2
-    assert "holds another run (input contents differ): use --overwrite" in capsys.readouterr().err
+    assert (
+        "holds another run (input contents differ: the sizes or modification times of its stored"
+        " files): use --overwrite" in capsys.readouterr().err
+    )
     assert _files(out) == kept
     tifffile.imwrite(tmp_path / "a.tif", a)  # the same pixels, the file written again: its time
     assert main(["segment", str(tmp_path / "a.tif"), str(out)]) == 2  # (bytes are not read twice)
     capsys.readouterr()
+    # another channel of the same image is named as such (a user test read 'inputs differ')
+    tifffile.imwrite(tmp_path / "c.ome.tif", np.stack([a, b]), ome=True, metadata={"axes": "CYX"})
+    chan = tmp_path / "c.zarr"
+    assert main(["segment", str(tmp_path / "c.ome.tif"), str(chan), "--channel", "0"]) == 0
+    assert main(["segment", str(tmp_path / "c.ome.tif"), str(chan), "--channel", "1"]) == 2
+    assert "holds another run (input planes or channels differ)" in capsys.readouterr().err
     # found in a user test: --overwrite deleted the output before a run the image then refused
     # (NaN pixels, too small, a diameter it cannot hold), and files a user had put inside it
     bad = a.astype(np.float32)
@@ -379,6 +388,9 @@ def test_user_fixable_problems_are_one_line_exit_2(tmp_path, capsys):
         assert expected in err and len(err.strip().splitlines()) == 1 and "internal error" not in err, err
     assert main(["segment", "gcs://bucket/x.zarr", str(tmp_path / "o.tif")]) == 2
     assert "gcs" in capsys.readouterr().err
+    # an output without an extension (a user test: "unsupported output format 'none'")
+    assert main(["segment", str(tmp_path / "i.tif"), str(tmp_path / "labels" / "nuclei")]) == 2
+    assert "unsupported output format: the name has no extension" in capsys.readouterr().err
 
 
 def test_constant_channels_last_image_keeps_its_shape(tmp_path):

@@ -241,7 +241,8 @@ def check_output(path) -> None:
         return
     ext = suffix(s)
     if ext not in TIFF:
-        raise SpiralrayError(f"unsupported output format '{ext or 'none'}' for {s} (use .tif or .zarr)")
+        what = f"format '{ext}'" if ext else "format: the name has no extension"
+        raise SpiralrayError(f"unsupported output {what} ({s}): name it .tif or .zarr")
     check_parent(s)
 
 

@@ -109,9 +109,8 @@ def output_kind(output: str) -> str:
     if s.endswith(".zarr") or is_url(output):
         return "zarr"
     suffix = os.path.splitext(s)[1]
-    raise SpiralrayError(
-        f"unsupported output format '{suffix or 'none'}' for {output} (use .zarr, a URL or .tif)"
-    )
+    what = f"format '{suffix}'" if suffix else "format: the name has no extension"
+    raise SpiralrayError(f"unsupported output {what} ({output}): name it .zarr (OME-Zarr), or .tif")
 
 
 def check_tiff_output(path: str, overwrite: bool = False) -> None:
@@ -208,7 +207,9 @@ def check_image_run(
     differs = mismatch(old, manifest)
     if differs and not opts.overwrite:
         raise OtherRun(
-            f"output {redact(output)} holds another run ({differs} differ): use --overwrite to replace it",
+            f"output {redact(output)} holds another run ({differs} differ"
+            + (": the sizes or modification times of its stored files" if differs == "input contents" else "")
+            + "): use --overwrite to replace it",
             differs,
         )
     if differs or opts.overwrite:
@@ -340,6 +341,10 @@ def mismatch(old: dict, new: dict) -> str | None:
                     if (a[key] or {}).get(k) != (b[key] or {}).get(k)
                 )
                 return f"parameters ({', '.join(diff)})"
+            if key == "inputs" and len(a[key]) == len(b[key]) == 1:  # which part of the input
+                (pa, sa, qa), (pb, sb, qb) = a[key][0], b[key][0]
+                named = (("paths", pa, pb), ("shapes", sa, sb), ("planes or channels", qa, qb))
+                return "input " + " and ".join(n for n, x, y in named if x != y)
             return what
     # the input's stored bytes (ImageReader.stamp), where both record them: the same
     # path rewritten with another image was resumed as the old one, or called complete

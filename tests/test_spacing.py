@@ -241,3 +241,9 @@ def test_a_level_named_directly_has_its_own_pixel_size_and_a_v3_arrays_dimension
     )
     assert main(["segment", str(tmp_path / "tc.zarr"), str(tmp_path / "tc.tif"), "--channel", "1"]) == 2
     assert "--plane" in capsys.readouterr().err  # a stack named as such, not 'no axis metadata'
+    # the object table says which frame and channel its objects came from (a user test: tables
+    # of a time series' frames could not be told apart once concatenated)
+    out = tmp_path / "t1.zarr"
+    assert main(["segment", str(tmp_path / "tc.zarr"), str(out), "--channel", "1", "--plane", "t=1"]) == 0
+    table = read_table(str(out))
+    assert len(table["id"]) > 3 and set(table["t"]) == {1} and set(table["c"]) == {1} and "z" not in table

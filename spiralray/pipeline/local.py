@@ -141,8 +141,14 @@ def run_plan(
 
 def finished_table(asm: Assembler, plan: ImagePlan) -> dict:
     """The image's per-object table once every tile row is fed, with its micrometer columns
-    where the input records its pixel size (both executors end an image with it)."""
-    return in_micrometers(asm.finish(), micrometer_frame(plan.source.get("spacing")))
+    where the input records its pixel size, and the index of the plane it was read from on
+    each of the input's other axes (``t``, ``c``, ``z``: tables of a time series' frames or a
+    stack's planes concatenate without losing where each object was). Both executors end an
+    image with it."""
+    table = in_micrometers(asm.finish(), micrometer_frame(plan.source.get("spacing")))
+    n = len(table["id"])
+    at = zip(plan.source.get("axes") or "", plan.source.get("plane") or [], strict=False)
+    return {**table, **{a: np.full(n, k, np.int64) for a, k in at if a in "tcz" and isinstance(k, int)}}
 
 
 def summarize(plan: ImagePlan, asm: Assembler, table: dict, opts: Options, tiles: int, stats: dict) -> dict:

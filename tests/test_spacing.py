@@ -182,6 +182,12 @@ def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
     assert ms["axes"] == [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
     assert ms["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [1.0, 1.0]}]
     assert np.isnan(read_table(str(tmp_path / "plain.zarr"))["area_um2"]).all()  # and no micrometers
+    # a pixel size without a unit is named as such (a user test read 'does not record')
+    ds = [{"type": "scale", "scale": [1, 0.325, 0.325]}]
+    src.attrs["multiscales"] = [{"version": "0.4", **_multiscale(ds, units=(None, None))}]
+    run = ["segment", str(tmp_path / "in.ome.zarr"), str(tmp_path / "nounit.zarr"), "--channel", "1"]
+    assert main([*run, "--diameter", "8um"]) == 2
+    assert "records 0.325 without a unit: give the diameter in px" in capsys.readouterr().err
 
 
 def test_a_tiff_output_records_the_pixel_size_as_ome_xml_and_stays_recognised(tmp_path, nuclei):

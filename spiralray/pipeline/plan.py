@@ -174,6 +174,15 @@ def in_pixels(diameter, reader) -> tuple[float | str | None, str | None]:
     if side is None:
         if reader.kind == "memory":
             raise SpiralrayError(f"diameter {diameter} needs the pixel size: pass pixel_size= (micrometers)")
+        recorded = getattr(reader, "spacing", None)
+        if recorded:  # a size without a unit (or one that is not a length): not convertible
+            units = " / ".join(sorted({str(u) for u in recorded["unit"] if u}))
+            raise SpiralrayError(
+                f"diameter {diameter} needs the pixel size in a unit of length; "
+                f"{reader.describe()['url']} records {recorded['scale'][1]:g} "
+                + (f"in {units}" if units else "without a unit")
+                + ": give the diameter in px"
+            )
         raise SpiralrayError(
             f"diameter {diameter} needs the pixel size, which {reader.describe()['url']} does not "
             "record (OME-Zarr, OME-TIFF or ImageJ metadata): give the diameter in px"

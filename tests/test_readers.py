@@ -74,6 +74,11 @@ def test_stacks_need_a_plane(tmp_path, image):
         open_image(str(path))
     assert np.array_equal(open_image(str(path), plane=2).read(0, 10, 0, 10), image[:10, :10] // 3)
     assert np.array_equal(open_image(str(path), plane={"z": 1}).read(0, 10, 0, 10), image[:10, :10] // 2)
+    # channels and planes both to choose: said at once (a user test met one error, then the other)
+    two = _ome(tmp_path / "tcz.ome.zarr", np.concatenate([stack, stack], axis=1), "0.5")
+    with pytest.raises(SpiralrayError, match=r"2 channels and is a stack .*--channel and .*--plane N"):
+        open_image(str(two))
+    assert open_image(str(two), channel=1, plane=0).shape == image.shape
 
 
 def test_a_tiff_of_several_images_is_refused_unless_the_others_are_thumbnails(tmp_path, image):

@@ -254,6 +254,12 @@ def test_missing_chunks_are_counted_in_the_chosen_plane_only(tmp_path, monkeypat
     assert listings == []
     assert r.missing_chunks == 3 and r.stamp() and r.describe()["missing_chunks"] == 3
     assert len(listings) == 1
+    # an archive image's plan task takes the driver's count: its store is not listed again
+    from spiralray.core.config import SpiralNetConfig
+    from spiralray.pipeline.segment import _plan
+
+    plan = _plan(path, Options(channel=2, tile_size=256), SpiralNetConfig(), 0, 3)
+    assert plan.source["missing_chunks"] == 3 and len(listings) == 1
 
 
 def test_corrupt_chunk_names_the_chunk_and_leaves_the_output_resumable(tmp_path, image, engine):

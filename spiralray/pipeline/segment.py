@@ -121,7 +121,11 @@ def _on_ray(entries, archive, input, output, engine, opts, model, address, ropts
         check_resources(ropts, embedded)
     # per-image statistics are a pass over each image's chunks: one Ray task per image
     plan_task = ray.remote(num_cpus=0.5)(_plan)
-    pending = {id(r): plan_task.remote(r.input, opts, engine.cfg, r.index) for r in runs if r.plan is None}
+    pending = {
+        id(r): plan_task.remote(r.input, opts, engine.cfg, r.index, r.reader.missing_chunks)
+        for r in runs
+        if r.plan is None
+    }
     started = []
     for r in runs:
         try:
@@ -201,13 +205,17 @@ def _archive_root(output: str, paths: dict, runs: list, failed: list[dict]) -> d
     return {"objects_table": f"{output.rstrip('/')}/{OBJECTS}"}
 
 
-def _plan(url: str, opts: Options, cfg, index: int):
-    """A Ray task: one image's plan (its exact statistics need a pass over all its chunks)."""
+def _plan(url: str, opts: Options, cfg, index: int, missing: int):
+    """A Ray task: one image's plan (its exact statistics need a pass over all its chunks).
+    ``missing``: its missing chunks, which the driver counted from its listing of the store
+    (a big archive's images are not listed twice)."""
     from ..io.readers import open_image
     from .plan import make_plan
 
+    reader = open_image(url, opts.channel, opts.plane)
+    reader._missing = missing
     return make_plan(
-        open_image(url, opts.channel, opts.plane),
+        reader,
         cfg,
         opts.tile_size,
         index,

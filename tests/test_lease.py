@@ -132,6 +132,7 @@ def test_a_run_whose_lease_was_taken_over_does_not_end_as_complete(tmp_path, mon
     """A review's finding: the loss was said only after the run had marked the output complete
     and dropped the scratch the other run was assembling from."""
     monkeypatch.setattr(lease_mod, "RENEW", 0.05)
+    monkeypatch.setattr(lease_mod, "FRESH", 0.0)  # the takeover below comes at once, not after TTL
     out = Output(str(tmp_path / "o.zarr"))
     image = Output(str(tmp_path / "o.zarr" / "plate" / "A1.zarr"))  # an archive's image output
     with pytest.raises(SpiralrayError, match="was taken over by another run .*--overwrite"):
@@ -172,3 +173,22 @@ def test_an_archive_run_and_a_one_image_run_inside_its_output_keep_apart(tmp_pat
     held.delete(LEASE)  # that run released it (and its empty folder went with it)
     held.remove_empty(root=True)
     check_image_run(str(tmp_path / "a1.tif"), held.url, net, Options(), in_archive=True)
+
+
+def test_an_images_last_steps_read_the_lease_once(tmp_path, monkeypatch):
+    """Finalize, complete and drop the scratch each verify the lease: a read that found it this
+    run's serves the next FRESH seconds (another run can take it only after TTL unrenewed)."""
+    out = Output(str(tmp_path / "o.zarr"))
+    reads = []
+    real = Output.get_json
+    monkeypatch.setattr(
+        Output, "get_json", lambda self, key, what: reads.append(key) or real(self, key, what)
+    )
+    with leased(out):
+        before = len(reads)
+        for _ in range(3):
+            lease_mod.verify(out.url + "/img.zarr")
+        assert len(reads) == before  # the acquire's read-back has just found it
+        monkeypatch.setattr(lease_mod, "FRESH", 0.0)
+        lease_mod.verify(out.url + "/img.zarr")
+        assert len(reads) == before + 1

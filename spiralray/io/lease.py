@@ -31,6 +31,8 @@ LEASE = ".spiralray/lease.json"
 RENEW = 20.0  # seconds between renewals
 TTL = 120.0  # a lease not renewed for this long is a dead (or frozen) holder's
 SETTLE = 0.5  # seconds between writing a lease and reading it back
+FRESH = 5.0  # a verify this soon after a read that found the lease this run's reads nothing:
+# another run can take it only once it has gone unrenewed for TTL
 _ACTIVE: dict[str, Lease] = {}  # this process's leases by output URL (``verify``)
 
 
@@ -87,6 +89,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._created = False  # the output folder was made by this lease (removed if left empty)
+        self._seen = float("-inf")  # when a read last found this run's lease (time.monotonic)
 
     def _mine(self) -> dict:
         return {
@@ -130,6 +133,7 @@ class Lease:
             now = self.out.get_json(LEASE, "lease") or {}
             if now.get("token") != self.token:  # another run wrote its lease at the same moment
                 self._refuse(now)
+            self._seen = time.monotonic()
         except BaseException:  # refused, interrupted or failed here: leave no lease behind
             self._stop.set()
             self.release()
@@ -152,10 +156,12 @@ class Lease:
 
     def verify(self) -> None:
         """Raise if another run has taken this lease (read afresh, not only the last renewal)."""
-        if self.lost is None:
-            now = self.out.get_json(LEASE, "lease") or {}
+        if self.lost is None and time.monotonic() - self._seen > FRESH:  # an image's last steps
+            now = self.out.get_json(LEASE, "lease") or {}  # follow each other: one read for all
             if now.get("token") not in (None, self.token):
                 self.lost = now
+            else:
+                self._seen = time.monotonic()
         if self.lost is not None:
             raise SpiralrayError(
                 f"output {redact(self.out.url)} was taken over by another run (host "

@@ -92,3 +92,20 @@ def test_a_streamed_write_appears_whole_or_not_at_all(where, tmp_path, request):
     assert out.stream("t.bin", lambda f: f.write(b"a whole table")) == 13
     with out.fs.open(out._p("t.bin"), "rb") as f:
         assert f.read() == b"a whole table"
+
+
+def test_an_output_left_with_only_another_archives_record_is_taken(tmp_path):
+    """From a user test: a run whose every image failed left only its archive record, and the
+    output was then refused to every other archive ('holds the archive of ...')."""
+    import json
+
+    from spiralray.errors import SpiralrayError
+    from spiralray.io.archive import INDEX, check_archive_output
+
+    out = tmp_path / "out"
+    (out / ".spiralray").mkdir(parents=True)
+    (out / INDEX).write_text(json.dumps({"images": ["A/1/0"], "input": str(tmp_path / "plate.zarr")}))
+    assert check_archive_output(str(out), str(tmp_path / "other")) == {}
+    (out / "A").mkdir()  # an image's output of that archive: kept, and the run refused
+    with pytest.raises(SpiralrayError, match="holds the archive of .*plate.zarr, not of .*other"):
+        check_archive_output(str(out), str(tmp_path / "other"))

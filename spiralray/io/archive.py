@@ -173,14 +173,26 @@ def check_archive_output(out_root: str, source: str, storage_options=None) -> di
     """The output's archive record (``INDEX``, {} where none), refused when it is another
     archive's (``source``: this run's archive root): its table would lose that archive's rows,
     and its images' outputs would stay beside the new ones."""
-    record = Output(out_root, storage_options).get_json(INDEX, "archive index") or {}
+    out = Output(out_root, storage_options)
+    record = out.get_json(INDEX, "archive index") or {}
     where = redact(source).rstrip("/")
+    if record.get("input") not in (None, where) and not _holds_images(out):
+        return {}  # a run whose every image failed left only its record: nothing of it to keep
     if record.get("input") not in (None, where):
         raise SpiralrayError(
             f"output {redact(out_root)} holds the archive of {record['input']}, not of {where}: "
             "choose another output"
         )
     return record
+
+
+def _holds_images(out: Output) -> bool:
+    """Whether an archive output holds anything besides spiralray's own ``.spiralray/``."""
+    try:
+        names = out.fs.ls(out.root, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return any(n.rstrip("/").rsplit("/", 1)[-1] != ".spiralray" for n in names)
 
 
 def indexed(

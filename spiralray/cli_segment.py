@@ -12,7 +12,12 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("input", help="image: .zarr (array or OME-Zarr image), .tif, .png; a path or URL")
     s.add_argument("output", help="OUT.zarr or a URL (OME-Zarr labels), or OUT.tif (small images)")
     s.add_argument("--model", default=None, help="model directory or models:/NAME@ALIAS (default: shipped)")
-    s.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
+    s.add_argument(
+        "--channel",
+        type=_channel,
+        default=None,
+        help="channel of a multi-channel image: its number, or its name (OME-Zarr, OME-TIFF)",
+    )
     s.add_argument("--plane", default=None, help="plane of a stack: N, or e.g. z=3,t=0")
     s.add_argument("--tile-size", type=int, default=1024, help="tile core and output chunk size (>= 256)")
     s.add_argument(
@@ -69,6 +74,14 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--reference", action="store_true", help="the slow reference recursion")
     s.add_argument("--json", action="store_true")
+
+
+def _channel(text: str):
+    """--channel: a number, or a channel's name (resolved by the reader, which knows them)."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("give a channel number or name")
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def plane(text: str | None):

@@ -13,6 +13,7 @@ import tifffile
 import zarr
 
 from spiralray import api
+from spiralray.cli import main
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
 from spiralray.io.archive_root import write_objects
@@ -673,3 +674,31 @@ def test_deletes_name_exact_paths_not_patterns(s3, tmp_path):
         (tmp_path / key).write_bytes(b"x")
     delete(local, str(tmp_path / "w[1].zarr"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w1.zarr"]
+
+
+def test_a_channel_is_chosen_by_its_name(tmp_path, image):
+    """From a user test: --channel H2B-GFP was 'invalid int value', though the OME-Zarr's omero
+    metadata and the OME-TIFF's OME-XML name every channel."""
+    data = np.stack([np.zeros_like(image), image])[None, :, None]  # T=1, C=2, Z=1
+    path = _ome(tmp_path / "img.ome.zarr", data, "0.5")
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["ome"] = {
+        **group.attrs["ome"],
+        "omero": {"channels": [{"label": "Actin"}, {"label": "H2B-GFP"}]},
+    }
+    assert open_image(str(path), channel="h2b-gfp").read(0, 10, 0, 10).tolist() == image[:10, :10].tolist()
+    assert open_image(str(path), channel="1").plane == open_image(str(path), channel=1).plane
+    with pytest.raises(
+        SpiralrayError, match=r"no channel named 'DAPI' \(its channels: 0 'Actin', 1 'H2B-GFP'\)"
+    ):
+        open_image(str(path), channel="DAPI")
+    meta = {"axes": "CYX", "Channel": {"Name": ["Actin", "Hoechst"]}}
+    tifffile.imwrite(tmp_path / "c.ome.tif", data[0, :, 0], ome=True, metadata=meta)
+    assert open_image(str(tmp_path / "c.ome.tif"), channel="Hoechst").plane.index[0] == 1
+    tifffile.imwrite(tmp_path / "plain.tif", data[0, :, 0])
+    with pytest.raises(SpiralrayError, match="names no channels: give --channel Hoechst as a number"):
+        open_image(str(tmp_path / "plain.tif"), channel="Hoechst")
+    # the CLI takes a name, and a resumed run by number is the same run
+    out = tmp_path / "o.zarr"
+    assert main(["segment", str(tmp_path / "c.ome.tif"), str(out), "--channel", "Hoechst"]) == 0
+    assert main(["segment", str(tmp_path / "c.ome.tif"), str(out), "--channel", "1"]) == 0

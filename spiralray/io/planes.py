@@ -24,6 +24,24 @@ class Plane:
 FIRST_PLANE = "first"  # ``plane``: the first plane along every stack axis the image has
 
 
+def resolve_channel(channel, names: list | None, where: str) -> int | None:
+    """``channel`` as an index: an int, a number given as text, or the name of one of the
+    image's channels (``names``: NGFF omero labels, OME-XML channel names; case ignored)."""
+    if channel is None or isinstance(channel, int):
+        return channel
+    text = str(channel).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    listed = ", ".join(f"{i} {n!r}" for i, n in enumerate(names or []))
+    if not names or not any(names):
+        raise SpiralrayError(f"{where} names no channels: give --channel {text} as a number")
+    found = [i for i, n in enumerate(names) if isinstance(n, str) and n.strip().lower() == text.lower()]
+    if len(found) != 1:
+        what = "several channels named" if found else "no channel named"
+        raise SpiralrayError(f"{where} has {what} {text!r} (its channels: {listed}): give its number")
+    return found[0]
+
+
 def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, plane) -> Plane:
     """Pick the 2-D plane: singleton axes are squeezed, C by ``channel``, T / Z by ``plane``
     (an int for the one stack axis left, a dict like {"t": 0, "z": 5} naming axes the image

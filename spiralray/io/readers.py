@@ -21,9 +21,9 @@ import numpy as np
 
 from ..errors import SpiralrayError
 from . import spacing
-from .planes import Plane, choose_plane, grey_of_colour
+from .planes import Plane, choose_plane, grey_of_colour, resolve_channel
 from .retry import retrying
-from .zarr_axes import array_axes, ome_axes
+from .zarr_axes import array_axes, channel_names, ome_axes, ome_xml_channel_names
 
 TIFF = (".tif", ".tiff")
 RASTER = (".png", ".jpg", ".jpeg", ".bmp")
@@ -206,7 +206,9 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
     except Exception as exc:
         raise SpiralrayError(f"cannot open {redact(url)} as zarr: {one_line(exc)}") from exc
     axes, kind, pixel = None, "zarr", None
+    names = None
     if isinstance(node, zarr.Group):
+        names = channel_names(dict(node.attrs))
         ms, axes = ome_axes(dict(node.attrs))
         if ms is None:
             raise SpiralrayError(
@@ -228,6 +230,7 @@ def open_zarr(url: str, channel, plane, storage_options=None) -> ImageReader:
         )
     if kind == "zarr":  # an array named directly: a level of an OME-Zarr image, or its own names
         axes, pixel = array_axes(url, node, storage_options)
+    channel = resolve_channel(channel, names, redact(url))
     p = choose_plane(tuple(node.shape), axes, channel, plane)
     chunks = tuple(int(c) for a, c in zip(p.axes, node.chunks, strict=True) if a in "yx")
     reader = ImageReader(url, node, p, chunks, whole=False, kind=kind.strip(), spacing=pixel)
@@ -307,7 +310,8 @@ def open_tiff(url: str, channel, plane, storage_options=None) -> ImageReader:
     except Exception as exc:
         raise SpiralrayError(f"cannot read {redact(url)} as a TIFF: {one_line(exc)}") from exc
     axes = series.axes.lower().replace("s", "c").replace("i", "z")  # q: unknown, guessed
-    p = choose_plane(tuple(arr.shape), axes, channel, plane)
+    names = ome_xml_channel_names(tif.ome_metadata) if tif.is_ome else None
+    p = choose_plane(tuple(arr.shape), axes, resolve_channel(channel, names, redact(url)), plane)
     chunks = tuple(int(c) for a, c in zip(p.axes, arr.chunks, strict=True) if a in "yx")
     shape = tuple(n for a, n in zip(p.axes, arr.shape, strict=True) if a in "yx")
     whole = chunks[0] >= shape[0] and chunks[1] >= shape[1]
@@ -335,6 +339,7 @@ def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:
         raise
     except Exception as exc:
         raise SpiralrayError(f"cannot read {redact(url)} as an image: {one_line(exc)}") from exc
+    channel = resolve_channel(channel, None, redact(url))
     if channel is None and (grey := grey_of_colour(a)) is not None:
         a = grey  # a grey image saved as RGB(A): nothing to choose (--channel C still reads C)
     p = choose_plane(a.shape, None, channel, plane)

@@ -1,5 +1,6 @@
 """The axes of a zarr image: NGFF multiscales metadata (0.4 in attributes, 0.5 under "ome"),
-the OME-Zarr image holding a level named directly, or a zarr v3 array's ``dimension_names``."""
+the OME-Zarr image holding a level named directly, or a zarr v3 array's ``dimension_names``;
+and an image's channel names (NGFF omero labels, OME-XML), which ``--channel`` may give."""
 
 from __future__ import annotations
 
@@ -44,3 +45,28 @@ def array_axes(url: str, node, storage_options=None) -> tuple[str | None, dict |
         if len(set(letters)) == len(letters) and {"y", "x"} <= set(letters):
             return "".join(letters), None
     return None, None
+
+
+def channel_names(attrs) -> list | None:
+    """The channel labels of NGFF ``omero`` metadata (0.4 in attrs, 0.5 under "ome"), in order."""
+    omero = attrs.get("omero") or attrs.get("ome", {}).get("omero") or {}
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(channels, list):
+        return None
+    return [c.get("label") if isinstance(c, dict) else None for c in channels]
+
+
+def ome_xml_channel_names(xml: str | None) -> list | None:
+    """The first image's ``Channel`` names in OME-XML, in order (None where a channel has none)."""
+    if not xml:
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    return [e.attrib.get("Name") for e in pixels if e.tag.rsplit("}", 1)[-1] == "Channel"]

@@ -38,7 +38,7 @@ class Options:
     """What a user chooses for a run; ``params()`` is what a resumed run must match."""
 
     tile_size: int = 1024
-    channel: int | None = None
+    channel: int | str | None = None  # a number, or a name the image gives its channel
     plane: object = None
     ids: str = "sequential"
     exclude_border: bool = False

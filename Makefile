@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 # Any other torch spec can pull a multi-GB CUDA build; override for GPU machines.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# The versions the suite last passed with; `make install LOCK=` takes the newest instead.
+# The versions the suite last passed with (on the Python they were recorded with); on a new
+# venv, `make install LOCK=` takes the newest instead.
 LOCK ?= constraints.txt
 
 .PHONY: install test lint demo bench clean lock
@@ -33,9 +34,12 @@ bench: $(STAMP)
 	$(VENV)/bin/spiralray bench engine --json
 	$(VENV)/bin/spiralray bench compare --json
 
-# After a green `make test` on newer releases (make install LOCK=): record them.
+# After a green `make test` on newer releases (make clean; make install test LOCK=): record them,
+# for this Python version only (other versions resolve their own).
 lock: $(STAMP)
-	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.new
+	v=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	{ grep '^#' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^torch==' \
+	  | sed "s/\$$/ ; python_version == \"$$v\"/"; } > constraints.new
 	mv constraints.new constraints.txt
 
 clean:

@@ -159,9 +159,24 @@ def test_an_archive_run_and_a_one_image_run_inside_its_output_keep_apart(tmp_pat
             with leased(inner, above=True):
                 pass
         assert inner.get_json(LEASE, "lease") is None  # the refused run left nothing behind
-        Output(root).delete(LEASE)
+        if not root.startswith("s3://"):  # not even the folders it made on the way (a review)
+            assert sorted(p.name for p in (tmp_path / "archive_out").iterdir()) == [".spiralray"]
+        Output(root).put_json(LEASE, {"renewed": None})  # a damaged lease holds nothing
         with leased(inner, above=True):  # the archive run ended: the image run goes on
             pass
+        Output(root).delete(LEASE)
+    # interrupted while looking above (Ctrl-C during an S3 scan): no lease left held
+    solo = Output(str(tmp_path / "solo.zarr"))
+
+    def interrupted(out):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lease_mod, "_held_above", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            with leased(solo, above=True):
+                pass
+    assert solo.get_json(LEASE, "lease") is None and not lease_mod._ACTIVE
     # an archive run reaching an image output a one-image run holds: that image is refused
     image, _ = generate(SyntheticSpec(300, 300, density=0.0008), seed=2)
     tifffile.imwrite(tmp_path / "a1.tif", image)

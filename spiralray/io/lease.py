@@ -89,6 +89,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._created = False  # the output folder was made by this lease (removed if left empty)
+        self._made: list[str] = []  # local folders above it that it made too, nearest first
         self._seen = float("-inf")  # when a read last found this run's lease (time.monotonic)
 
     def _mine(self) -> dict:
@@ -104,16 +105,16 @@ class Lease:
     def holder(self) -> dict | None:
         """The live lease of another run, None when the lease is free or this run's."""
         held = self.out.get_json(LEASE, "lease")
-        if not held or held.get("token") == self.token:
-            return None
-        if time.time() - float(held.get("renewed", 0)) >= TTL:
+        if not isinstance(held, dict) or not held or held.get("token") == self.token:
+            return None  # none, or not a lease (a damaged file): nothing to wait for
+        if time.time() - _renewed(held) >= TTL:
             return None
         if held.get("machine") == _machine() and isinstance(held.get("pid"), int):
             return held if _alive(held["pid"], held.get("started")) else None
         return held
 
     def _refuse(self, held: dict) -> None:
-        age = max(0, round(time.time() - float(held.get("renewed", 0))))
+        age = max(0, round(time.time() - _renewed(held)))
         here = held.get("machine") == _machine()  # elsewhere, its death is seen only by age
         where = f" is inside {redact(held['at'])}, which" if "at" in held else ""
         raise SpiralrayError(
@@ -127,6 +128,7 @@ class Lease:
         if held:
             self._refuse(held)
         self._created = not self.out.exists()
+        self._made = _missing_folders(self.out.url)  # a refused run leaves none of them behind
         self.out.put_json(LEASE, self._mine())
         try:
             time.sleep(SETTLE)
@@ -180,6 +182,9 @@ class Lease:
                 self.out.delete(LEASE)
         # a run refused before it wrote leaves no folder behind (one the user made stays)
         self.out.remove_empty(root=self._created)
+        for folder in self._made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def verify(url: str) -> None:
@@ -199,6 +204,21 @@ def check_free(out) -> None:
     held = lease.holder()
     if held:
         lease._refuse(held)
+
+
+def _renewed(held: dict) -> float:
+    """A lease's renewal time; 0 (long expired) where the file does not give a number."""
+    try:
+        return float(held.get("renewed", 0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _missing_folders(url: str) -> list[str]:
+    """The local folders above output ``url`` that do not exist yet, nearest first."""
+    if is_url(url):
+        return []  # object stores have no folders
+    return [d for d in _above(url) if not os.path.exists(d)]
 
 
 def _above(url: str) -> list[str]:
@@ -232,10 +252,13 @@ def leased(out, above: bool = False):
     stops at its next ``verify``, and at the block's end."""
     lease = Lease(out)
     lease.acquire()
-    held = _held_above(out) if above else None  # after acquiring: of two, one sees the other
-    if held:
+    try:
+        held = _held_above(out) if above else None  # after acquiring: of two, one sees the other
+        if held:
+            lease._refuse(held)
+    except BaseException:  # refused, interrupted or failed: leave no lease behind
         lease.release()
-        lease._refuse(held)
+        raise
     try:
         yield lease
     finally:

@@ -253,3 +253,13 @@ def test_a_level_named_directly_has_its_own_pixel_size_and_a_v3_arrays_dimension
     assert main(["segment", str(tmp_path / "tc.zarr"), str(out), "--channel", "1", "--plane", "t=1"]) == 0
     table = read_table(str(out))
     assert len(table["id"]) > 3 and set(table["t"]) == {1} and set(table["c"]) == {1} and "z" not in table
+    # a singleton axis is no choice: the same pixels as a plain 2-D image give the same columns
+    one = zarr.create_array(
+        str(tmp_path / "one.zarr"),
+        shape=(1, 1, *nuclei.shape),
+        dtype=two.dtype,
+        dimension_names=("t", "c", "y", "x"),
+    )
+    one[0, 0] = nuclei
+    assert main(["segment", str(tmp_path / "one.zarr"), str(tmp_path / "one_out.zarr")]) == 0
+    assert not {"t", "c", "z"} & set(read_table(str(tmp_path / "one_out.zarr")))

@@ -191,6 +191,7 @@ class ImageReader:
             "dtype": str(self.dtype),
             "axes": self.plane.axes,
             "plane": [k if isinstance(k, int) else None for k in self.plane.index],
+            "array_shape": [int(n) for n in self.array.shape],  # the plane's place in a stack
             "chunks": list(self.chunks),
             "whole": self.whole,
             "missing_chunks": self.missing_chunks,

@@ -146,9 +146,11 @@ def finished_table(asm: Assembler, plan: ImagePlan) -> dict:
     stack's planes concatenate without losing where each object was). Both executors end an
     image with it."""
     table = in_micrometers(asm.finish(), micrometer_frame(plan.source.get("spacing")))
-    n = len(table["id"])
-    at = zip(plan.source.get("axes") or "", plan.source.get("plane") or [], strict=False)
-    return {**table, **{a: np.full(n, k, np.int64) for a, k in at if a in "tcz" and isinstance(k, int)}}
+    n, src = len(table["id"]), plan.source
+    # only axes longer than 1: the same pixels stored with or without singleton axes (a TIFF, a
+    # 5-D OME-Zarr) give the same columns
+    at = zip(src.get("axes") or "", src.get("plane") or [], src.get("array_shape") or [], strict=False)
+    return {**table, **{a: np.full(n, k, np.int64) for a, k, size in at if a in "tcz" and size > 1}}
 
 
 def summarize(plan: ImagePlan, asm: Assembler, table: dict, opts: Options, tiles: int, stats: dict) -> dict:

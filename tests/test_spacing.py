@@ -188,6 +188,9 @@ def test_labels_carry_the_ome_zarr_inputs_pixel_size(tmp_path, nuclei, capsys):
     run = ["segment", str(tmp_path / "in.ome.zarr"), str(tmp_path / "nounit.zarr"), "--channel", "1"]
     assert main([*run, "--diameter", "8um"]) == 2
     assert "records 0.325 without a unit: give the diameter in px" in capsys.readouterr().err
+    src.attrs["multiscales"] = [{"version": "0.4", **_multiscale(ds, units=("micrometer", None))}]
+    assert main([*run, "--diameter", "8um"]) == 2
+    assert "records 0.325 micrometer (y), 0.325 without a unit (x): give" in capsys.readouterr().err
 
 
 def test_a_tiff_output_records_the_pixel_size_as_ome_xml_and_stays_recognised(tmp_path, nuclei):

@@ -176,12 +176,14 @@ def in_pixels(diameter, reader) -> tuple[float | str | None, str | None]:
             raise SpiralrayError(f"diameter {diameter} needs the pixel size: pass pixel_size= (micrometers)")
         recorded = getattr(reader, "spacing", None)
         if recorded:  # a size without a unit (or one that is not a length): not convertible
-            units = " / ".join(sorted({str(u) for u in recorded["unit"] if u}))
+            sides = [
+                f"{v:g} {u}" if u else f"{v:g} without a unit"
+                for v, u in zip(*(recorded[k] for k in ("scale", "unit")), strict=True)
+            ]
+            said = sides[0] if sides[0] == sides[1] else f"{sides[0]} (y), {sides[1]} (x)"
             raise SpiralrayError(
                 f"diameter {diameter} needs the pixel size in a unit of length; "
-                f"{reader.describe()['url']} records {recorded['scale'][1]:g} "
-                + (f"in {units}" if units else "without a unit")
-                + ": give the diameter in px"
+                f"{reader.describe()['url']} records {said}: give the diameter in px"
             )
         raise SpiralrayError(
             f"diameter {diameter} needs the pixel size, which {reader.describe()['url']} does not "

@@ -75,6 +75,7 @@ def segment_image(
     if ids not in IDS:
         raise SpiralrayError(f"unknown id scheme {ids!r} (use {' or '.join(IDS)})")
     _check_arguments(engine, channel, image_index, diameter, invert)
+    image, pad_value = _as_array(image, pad_value)
     if isinstance(diameter, str):  # as the CLI reads it: "auto" in any case, "12px", "8um"
         diameter = parse_diameter(diameter, "diameter")
     plane = select_plane(image, channel)
@@ -115,6 +116,20 @@ def segment_image(
     order = np.argsort([_key(o, shape) for o in seg.objects], kind="stable")
     labels = paint([seg.objects[k] for k in order], chosen, shape, dtype)
     return Result(labels, table, seg, seg.n_regions, 1.0, plan.diameter)
+
+
+def _as_array(image, pad_value):
+    """(the image as a NumPy array, pad_value): a torch tensor detached; a masked array's masked
+    pixels as NaN, the pad value (they are not data), unless a pad value is given; anything that
+    is not an array of numbers, one line."""
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch, without importing it
+        image = image.detach().cpu().numpy()
+    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any() and pad_value is None:
+        return np.ma.filled(image.astype(np.float64), np.nan), float("nan")
+    try:
+        return np.asarray(image), pad_value
+    except (ValueError, TypeError) as exc:
+        raise SpiralrayError(f"image is not an array of numbers: {exc}") from None
 
 
 def _check_arguments(engine, channel, image_index, diameter, invert) -> None:

@@ -110,6 +110,21 @@ def test_api_bad_diameter_and_empty_image_are_spiralray_errors(engine):
     for size in ("8", True, 2.5):
         with pytest.raises(SpiralrayError, match="batch size must be an int of at least 1"):
             api.load_engine(batch_size=size)
+    # from a user test of the API in a service: a torch tensor that requires grad, a masked
+    # array (its mask was dropped: the masked pixels segmented as data), a ragged list, 'mps'
+    import torch
+
+    tensor = torch.tensor(image.astype(np.float32), requires_grad=True)
+    assert np.array_equal(api.segment_image(engine, tensor).labels, want)
+    masked = np.ma.masked_array(image.copy(), mask=np.zeros(image.shape, bool))
+    masked[:40] = np.ma.masked
+    masked.data[:40] = 0
+    padded = api.segment_image(engine, masked.data, pad_value=0).labels
+    assert np.array_equal(api.segment_image(engine, masked).labels, padded)
+    with pytest.raises(SpiralrayError, match="image is not an array of numbers"):
+        api.segment_image(engine, [[1, 2, 3], [4, 5]])
+    with pytest.raises(SpiralrayError, match="device 'mps' is not supported"):
+        api.load_engine(device="mps")
 
 
 def test_diameter_larger_than_the_image_or_beyond_the_resampling_range_is_refused(tmp_path, capsys):

@@ -64,6 +64,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise SpiralrayError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SpiralrayError(f"device {device!r} asked for, but no CUDA GPU is available")
+    if dev.type not in ("cpu", "cuda"):  # mps, xpu, meta...: this torch may not have them
+        raise SpiralrayError(f"device {device!r} is not supported (use auto, cpu, cuda or cuda:N)")
     return dev
 
 

@@ -462,7 +462,14 @@ def test_command_line_mistakes_are_one_line(tmp_path, capsys):
     was silently ignored; there was no --version."""
     tifffile.imwrite(tmp_path / "i.tif", generate(SyntheticSpec(100, 120), seed=2)[0])
     for argv, words in (
-        (["segment", "i.tif", "o.tif", "--channel", "abc"], "argument --channel: invalid int value: 'abc'"),
+        (
+            ["segment", "i.tif", "o.tif", "--channel", " "],
+            "argument --channel: give a channel number or name",
+        ),
+        (
+            ["segment", "i.tif", "o.tif", "--tile-size", "abc"],
+            "argument --tile-size: invalid int value: 'abc'",
+        ),
         (["segmnt"], "invalid choice: 'segmnt'"),
         (["segment"], "the following arguments are required: input, output"),
         # a prefix is not taken for the option it begins (--segment-actor for --segment-actors)

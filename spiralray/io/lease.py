@@ -123,7 +123,10 @@ class Lease:
             + ("" if here else f", or if it was stopped, run again in {max(0, round(TTL - age))} s")
         )
 
-    def acquire(self) -> None:
+    def acquire(self, above: bool = False) -> None:
+        """Take the lease; with ``above``, also refused while a run holds a folder holding the
+        output (an archive run's output root), looked for once this lease is written: of two
+        runs starting together, one sees the other."""
         held = self.holder()
         if held:
             self._refuse(held)
@@ -136,6 +139,9 @@ class Lease:
             if now.get("token") != self.token:  # another run wrote its lease at the same moment
                 self._refuse(now)
             self._seen = time.monotonic()
+            held = _held_above(self.out) if above else None
+            if held:
+                self._refuse(held)
         except BaseException:  # refused, interrupted or failed here: leave no lease behind
             self._stop.set()
             self.release()
@@ -251,14 +257,7 @@ def leased(out, above: bool = False):
     A run whose lease another took (after ``TTL`` without renewal: a process frozen that long)
     stops at its next ``verify``, and at the block's end."""
     lease = Lease(out)
-    lease.acquire()
-    try:
-        held = _held_above(out) if above else None  # after acquiring: of two, one sees the other
-        if held:
-            lease._refuse(held)
-    except BaseException:  # refused, interrupted or failed: leave no lease behind
-        lease.release()
-        raise
+    lease.acquire(above)
     try:
         yield lease
     finally:

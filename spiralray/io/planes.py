@@ -99,12 +99,12 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
                 "name the axis, e.g. --plane z=3,t=0"
             )
         picks[stack[0]] = plane
+    which = "N" if len(stack) == 1 else ",".join(f"{a}=N" for a in stack)  # what --plane needs
     unpicked = [a for a in stack if a not in picks]
     if "c" in rest and channel is None and unpicked and not guessed:  # both at once, not one by one
         raise SpiralrayError(
             f"image has {shape[axes.index('c')]} channels and is a stack (axes '{axes}', shape {shape}); "
-            "choose a channel with --channel and a plane with --plane "
-            + ("N" if len(stack) == 1 else ",".join(f"{a}=N" for a in stack))
+            f"choose a channel with --channel and a plane with --plane {which}"
         )
     index = []
     for a, n in zip(axes, shape, strict=True):
@@ -125,8 +125,7 @@ def choose_plane(shape: tuple[int, ...], axes: str | None, channel: int | None, 
                 )
             if a not in picks:
                 raise SpiralrayError(
-                    f"image is a stack (axes '{axes}', shape {shape}); choose a plane with --plane "
-                    + ("N" if len(stack) == 1 else ",".join(f"{s}=N" for s in stack))
+                    f"image is a stack (axes '{axes}', shape {shape}); choose a plane with --plane {which}"
                 )
             k = picks[a]
         else:

@@ -140,11 +140,16 @@ def _from_tiff(tif) -> dict | None:
     return None
 
 
-def _from_ome_xml(xml: str) -> dict | None:
-    """The first image's ``Pixels`` PhysicalSizeX/Y (OME's default unit: µm)."""
+def ome_pixels(xml: str):
+    """The first image's ``Pixels`` element of OME-XML (namespace prefixes aside), or None."""
     import xml.etree.ElementTree as ET
 
-    pixels = next((e for e in ET.fromstring(xml).iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    return next((e for e in ET.fromstring(xml).iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+
+
+def _from_ome_xml(xml: str) -> dict | None:
+    """The first image's ``Pixels`` PhysicalSizeX/Y (OME's default unit: µm)."""
+    pixels = ome_pixels(xml)
     if pixels is None or "PhysicalSizeX" not in pixels.attrib or "PhysicalSizeY" not in pixels.attrib:
         return None
     a = pixels.attrib

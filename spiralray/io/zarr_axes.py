@@ -63,10 +63,9 @@ def ome_xml_channel_names(xml: str | None) -> list | None:
     import xml.etree.ElementTree as ET
 
     try:
-        root = ET.fromstring(xml)
+        pixels = spacing.ome_pixels(xml)
     except ET.ParseError:
         return None
-    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
     if pixels is None:
         return None
     return [e.attrib.get("Name") for e in pixels if e.tag.rsplit("}", 1)[-1] == "Channel"]

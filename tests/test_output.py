@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -105,7 +106,7 @@ def test_killed_run_resumes_to_the_same_output(reference, image_file, tmp_path, 
 
 def test_other_parameters_on_an_existing_output_are_refused(reference, image_file, tmp_path):
     out = tmp_path / "o.zarr"
-    assert run_cli("segment", image_file, out, "--tile-size", 256)[0] == 0
+    shutil.copytree(reference[0], out)  # a finished run with --tile-size 256
     code, _, err = run_cli("segment", image_file, out, "--tile-size", 512)
     assert code == 2 and "tile_size" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("segment", image_file, out, "--tile-size", 256, "--ids", "seed")
@@ -168,7 +169,6 @@ def test_an_overwrite_stopped_while_removing_leaves_an_output_of_its_own(referen
     """A reviewer's case: --overwrite deleted the manifest first, so a run stopped right after
     left an output every later run called foreign. The manifest now first says incomplete and
     goes last: stopped while removing, the output resumes (or is replaced) as its own."""
-    import shutil
 
     from spiralray.io import output as output_module
     from spiralray.io.output import Output

@@ -46,6 +46,9 @@ def test_serve_run_of_the_cluster_config_starts_the_same_app(ray_cluster, tmp_pa
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        # a suite run in the background (make test &, CI) ignores SIGINT, and a child inherits
+        # that: serve run would sit out the Ctrl-C below for the whole wait
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 300

@@ -226,3 +226,18 @@ def test_calibration_refuses_an_unknown_shift_in_one_line(tmp_path):
     assert "model not found" in calibrate("8-bit, dim", "defocus")
     assert "unknown shift 'blurry'" in calibrate("all", "blurry")  # not swallowed by "all"
     assert calibrate("dim + noisy,defocus").endswith("or all; one name per --shifts)")
+
+
+@pytest.mark.parametrize("rows", [40, 300])
+def test_an_epoch_draws_the_samples_asked_for(ray_cluster, rows):
+    """Each read task drew 256 regions: an epoch of 40 regions trained on 256 (and a tiny
+    recipe's segmenter stage ran 16 times its spiral samples)."""
+    from spiralray.train.ray_trainer import region_dataset
+
+    image, labels = generate(SyntheticSpec(96, 112), seed=0)
+    ds = region_dataset(
+        [image.astype(np.float32)], [labels], SpiralNetConfig(), rows, seed=0, zoom=(1.0,), scores=True
+    )
+    got = ds.take_all()
+    assert len(got) == rows
+    assert got[0]["image"].shape[0] == 1 and got[0]["labels"].shape == got[0]["image"].shape[1:]

@@ -111,7 +111,9 @@ def region_dataset(
         out: dict[str, list] = {"image": [], "labels": [], "score": []}
         for task in batch["task"]:
             sampler.rng = np.random.default_rng(int(seed * 100003 + task + time.time_ns() % 10**6))
-            im, lb, sc = sampler.sample(per_task, cfg.model.score_label if scores else None)
+            # the last task draws the rest: an epoch is the rows asked for, not whole tasks
+            n = min(per_task, rows - int(task) * per_task)
+            im, lb, sc = sampler.sample(n, cfg.model.score_label if scores else None)
             out["image"].append(im)
             out["labels"].append(lb.astype(np.int32))
             out["score"].append(sc)

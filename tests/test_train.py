@@ -596,7 +596,8 @@ def test_no_validation_data_reports_no_validation_metrics(ray_cluster, mlflow_st
     import mlflow
 
     said = []
-    out = train(TrainJob(data=str(dataset), val_images=0, storage=str(tmp_path), **TINY), log=said.append)
+    tiny = {**TINY, "workers": 1, "samples_per_epoch": TINY["scorer_batch"]}
+    out = train(TrainJob(data=str(dataset), val_images=0, storage=str(tmp_path), **tiny), log=said.append)
     assert any("no validation data" in m for m in said)
     assert out["metrics"] is None
     for stage in ("scorer", "segmenter"):

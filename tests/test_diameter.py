@@ -156,7 +156,7 @@ def test_the_summary_reports_the_estimate_and_scale(tmp_path, capsys):
 
 
 def test_a_diameter_in_microns_is_converted_by_each_images_recorded_pixel_size(tmp_path, capsys):
-    image = generate(SyntheticSpec(100, 120), seed=2)[0]
+    image = generate(SyntheticSpec(64, 72), seed=2)[0]
     meta = {"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeXUnit": "µm"}
     tifffile.imwrite(tmp_path / "cal.tif", image, ome=True, metadata={**meta, "PhysicalSizeYUnit": "µm"})
     tifffile.imwrite(tmp_path / "plain.tif", image)

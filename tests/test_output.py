@@ -169,7 +169,6 @@ def test_an_overwrite_stopped_while_removing_leaves_an_output_of_its_own(referen
     """A reviewer's case: --overwrite deleted the manifest first, so a run stopped right after
     left an output every later run called foreign. The manifest now first says incomplete and
     goes last: stopped while removing, the output resumes (or is replaced) as its own."""
-
     from spiralray.io import output as output_module
     from spiralray.io.output import Output
 

@@ -16,6 +16,7 @@ from spiralray import api
 from spiralray.cli import main
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.errors import SpiralrayError
+from spiralray.io.archive import is_archive
 from spiralray.io.archive_root import write_objects
 from spiralray.io.output import read_table
 from spiralray.io.readers import open_image, redact
@@ -330,9 +331,10 @@ def test_an_unreachable_object_store_is_not_called_a_missing_bucket(s3, monkeypa
     finally:
         monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
         s3fs.S3FileSystem.clear_instance_cache()
-    assert str(err.value).startswith("cannot reach s3://spiralray-test: ") and str(err.value).endswith(
-        "(check the object store's endpoint and credentials)"
-    ), err.value
+    # the input, the first thing looked at (is it an archive?), names the store it could not reach
+    said = str(err.value)
+    assert said.startswith("cannot reach s3://spiralray-test/in/x.zarr: "), said
+    assert said.endswith("(check the object store's endpoint and credentials)"), said
 
 
 def test_an_endpoint_that_refuses_everything_is_named_as_such(s3, monkeypatch):
@@ -441,6 +443,12 @@ def test_unreachable_endpoint_and_wrong_credentials_are_one_line(tmp_path):
         },
     )
     assert code == 2 and "cannot reach s3://bkt/a.zarr" in err and len(err.strip().splitlines()) == 1
+    # said by the first look at the input (is it an archive?), which used to swallow it: the
+    # user then waited for the client's retries twice (20 s here, not 10)
+    unreachable = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"}
+    unreachable["config_kwargs"] = {"retries": {"max_attempts": 1}}  # a short wait here
+    with pytest.raises(SpiralrayError, match="^cannot reach s3://bkt/a.zarr: EndpointConnectionError"):
+        is_archive("s3://bkt/a.zarr", unreachable)
     # a server that checks credentials (moto with authentication on): unknown keys are refused
     import socket
 

@@ -46,6 +46,10 @@ def is_archive(url: str, storage_options=None) -> bool:
     if is_zarr(url):
         import zarr
 
+        # An unreachable store is said here, once: zarr's open would spend the client's
+        # retries, swallowed below, before the input check spent them again (20 s, not 10)
+        if is_url(url) and not exists(url, storage_options):
+            return False  # not there: the input check names it
         try:
             node = zarr.open(local(url), mode="r", storage_options=storage_options if is_url(url) else None)
         except Exception:

@@ -356,7 +356,8 @@ def exists(url: str, storage_options=None) -> bool:
             fs, p = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
             return fs.exists(p)
         except Exception as exc:
-            raise SpiralrayError(f"cannot reach {redact(url)}: {one_line(exc)}") from exc
+            hint = "check the object store's endpoint and credentials"
+            raise SpiralrayError(f"cannot reach {redact(url)}: {one_line(exc)} ({hint})") from exc
     return os.path.exists(local(url))
 
 

@@ -60,6 +60,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", default=None, help="warm start from this model directory")
     ap.add_argument("--score-label", default=None, help="thesis or centred (default: the model's)")
+    ap.add_argument(
+        "--seg-widths",
+        default=None,
+        help="SEG_WIDTH,SEG_TRUNK: a new segmenter of these widths (with --init: beside its scorer and "
+        "rules; the tests' small model is 8,16)",
+    )
     add_growth_argument(ap)
     ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (cosine decay)")
     ap.add_argument("--scales", default="0.75,1.0,1.33", help="zoom factors of the training images")
@@ -96,13 +102,20 @@ def main():
 
     if args.init:
         net = modelzoo.load(args.init)
-        if args.skip_inner:  # the same masks as the model given, with room to learn more
+        if (
+            args.skip_inner and not args.seg_widths
+        ):  # the same masks as the model given, with room to learn more
             try:
                 net = widen_skips(net, args.skip_inner)
             except SpiralrayError as e:
                 ap.error(str(e))
     else:  # from scratch: built at that width, as a Ray Train job without --init is
         net = SpiralNet.build(cfg.replace(model={"seg_skip_inner": args.skip_inner}), seed=0)
+    if args.seg_widths:  # a fresh segmenter of other widths; the scorer and the rules stay
+        width, trunk = map(int, args.seg_widths.split(","))
+        shape = {"seg_width": width, "seg_trunk": trunk, "seg_skip_inner": args.skip_inner}
+        config = net.config.replace(model=shape)
+        net = SpiralNet(config, net.scorer, SpiralNet.build(config, seed=0).segmenter)
     if args.score_label:  # only the scorer's training targets depend on it
         net.config = net.config.replace(model={"score_label": args.score_label})
     history = {"scorer": [], "segmenter": []}

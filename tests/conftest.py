@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 ROOT = Path(__file__).resolve().parents[1]
 HELA = ROOT.parent / "shared" / "data" / "hela"
+SMALL_SEGMENTER = Path(__file__).parent / "data" / "small_segmenter.safetensors"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,6 +35,34 @@ def ellipse(shape, centre, a, b, angle=0.0):
     u = c * (xx - centre[1]) + s * (yy - centre[0])
     v = -s * (xx - centre[1]) + c * (yy - centre[0])
     return (u / a) ** 2 + (v / b) ** 2 <= 1
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> str:
+    """A model directory: the shipped scorer and rules beside a small segmenter (tests/data/README.md),
+    for tests of the pipeline's mechanics, whose answer is the model's whatever the model."""
+    from safetensors import safe_open
+
+    from spiralray import modelzoo
+    from spiralray.core.net import SpiralNet
+
+    with safe_open(SMALL_SEGMENTER, "pt") as f:
+        shape = {k: int(v) for k, v in f.metadata().items()}
+        tensors = {k.removeprefix("segmenter."): f.get_tensor(k) for k in f.keys()}
+    shipped = modelzoo.load(None)
+    config = shipped.config.replace(model=shape)
+    net = SpiralNet(config, shipped.scorer, SpiralNet.build(config, seed=None).segmenter)
+    net.segmenter.load_state_dict(tensors)
+    path = tmp_path_factory.mktemp("small_model") / "model"
+    modelzoo.save(net, path, card="The shipped scorer beside a small segmenter, for tests (tests/data).")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def small_engine(small_model):
+    from spiralray import api
+
+    return api.load_engine(small_model)
 
 
 @pytest.fixture(scope="session")

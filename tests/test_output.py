@@ -14,8 +14,17 @@ import zarr
 from spiralray.data.synthetic import SyntheticSpec, generate
 from spiralray.io.output import read_table
 
+MODEL = {}  # the small model's directory (conftest.small_model): these tests are of the output
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_model(small_model):
+    MODEL["path"] = small_model
+
 
 def run_cli(*args, env=None):
+    if args[0] == "segment":
+        args = (*args, "--model", MODEL["path"])
     p = subprocess.run(
         [sys.executable, "-m", "spiralray", *map(str, args)],
         capture_output=True,

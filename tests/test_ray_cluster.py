@@ -52,6 +52,11 @@ def reference(image_file):
     return api.segment_image(api.load_engine(None), tifffile.imread(image_file)).labels
 
 
+@pytest.fixture(scope="module")
+def small_reference(image_file, small_engine):
+    return api.segment_image(small_engine, tifffile.imread(image_file)).labels
+
+
 def _labels(out):
     return np.asarray(zarr.open_array(f"{out}/labels/instances/0", mode="r")[...])
 
@@ -106,10 +111,10 @@ def test_ray_start_and_job_submit_as_the_readme_shows(image_file, reference, tmp
         head.wait(60)
 
 
-def test_driver_killed_then_rerun_gives_the_same_output(image_file, reference, tmp_path):
+def test_driver_killed_then_rerun_gives_the_same_output(image_file, small_model, small_reference, tmp_path):
     out = tmp_path / "o.zarr"
     cmd = [sys.executable, "-m", "spiralray", "segment", str(image_file), str(out), "--executor", "ray",
-           "--tile-size", "256", "--json"]  # fmt: skip
+           "--tile-size", "256", "--json", "--model", small_model]  # fmt: skip
     env = _env(RAY_AUTH_MODE="disabled")
     p = subprocess.run(
         cmd, env={**env, "SPIRALRAY_FAULT": "tile:2"}, capture_output=True, text=True, timeout=600
@@ -118,7 +123,7 @@ def test_driver_killed_then_rerun_gives_the_same_output(image_file, reference, t
     assert zarr.open_group(str(out)).attrs["spiralray"]["complete"] is False
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert np.array_equal(_labels(out), reference)  # ids included
+    assert np.array_equal(_labels(out), small_reference)  # ids included
 
 
 TWO_NODES = textwrap.dedent(
@@ -135,7 +140,7 @@ TWO_NODES = textwrap.dedent(
     nodes = [cluster.add_node(num_cpus=1, resources={"segmenter": 1}) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
-    engine = api.load_engine(None)
+    engine = api.load_engine(sys.argv[3])
     ropts = RayOptions(
         segment_actors=2, segment_cpus=0.5, batch_regions=32, segment_resources={"segmenter": 1}
     )
@@ -150,9 +155,9 @@ TWO_NODES = textwrap.dedent(
 )
 
 
-def test_two_node_cluster_uses_both_nodes_and_gives_the_same_output(image_file, tmp_path):
+def test_two_node_cluster_uses_both_nodes_and_gives_the_same_output(image_file, small_model, tmp_path):
     p = subprocess.run(
-        [sys.executable, "-c", TWO_NODES, str(image_file), str(tmp_path / "o.zarr")],
+        [sys.executable, "-c", TWO_NODES, str(image_file), str(tmp_path / "o.zarr"), small_model],
         env=_env(RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]

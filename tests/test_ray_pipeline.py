@@ -24,8 +24,8 @@ ROPTS = RayOptions(segment_actors=2, segment_cpus=0.5, score_cpus=0.25, batch_re
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return api.load_engine(None)
+def engine(small_engine):
+    return small_engine  # the pipeline's mechanics: the answer is the model's, whatever the model
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_images_added_to_an_archive_get_new_indices_and_ids(ray_cluster, engine,
     assert (kept["image"], kept["seed_id"], kept["area"]) == (table["image"], table["seed_id"], table["area"])
 
 
-def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path, capsys):
+def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, small_model, tmp_path, capsys):
     """An archive run finishes the images it can; each one it could not segment is one line on
     stderr and the exit code says so (a job over a terabyte archive must not end "successful"
     with images silently missing)."""
@@ -231,9 +231,9 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     tifffile.imwrite(folder / "b.tif", generate(SyntheticSpec(260, 300), seed=72)[0])
     whole = (folder / "b.tif").read_bytes()
     (folder / "b.tif").write_bytes(whole[: len(whole) // 3])  # truncated on its way to storage
-    code = main(
-        ["segment", str(folder), str(tmp_path / "out"), "--segment-actors", "1", "--actor-cpus", "0.5"]
-    )
+    run = ["segment", str(folder), str(tmp_path / "out"), "--segment-actors", "1", "--actor-cpus", "0.5"]
+    run += ["--model", small_model]
+    code = main(run)
     err = capsys.readouterr().err
     assert code == EXIT_FAILED_IMAGES != 0, err
     failed = [line for line in err.splitlines() if line.startswith("spiralray: failed:")]
@@ -242,16 +242,13 @@ def test_cli_archive_names_each_image_it_could_not_segment(ray_cluster, tmp_path
     # the user's own file where the archive table goes: kept; the run says so and exits 3
     (folder / "b.tif").write_bytes(whole)  # repaired
     (tmp_path / "out" / "objects.parquet").write_bytes(b"mine")
-    code = main(
-        ["segment", str(folder), str(tmp_path / "out"), "--segment-actors", "1", "--actor-cpus", "0.5"]
-    )
+    code = main(run)
     err = capsys.readouterr().err
     assert code == EXIT_FAILED_IMAGES and "failed:" not in err, err
     assert "archive table not written: " in err and "is not spiralray's archive table" in err
     assert (tmp_path / "out" / "objects.parquet").read_bytes() == b"mine"
     assert (tmp_path / "out" / "b.zarr" / "labels" / "instances").exists()
     (tmp_path / "out" / "objects.parquet").unlink()
-    run = ["segment", str(folder), str(tmp_path / "out"), "--segment-actors", "1", "--actor-cpus", "0.5"]
     assert main(run) == 0  # the table written
     capsys.readouterr()
     table = (tmp_path / "out" / "objects.parquet").read_bytes()

@@ -30,8 +30,8 @@ def image():
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return api.load_engine(None)
+def engine(small_engine):
+    return small_engine  # reading and writing: the answer is the model's, whatever the model
 
 
 def _ome(path, data, version):
@@ -376,7 +376,7 @@ def test_an_endpoint_that_refuses_everything_is_named_as_such(s3, monkeypatch):
     assert str(err.value).endswith("(check the object store's endpoint and credentials)"), err.value
 
 
-def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine):
+def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine, small_model):
     """The product's main path as a user runs it: an archive prefix in object storage segmented
     on (embedded) Ray into labels in object storage, with the archive's object table."""
     import pyarrow.parquet as pq
@@ -391,6 +391,7 @@ def test_s3_archive_to_s3_labels_from_the_command_line(s3, tmp_path, engine):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SPIRALRAY_LOG": os.devnull}
     env.pop("RAY_ADDRESS", None)
     args = ["segment", "s3://spiralray-test/arch/", "s3://spiralray-test/labels/", "--tile-size", "256"]
+    args += ["--model", small_model]
     p = subprocess.run(
         [sys.executable, "-m", "spiralray", *args, "--json"],
         capture_output=True,

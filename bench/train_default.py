@@ -102,9 +102,8 @@ def main():
 
     if args.init:
         net = modelzoo.load(args.init)
-        if (
-            args.skip_inner and not args.seg_widths
-        ):  # the same masks as the model given, with room to learn more
+        # the same masks as the model given, with room to learn more (--seg-widths: a new segmenter)
+        if args.skip_inner and not args.seg_widths:
             try:
                 net = widen_skips(net, args.skip_inner)
             except SpiralrayError as e:

@@ -19,6 +19,11 @@ def engine(small_engine):
     return small_engine  # the pipeline's mechanics: the answer is the model's, whatever the model
 
 
+@pytest.fixture(scope="module")
+def shipped():
+    return api.load_engine(None)  # where what the model finds matters, and on real frames
+
+
 def test_tile_grid_covers_the_image_once():
     tiles = tile_grid((700, 1100), 256)
     cover = np.zeros((700, 1100), int)
@@ -111,8 +116,8 @@ def _check_equal(engine, image, sizes, ids="seed"):
     return whole
 
 
-def test_tiled_equals_whole_on_synthetic_with_long_objects():
-    engine = api.load_engine(None)  # the shipped model follows the long nucleus across the corner
+def test_tiled_equals_whole_on_synthetic_with_long_objects(shipped):
+    engine = shipped  # the shipped model follows the long nucleus across the corner
     image = _long_nucleus_scene()
     whole = _check_equal(engine, image, (256, 300, 512))
     seg = engine.segment(image)
@@ -129,9 +134,9 @@ def test_tiled_equals_whole_at_other_offsets(engine):
         _check_equal(engine, image[dy:, dx:], (256,), ids="sequential")
 
 
-def test_tiled_equals_whole_on_a_real_frame(hela):
+def test_tiled_equals_whole_on_a_real_frame(shipped, hela):
     images, _ = hela  # with the shipped model, as users run it
-    _check_equal(api.load_engine(None), images[17, 50:610, 100:880], (256, 384))
+    _check_equal(shipped, images[17, 50:610, 100:880], (256, 384))
 
 
 def test_ids_are_the_same_whatever_the_tile_size(engine):

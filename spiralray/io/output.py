@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import SpiralrayError
 from . import lease, spacing
-from .readers import is_url, local, one_line, redact
+from .readers import REACH_HINT, is_url, local, one_line, redact
 from .retry import retrying
 from .storage import delete
 
@@ -98,7 +98,7 @@ class Output:
         except PermissionError as exc:  # refused, not unreadable: often the wrong endpoint
             raise SpiralrayError(
                 f"no access to {redact(self.url)} (reading its {what}): {one_line(exc)}"
-                + (" (check the object store's endpoint and credentials)" if is_url(self.url) else "")
+                + (f" ({REACH_HINT})" if is_url(self.url) else "")
             ) from exc
         except (OSError, ValueError) as exc:
             raise SpiralrayError(f"unreadable {what} in {redact(self.url)}: {one_line(exc)}") from exc

@@ -348,6 +348,9 @@ def open_raster(url: str, channel, plane, storage_options=None) -> ImageReader:
     return ImageReader(url, a, p, shape, whole=True, kind="raster")
 
 
+REACH_HINT = "check the object store's endpoint and credentials"  # after any store it cannot use
+
+
 def exists(url: str, storage_options=None) -> bool:
     if is_url(url):
         import fsspec
@@ -356,8 +359,7 @@ def exists(url: str, storage_options=None) -> bool:
             fs, p = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
             return fs.exists(p)
         except Exception as exc:
-            hint = "check the object store's endpoint and credentials"
-            raise SpiralrayError(f"cannot reach {redact(url)}: {one_line(exc)} ({hint})") from exc
+            raise SpiralrayError(f"cannot reach {redact(url)}: {one_line(exc)} ({REACH_HINT})") from exc
     return os.path.exists(local(url))
 
 

@@ -209,7 +209,7 @@ def check_parent(path) -> None:
 def _check_bucket(url: str) -> None:
     import fsspec
 
-    from .readers import one_line, redact
+    from .readers import REACH_HINT, one_line, redact
 
     try:
         fs, p = fsspec.core.url_to_fs(url)
@@ -230,8 +230,7 @@ def _check_bucket(url: str) -> None:
     except PermissionError:
         return
     except Exception as exc:  # no credentials, no endpoint, no network
-        hint = "check the object store's endpoint and credentials"
-        raise SpiralrayError(f"cannot reach {proto}://{bucket}: {one_line(exc)} ({hint})") from None
+        raise SpiralrayError(f"cannot reach {proto}://{bucket}: {one_line(exc)} ({REACH_HINT})") from None
 
 
 def check_output(path) -> None:
